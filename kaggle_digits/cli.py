@@ -1,0 +1,100 @@
+"""`kaggle-digits <command>`: one entry point; scripts/*.py are thin wrappers around it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+from . import __version__, paths
+from .errors import UserError
+
+# name -> module; each module defines HELP, add_arguments(parser) and run(args) -> int.
+# Adding a command is one line here and one module.
+COMMANDS = {
+    "download": "kaggle_digits.download",
+}
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("folders")
+    group.add_argument("--data-dir", help="competition CSVs (default: data/)")
+    group.add_argument("--runs-dir", help="studies and trial artifacts (default: runs/)")
+    group.add_argument("--submissions-dir", help="written submissions (default: submissions/)")
+    group.add_argument("--reports-dir", help="plots and HTML reports (default: reports/)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kaggle-digits",
+        description="Kaggle Digit Recognizer toolkit: data, cross-validated tuning, ensembles, submissions.",
+    )
+    parser.add_argument("--version", action="version", version=f"kaggle-digits {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common_options()
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, parents=[common], help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; user mistakes become one line on stderr and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.paths = paths.resolve(
+            data_dir=args.data_dir,
+            runs_dir=args.runs_dir,
+            submissions_dir=args.submissions_dir,
+            reports_dir=args.reports_dir,
+        )
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished files are kept; partial files were not written", file=sys.stderr)
+        return 130
+
+
+def run_script(command: str) -> None:
+    """Entry point of scripts/<command>.py."""
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
+class Progress:
+    """Prints `label i/n  elapsed  ETA` lines for long loops."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.start = label, total, time.monotonic()
+
+    def step(self, done: int, extra: str = "") -> None:
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / done * (self.total - done) if done else float("nan")
+        print(
+            f"{self.label} {done}/{self.total}  elapsed {format_seconds(elapsed)}  ETA {format_seconds(eta)}"
+            + (f"  {extra}" if extra else ""),
+            flush=True,
+        )
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def main_entry() -> None:
+    """Console script `kaggle-digits`."""
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Read and validate the competition's CSV files; read MNIST IDX files; build the offline mirror."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import N_PIXELS
+from .errors import UserError
+from .io import atomic_open
+
+PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
+TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
+TEST_HEADER = PIXEL_COLUMNS
+N_TRAIN = 42_000
+N_TEST = 28_000
+# The offline mirror shuffles MNIST's 70,000 images with this seed, then takes 42,000 / 28,000.
+MIRROR_SEED = 2012
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@dataclass
+class Dataset:
+    """The competition's data as arrays.
+
+    X_train : uint8 array of shape (n_train, 28, 28)
+    y_train : uint8 array of shape (n_train,)
+    X_test : uint8 array of shape (n_test, 28, 28)
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+
+
+def load_train(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a Kaggle-format train.csv (`label,pixel0..pixel783`).
+
+    Returns X of shape (n, 28, 28) uint8 and y of shape (n,) uint8. Raises UserError naming the
+    file, line and column of the first bad value.
+    """
+    values = _read_csv(Path(path), TRAIN_HEADER)
+    labels = values[:, 0]
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        row = int(bad[0])
+        raise UserError(f"{path} line {row + 2}, column label: '{labels[row]}' is not a digit 0-9")
+    return values[:, 1:].astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+
+
+def load_test(path: str | os.PathLike) -> np.ndarray:
+    """Read a Kaggle-format test.csv (`pixel0..pixel783`) into a uint8 array of shape (n, 28, 28)."""
+    return _read_csv(Path(path), TEST_HEADER).astype(np.uint8).reshape(-1, 28, 28)
+
+
+def load_dataset(data_dir: str | os.PathLike) -> Dataset:
+    """Load train.csv and test.csv from `data_dir`, with a hint to download them when missing."""
+    data_dir = Path(data_dir)
+    for name in ("train.csv", "test.csv"):
+        if not (data_dir / name).exists():
+            raise UserError(
+                f"{data_dir / name} not found: run `python scripts/download.py` first"
+                + (f" (or pass --data-dir)" if data_dir != Path("data") else "")
+            )
+    X_train, y_train = load_train(data_dir / "train.csv")
+    return Dataset(X_train, y_train, load_test(data_dir / "test.csv"))
+
+
+def _read_csv(path: Path, header: list[str]) -> np.ndarray:
+    """Parse a headed CSV of non-negative integers < 256 into an int array (n, len(header))."""
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8", "replace").strip()
+    if not first:
+        raise UserError(f"{path}: file is empty (expected a header line `{','.join(header[:2])},...`)")
+    names = [n.strip().strip('"') for n in first.split(",")]
+    if names != header:
+        if names and names[0].lstrip("-").isdigit():
+            raise UserError(f"{path} line 1: missing header (expected `{','.join(header[:2])},...`)")
+        if len(names) != len(header):
+            raise UserError(
+                f"{path} line 1: header has {len(names)} columns, expected {len(header)} "
+                f"(`{','.join(header[:2])},...,{header[-1]}`)"
+            )
+        col = next(i for i, (a, b) in enumerate(zip(names, header)) if a != b)
+        raise UserError(f"{path} line 1, column {col + 1}: header '{names[col]}', expected '{header[col]}'")
+    try:
+        frame = pd.read_csv(path, skip_blank_lines=False, engine="c")
+    except pd.errors.ParserError as exc:
+        raise UserError(f"{path}: {_parser_message(exc)}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text CSV file") from None
+    if frame.empty:
+        raise UserError(f"{path}: has a header but no rows")
+    return _validated_values(path, frame, header)
+
+
+def _parser_message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[-1]
+    # pandas: "Error tokenizing data. C error: Expected 785 fields in line 12, saw 786"
+    return text.split("C error: ")[-1]
+
+
+def _validated_values(path: Path, frame: pd.DataFrame, header: list[str]) -> np.ndarray:
+    n_rows = len(frame)
+    # Blank cells and short rows show up as NaN; tell them apart by reading the raw line.
+    missing = frame.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing.any(axis=1))[0])
+        line = _raw_line(path, row + 2)
+        fields = line.split(",") if line.strip() else []
+        if not line.strip():
+            raise UserError(f"{path} line {row + 2}: blank line")
+        if len(fields) != len(header):
+            raise UserError(f"{path} line {row + 2}: has {len(fields)} values, expected {len(header)}")
+        col = int(np.flatnonzero(missing[row])[0])
+        raise UserError(f"{path} line {row + 2}, column {header[col]}: blank value")
+    for col, dtype in enumerate(frame.dtypes):
+        if not pd.api.types.is_integer_dtype(dtype):
+            column = frame.iloc[:, col]
+            as_int = pd.to_numeric(column, errors="coerce")
+            bad = ~(as_int.notna() & (as_int == as_int.round()))
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UserError(
+                f"{path} line {row + 2}, column {header[col]}: '{column.iloc[row]}' is not an integer 0-255"
+            )
+    values = frame.to_numpy(dtype=np.int64)
+    out_of_range = (values < 0) | (values > 255)
+    if out_of_range.any():
+        row, col = (int(i) for i in np.argwhere(out_of_range)[0])
+        raise UserError(f"{path} line {row + 2}, column {header[col]}: '{values[row, col]}' is not an integer 0-255")
+    assert values.shape == (n_rows, len(header))
+    return values
+
+
+def _raw_line(path: Path, line_number: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, start=1):
+            if i == line_number:
+                return line.rstrip("\r\n")
+    return ""
+
+
+# --- MNIST IDX ------------------------------------------------------------------------------
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a (gzip) IDX file of unsigned bytes into an array of its stated shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: cannot read IDX file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(raw) - offset != expected:
+        raise UserError(f"{path}: IDX header says {expected} bytes of data, file has {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def load_mnist(mnist_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 MNIST images (train then t10k) as uint8 (70000, 28, 28) and labels (70000,)."""
+    mnist_dir = Path(mnist_dir)
+    missing = [name for name in MNIST_FILES.values() if not (mnist_dir / name).exists()]
+    if missing:
+        raise UserError(f"{mnist_dir}: missing MNIST files {', '.join(missing)}")
+    arrays = {key: read_idx(mnist_dir / name) for key, name in MNIST_FILES.items()}
+    X = np.concatenate([arrays["train_images"], arrays["test_images"]])
+    y = np.concatenate([arrays["train_labels"], arrays["test_labels"]])
+    return X, y
+
+
+def mirror_split(n_images: int = N_TRAIN + N_TEST, seed: int = MIRROR_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the 70,000 MNIST images for the mirror's train and test rows."""
+    order = np.random.default_rng(seed).permutation(n_images)
+    return order[:N_TRAIN], order[N_TRAIN:]
+
+
+def write_mirror(mnist_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, int]:
+    """Write train.csv, test.csv, sample_submission.csv and solution.csv from MNIST.
+
+    Each file is written atomically. Returns the row count of each file written.
+    """
+    X, y = load_mnist(mnist_dir)
+    train_idx, test_idx = mirror_split(len(X))
+    out_dir = Path(out_dir)
+    flat = X.reshape(len(X), -1)
+    write_pixel_csv(out_dir / "train.csv", flat[train_idx], labels=y[train_idx])
+    write_pixel_csv(out_dir / "test.csv", flat[test_idx])
+    image_ids = np.arange(1, len(test_idx) + 1)
+    write_submission_like(out_dir / "sample_submission.csv", image_ids, np.zeros(len(test_idx), dtype=int))
+    write_submission_like(out_dir / "solution.csv", image_ids, y[test_idx])
+    return {"train.csv": len(train_idx), "test.csv": len(test_idx), "sample_submission.csv": len(test_idx),
+            "solution.csv": len(test_idx)}
+
+
+_NUMBER_TEXT = np.array([str(i) for i in range(256)], dtype=object)
+
+
+def write_pixel_csv(path: str | os.PathLike, pixels: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """Write rows of 784 uint8 pixels (with a leading label column if given) in Kaggle's CSV format."""
+    pixels = np.asarray(pixels, dtype=np.uint8).reshape(len(pixels), -1)
+    header = TRAIN_HEADER if labels is not None else TEST_HEADER
+    with atomic_open(path, "w", encoding="ascii", newline="\n") as f:
+        f.write(",".join(header) + "\n")
+        for start in range(0, len(pixels), 2000):
+            block = pixels[start : start + 2000]
+            text = _NUMBER_TEXT[block]
+            if labels is not None:
+                text = np.concatenate([_NUMBER_TEXT[np.asarray(labels[start : start + 2000])][:, None], text], axis=1)
+            f.write("\n".join(",".join(row) for row in text) + "\n")
+
+
+def write_submission_like(path: str | os.PathLike, image_ids: np.ndarray, labels: np.ndarray) -> None:
+    """Write an `ImageId,Label` CSV atomically."""
+    with atomic_open(path, "w", encoding="ascii", newline="\n") as f:
+        f.write("ImageId,Label\n")
+        f.write("".join(f"{int(i)},{int(label)}\n" for i, label in zip(image_ids, labels)))
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,86 @@
+"""Shared fixtures: run the real CLI in-process, and data folders built from the bundled MNIST."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kaggle_digits import cli, data
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never look at a real Kaggle kernel layout or real Kaggle credentials.
+os.environ["KAGGLE_DIGITS_KAGGLE_ROOT"] = "/nonexistent-kaggle-root"
+os.environ.pop("KAGGLE_KERNEL_RUN_TYPE", None)
+for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+    os.environ.pop(name, None)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True)
+def _no_kaggle_credentials(tmp_path_factory, monkeypatch):
+    """Point the Kaggle client at an empty config folder unless a test plants credentials."""
+    empty = tmp_path_factory.mktemp("kaggle-config")
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(empty))
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `kaggle-digits ARGS...` in this process; return exit code, stdout and stderr."""
+
+    def run(*args: str) -> Result:
+        code = cli.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def mirror_dir(tmp_path_factory) -> Path:
+    """The full offline mirror (42,000 / 28,000), built once per session. Treat as read-only."""
+    out = tmp_path_factory.mktemp("mirror")
+    data.write_mirror(REPO / "data" / "mnist", out)
+    return out
+
+
+def make_slice(out: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """A small Kaggle-format data folder: a stratified-ish random slice of the mirror's images."""
+    X, y = data.load_mnist(REPO / "data" / "mnist")
+    train_idx, test_idx = data.mirror_split(len(X))
+    rng = np.random.default_rng(seed)
+    tr = np.sort(rng.choice(train_idx, n_train, replace=False))
+    te = np.sort(rng.choice(test_idx, n_test, replace=False))
+    out.mkdir(parents=True, exist_ok=True)
+    data.write_pixel_csv(out / "train.csv", X[tr].reshape(n_train, -1), labels=y[tr])
+    data.write_pixel_csv(out / "test.csv", X[te].reshape(n_test, -1))
+    ids = np.arange(1, n_test + 1)
+    data.write_submission_like(out / "sample_submission.csv", ids, np.zeros(n_test, dtype=int))
+    data.write_submission_like(out / "solution.csv", ids, y[te])
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """1,500 train / 500 test rows in Kaggle format (with solution.csv). Treat as read-only."""
+    return make_slice(tmp_path_factory.mktemp("small") / "data", 1500, 500)
+
+
+@pytest.fixture
+def small_data_copy(small_data, tmp_path) -> Path:
+    """A private, writable copy of small_data."""
+    dest = tmp_path / "data"
+    shutil.copytree(small_data, dest)
+    return dest

@@ -1,0 +1,120 @@
+"""The offline mirror and CSV validation, through the real `download` command."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from kaggle_digits import data
+from tests.conftest import REPO
+
+
+def test_mirror_is_faithful_and_reproducible(mirror_dir, tmp_path):
+    X_train, y_train = data.load_train(mirror_dir / "train.csv")
+    X_test = data.load_test(mirror_dir / "test.csv")
+    assert X_train.shape == (42_000, 28, 28) and X_train.dtype == np.uint8
+    assert X_test.shape == (28_000, 28, 28) and y_train.shape == (42_000,)
+    header = (mirror_dir / "train.csv").open().readline().strip().split(",")
+    assert header[:3] == ["label", "pixel0", "pixel1"] and header[-1] == "pixel783" and len(header) == 785
+    assert (mirror_dir / "test.csv").open().readline().startswith("pixel0,pixel1,")
+    assert (mirror_dir / "sample_submission.csv").read_text().startswith("ImageId,Label\n1,0\n")
+
+    # 70,000 distinct images, none in both files (MNIST has no exact duplicates).
+    train_keys = {img.tobytes() for img in X_train}
+    test_keys = {img.tobytes() for img in X_test}
+    assert len(train_keys) + len(test_keys) == 70_000 and not train_keys & test_keys
+
+    # Every solution label is MNIST's label for that image.
+    X_all, y_all = data.load_mnist(REPO / "data" / "mnist")
+    label_of = {img.tobytes(): int(lab) for img, lab in zip(X_all, y_all)}
+    solution = np.loadtxt(mirror_dir / "solution.csv", delimiter=",", skiprows=1, dtype=int)
+    assert (solution[:, 0] == np.arange(1, 28_001)).all()
+    assert all(label_of[img.tobytes()] == lab for img, lab in zip(X_test, solution[:, 1]))
+    assert all(label_of[img.tobytes()] == lab for img, lab in zip(X_train, y_train))
+
+    # A second build is byte-identical.
+    data.write_mirror(REPO / "data" / "mnist", tmp_path)
+    for name in ("train.csv", "test.csv", "solution.csv"):
+        assert data.sha256(tmp_path / name) == data.sha256(mirror_dir / name)
+
+
+def test_download_offline_then_idempotent_then_verify(run_cli, tmp_path):
+    d = tmp_path / "data"
+    first = run_cli("download", "--data-dir", d)
+    assert first.code == 0, first.err
+    assert "offline mirror" in first.out and "42,000 rows" in first.out and "sha256" in first.out
+    stamp = (d / "train.csv").stat().st_mtime_ns
+    second = run_cli("download", "--data-dir", d)
+    assert second.code == 0 and "already present" in second.out
+    assert (d / "train.csv").stat().st_mtime_ns == stamp
+    forced = run_cli("download", "--data-dir", d, "--source", "mnist", "--force")
+    assert forced.code == 0 and (d / "train.csv").stat().st_mtime_ns != stamp
+    verify = run_cli("download", "--data-dir", d, "--verify")
+    assert verify.code == 0 and "valid" in verify.out
+
+
+def _bad_train(tmp_path, mutate):
+    rows = ["label," + ",".join(f"pixel{i}" for i in range(784))]
+    rows += [",".join(["3"] + ["0"] * 784) for _ in range(5)]
+    rows = mutate(rows)
+    path = tmp_path / "data" / "train.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + ("\n" if rows else ""))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r[:3] + [r[3].replace(",0,", ",abc,", 1)] + r[4:], "line 4, column pixel0: 'abc' is not an integer"),
+        (lambda r: r[:2] + [r[2][: r[2].rindex(",")] + ",256"] + r[3:], "line 3, column pixel783: '256' is not an integer 0-255"),
+        (lambda r: r[:5] + [r[5][: r[5].rindex(",")]] + r[6:], "line 6: has 784 values, expected 785"),
+        (lambda r: r[1:], "line 1: missing header"),
+        (lambda r: [], "file is empty"),
+        (lambda r: r[:2] + ["10" + r[2][1:]] + r[3:], "line 3, column label: '10' is not a digit 0-9"),
+    ],
+    ids=["non-numeric", "256", "short-row", "no-header", "empty", "label-10"],
+)
+def test_bad_train_csv_is_one_clear_line(run_cli, tmp_path, mutate, message):
+    path = _bad_train(tmp_path, mutate)
+    before = path.read_bytes()
+    (tmp_path / "data" / "test.csv").write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
+    result = run_cli("download", "--data-dir", tmp_path / "data", "--verify")
+    assert result.code == 2
+    assert message in result.err and str(path) in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert path.read_bytes() == before
+
+
+def test_download_never_overwrites_user_files(run_cli, tmp_path):
+    path = _bad_train(tmp_path, lambda r: r)
+    before = path.read_bytes()
+    result = run_cli("download", "--data-dir", tmp_path / "data", "--source", "mnist", "--force")
+    assert result.code == 2 and "not written by kaggle-digits" in result.err
+    assert path.read_bytes() == before
+
+
+def test_zip_import_validates_before_installing(run_cli, small_data, tmp_path):
+    good = tmp_path / "digit-recognizer.zip"
+    with zipfile.ZipFile(good, "w") as z:
+        for name in ("train.csv", "test.csv", "sample_submission.csv"):
+            z.write(small_data / name, name)
+    d = tmp_path / "data"
+    result = run_cli("download", "--data-dir", d, "--source", "zip", "--zip", good)
+    assert result.code == 0, result.err
+    assert "1,500 rows" in result.out and not (d / "solution.csv").exists()
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("train.csv", "label,pixel0\n1,2\n")
+        z.writestr("test.csv", "pixel0\n1\n")
+    d2 = tmp_path / "data2"
+    result = run_cli("download", "--data-dir", d2, "--source", "zip", "--zip", bad)
+    assert result.code == 2 and "header" in result.err
+    assert not (d2 / "train.csv").exists()
+
+    not_zip = tmp_path / "x.zip"
+    not_zip.write_text("hello")
+    assert "not a zip file" in run_cli("download", "--data-dir", d2, "--source", "zip", "--zip", not_zip).err
