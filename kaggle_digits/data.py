@@ -71,7 +71,7 @@ def load_dataset(data_dir: str | os.PathLike) -> Dataset:
         if not (data_dir / name).exists():
             raise UserError(
                 f"{data_dir / name} not found: run `python scripts/download.py` first"
-                + (f" (or pass --data-dir)" if data_dir != Path("data") else "")
+                + (" (or pass --data-dir)" if data_dir != Path("data") else "")
             )
     X_train, y_train = load_train(data_dir / "train.csv")
     return Dataset(X_train, y_train, load_test(data_dir / "test.csv"))
@@ -208,8 +208,12 @@ def write_mirror(mnist_dir: str | os.PathLike, out_dir: str | os.PathLike) -> di
     image_ids = np.arange(1, len(test_idx) + 1)
     write_submission_like(out_dir / "sample_submission.csv", image_ids, np.zeros(len(test_idx), dtype=int))
     write_submission_like(out_dir / "solution.csv", image_ids, y[test_idx])
-    return {"train.csv": len(train_idx), "test.csv": len(test_idx), "sample_submission.csv": len(test_idx),
-            "solution.csv": len(test_idx)}
+    return {
+        "train.csv": len(train_idx),
+        "test.csv": len(test_idx),
+        "sample_submission.csv": len(test_idx),
+        "solution.csv": len(test_idx),
+    }
 
 
 _NUMBER_TEXT = np.array([str(i) for i in range(256)], dtype=object)

@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         elif source == "zip":
             _extract(args.zip, staging)
         else:
-            print(f"building the offline mirror from MNIST in {args.paths.mnist_dir} (seed {data.MIRROR_SEED})",
-                  flush=True)
+            print(
+                f"building the offline mirror from MNIST in {args.paths.mnist_dir} (seed {data.MIRROR_SEED})",
+                flush=True,
+            )
             data.write_mirror(args.paths.mnist_dir, staging)
         _install(staging, data_dir, manifest, source)
     _summary(data_dir, source)

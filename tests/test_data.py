@@ -69,7 +69,10 @@ def _bad_train(tmp_path, mutate):
     "mutate, message",
     [
         (lambda r: r[:3] + [r[3].replace(",0,", ",abc,", 1)] + r[4:], "line 4, column pixel0: 'abc' is not an integer"),
-        (lambda r: r[:2] + [r[2][: r[2].rindex(",")] + ",256"] + r[3:], "line 3, column pixel783: '256' is not an integer 0-255"),
+        (
+            lambda r: r[:2] + [r[2][: r[2].rindex(",")] + ",256"] + r[3:],
+            "line 3, column pixel783: '256' is not an integer 0-255",
+        ),
         (lambda r: r[:5] + [r[5][: r[5].rindex(",")]] + r[6:], "line 6: has 784 values, expected 785"),
         (lambda r: r[1:], "line 1: missing header"),
         (lambda r: [], "file is empty"),
@@ -80,7 +83,9 @@ def _bad_train(tmp_path, mutate):
 def test_bad_train_csv_is_one_clear_line(run_cli, tmp_path, mutate, message):
     path = _bad_train(tmp_path, mutate)
     before = path.read_bytes()
-    (tmp_path / "data" / "test.csv").write_text(",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n")
+    (tmp_path / "data" / "test.csv").write_text(
+        ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n"
+    )
     result = run_cli("download", "--data-dir", tmp_path / "data", "--verify")
     assert result.code == 2
     assert message in result.err and str(path) in result.err
