@@ -1,0 +1,66 @@
+"""The one model interface. CV, tuning, ensembling, reports and predict never branch on the family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+# Called after each epoch with the epoch number (0-based) and that epoch's metrics
+# (at least "val_accuracy" when validation data was given). It may raise optuna.TrialPruned.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    """A fitted model and how it got there.
+
+    model : whatever predict_proba/save accept
+    history : per-epoch curves, e.g. {"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}
+    epochs : epochs actually run
+    """
+
+    model: Any
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs: int = 0
+
+
+class ModelSpec(Protocol):
+    """What every family provides (see kaggle_digits/models/mlp.py, dense.py, cnn.py)."""
+
+    name: str
+    model_suffix: str  # file suffix of a saved fold model: ".keras" or ".joblib"
+
+    def search_space(self, trial: Any, augment: bool) -> dict[str, Any]:
+        """Sample this family's hyperparameters from an optuna Trial (define-by-run); JSON-serialisable."""
+
+    def default_params(self, augment: bool) -> dict[str, Any]:
+        """A known-good point of the search space: the study's first trial."""
+
+    def fit(
+        self,
+        params: dict[str, Any],
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        *,
+        max_epochs: int | None = None,
+        seed: int = 0,
+        on_epoch: EpochCallback | None = None,
+        verbose: bool = True,
+    ) -> FitResult:
+        """Train on X uint8 (n, 28, 28), y (n,) in 0..9. Validation data only feeds monitoring,
+        early stopping and on_epoch; it never trains the model. max_epochs caps params' epochs."""
+
+    def predict_proba(self, model: Any, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, float32 of shape (n, 10), rows summing to 1."""
+
+    def save(self, model: Any, path: Path) -> None:
+        """Write the fitted model to `path` (ending in model_suffix), atomically."""
+
+    def load(self, path: Path) -> Any:
+        """Read a model written by save."""

@@ -1,0 +1,148 @@
+"""Trial artifacts on disk: `runs/<study>/trial-<n>/` — what tuning leaves for ensembles, reports, predict.
+
+A trial folder holds:
+  params.json   {"study", "trial", "model", "augment", "params", "seed", "folds", "data"}
+  metrics.json  {"cv_accuracy", "cv_std", "fold_accuracies", "fit_seconds", "epochs", "n_rows", ...}
+  history.json  [{"fold": k, "loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}, ...]
+  oof.npy       float32 (n_rows, 10): out-of-fold probabilities, row i is train.csv row oof_rows[i]
+  oof_rows.npy  int64 (n_rows,): which train.csv rows the OOF covers (all of them unless --subsample)
+  test.npy      float32 (n_test, 10): test probabilities averaged over the fold models
+  fold-<k>.keras | fold-<k>.joblib   the fold models, where kept
+metrics.json is written last: a folder without it is an unfinished trial and is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .io import read_json, write_json, write_npy
+
+METRICS_FILE = "metrics.json"
+
+
+def trial_dir(runs_dir: str | os.PathLike, study: str, number: int) -> Path:
+    return Path(runs_dir) / study / f"trial-{number}"
+
+
+@dataclass
+class TrialRun:
+    """One finished trial's artifacts, loaded lazily."""
+
+    path: Path
+
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        return read_json(self.path / "params.json")
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.path / METRICS_FILE)
+
+    @property
+    def study(self) -> str:
+        return self.info["study"]
+
+    @property
+    def number(self) -> int:
+        return int(self.info["trial"])
+
+    @property
+    def model(self) -> str:
+        return self.info["model"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.info["params"]
+
+    @property
+    def name(self) -> str:
+        """`<study>/trial-<n>`: how commands and files refer to this trial."""
+        return f"{self.study}/trial-{self.number}"
+
+    @property
+    def cv_accuracy(self) -> float:
+        return float(self.metrics["cv_accuracy"])
+
+    @property
+    def cv_std(self) -> float:
+        return float(self.metrics.get("cv_std", 0.0))
+
+    @cached_property
+    def oof_proba(self) -> np.ndarray:
+        return np.load(self.path / "oof.npy")
+
+    @cached_property
+    def oof_rows(self) -> np.ndarray:
+        return np.load(self.path / "oof_rows.npy")
+
+    @cached_property
+    def test_proba(self) -> np.ndarray:
+        return np.load(self.path / "test.npy")
+
+    @cached_property
+    def history(self) -> list[dict[str, Any]]:
+        path = self.path / "history.json"
+        return read_json(path) if path.exists() else []
+
+    def fold_model_paths(self) -> list[Path]:
+        """Saved fold models, in fold order (empty when none were kept)."""
+        return sorted(
+            (p for p in self.path.glob("fold-*") if p.suffix in (".keras", ".joblib")),
+            key=lambda p: int(p.stem.split("-")[1]),
+        )
+
+
+def save_trial(
+    path: Path,
+    info: dict[str, Any],
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    oof_proba: np.ndarray,
+    oof_rows: np.ndarray,
+    test_proba: np.ndarray,
+) -> TrialRun:
+    """Write a finished trial's artifacts; metrics.json last, so a reader never sees half a trial."""
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / "params.json", info)
+    write_json(path / "history.json", history)
+    write_npy(path / "oof.npy", np.asarray(oof_proba, dtype=np.float32))
+    write_npy(path / "oof_rows.npy", np.asarray(oof_rows, dtype=np.int64))
+    write_npy(path / "test.npy", np.asarray(test_proba, dtype=np.float32))
+    write_json(path / METRICS_FILE, metrics)
+    return TrialRun(path)
+
+
+def load_trial(path: str | os.PathLike) -> TrialRun:
+    """A finished trial folder (`runs/<study>/trial-<n>`); UserError when it is not one."""
+    path = Path(path)
+    if not (path / METRICS_FILE).exists() or not (path / "params.json").exists():
+        raise UserError(f"{path}: not a finished trial folder (no metrics.json/params.json)")
+    return TrialRun(path)
+
+
+def list_studies(runs_dir: str | os.PathLike) -> list[str]:
+    """Names of the studies that have at least one finished trial under runs_dir."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    return sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and any(p.glob(f"trial-*/{METRICS_FILE}")))
+
+
+def list_trials(runs_dir: str | os.PathLike, studies: list[str] | None = None) -> list[TrialRun]:
+    """Finished trials of the given studies (default: all), best CV accuracy first."""
+    runs_dir = Path(runs_dir)
+    names = list_studies(runs_dir) if studies is None else studies
+    trials = []
+    for study in names:
+        folder = runs_dir / study
+        if not folder.is_dir():
+            raise UserError(f"no study '{study}' in {runs_dir} (known: {', '.join(list_studies(runs_dir)) or 'none'})")
+        trials += [TrialRun(p.parent) for p in folder.glob(f"trial-*/{METRICS_FILE}")]
+    return sorted(trials, key=lambda t: (-t.cv_accuracy, t.study, t.number))
