@@ -15,6 +15,8 @@ from .errors import UserError
 COMMANDS = {
     "download": "kaggle_digits.download",
     "tune": "kaggle_digits.tune",
+    "ensemble": "kaggle_digits.ensemble",
+    "submit": "kaggle_digits.submit",
 }
 
 
