@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, models, runs
+from . import N_CLASSES, cv, data, hardware, models, runs
 from .cli import format_seconds
 from .errors import UserError
 from .paths import Paths
@@ -94,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="{quick,standard,full}",
         help="sets trials/timeout/folds/epochs/subsample; explicit options win",
     )
+    parser.add_argument(
+        "--precision",
+        metavar="{" + ",".join(hardware.PRECISIONS) + "}",
+        help="Keras dtype policy (default auto: mixed_float16 on a GPU, float32 on a CPU)",
+    )
     parser.add_argument("--study", help="study name (default: the model, or <model>-aug with --augment)")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///<runs-dir>/optuna.db)")
 
@@ -137,6 +142,8 @@ def _check_options(args: argparse.Namespace) -> None:
         if value is not None and value < low:
             what = "at least 2 folds" if name == "folds" else f"a value of at least {low}"
             raise UserError(f"--{name} {value}: needs {what}")
+    if args.precision is not None and args.precision not in hardware.PRECISIONS:
+        raise UserError(f"--precision {args.precision}: choose one of {', '.join(hardware.PRECISIONS)}")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout {args.timeout:g}: needs a positive number of seconds")
     if args.study is not None and not STUDY_NAME.match(args.study):
@@ -525,6 +532,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     spec = models.get(args.model)
+    if args.precision is not None:
+        print(f"precision: {hardware.configure(args.precision)}", flush=True)
     binding = {"model": args.model, "augment": augment, "folds": options["folds"], "subsample": subsample}
     binding |= {"seed": seed, "train_sha256": fingerprint["train_sha256"], "test_sha256": fingerprint["test_sha256"]}
     # Our own lines say what each trial did (Optuna would add a traceback for an interrupted trial).
@@ -608,6 +617,8 @@ def resume_command(args: argparse.Namespace, options: dict[str, Any], seed: int,
         if options[name] is not None:
             parts += [f"--{name}", str(options[name])]
     parts += ["--seed", str(seed)]
+    if args.precision is not None:
+        parts += ["--precision", args.precision]
     for name in ("data_dir", "runs_dir"):
         if getattr(args, name, None):
             parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
