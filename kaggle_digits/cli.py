@@ -16,6 +16,7 @@ COMMANDS = {
     "download": "kaggle_digits.download",
     "ensemble": "kaggle_digits.ensemble",
     "submit": "kaggle_digits.submit",
+    "kernel": "kaggle_digits.kernel",
 }
 
 

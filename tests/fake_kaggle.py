@@ -324,8 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append(Recorded("GET", self.path, "files", None, self._authorized()))
         if self.path == "/files/digit-recognizer.zip" and fake.competition_zip is not None:
             self._send(200, fake.competition_zip)
-        elif self.path.startswith("/files/output/") and self.path.split("/")[-1] in fake.kernel_outputs:
-            self._send(200, fake.kernel_outputs[self.path.split("/")[-1]])
+        elif self.path.startswith("/files/output/") and self.path[len("/files/output/") :] in fake.kernel_outputs:
+            self._send(200, fake.kernel_outputs[self.path[len("/files/output/") :]])
         else:
             self._send(404, b"not found")
 
