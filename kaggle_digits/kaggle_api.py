@@ -128,8 +128,8 @@ def _api() -> Any:
             api.authenticate()
         except SystemExit:
             raise UserError(
-                f'Kaggle credentials found but not usable (kaggle.json needs "username" and "key"): '
-                f"check {CREDENTIAL_PLACES}"
+                f"the Kaggle credentials from {credential_source()} are not usable (an access token Kaggle "
+                f'does not know, or a kaggle.json without "username" and "key"): create a token at {API_TOKEN_URL}'
             ) from None
     return api
 

@@ -9,6 +9,7 @@ Extra command-line arguments go to the pipeline unchanged. KAGGLE_DIGITS_KAGGLE_
 This file imports nothing from kaggle_digits at module level: it has to find the package first.
 """
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 SETTINGS = {"preset": "quick", "models": None, "augment": False, "source_dataset": "kaggle-digits-src"}
 
 COMPETITION_DIR = "digit-recognizer"
+# Third-party modules the pipeline needs; Kaggle's Python image has them, and the kernel has no internet.
+REQUIRED_MODULES = ("numpy", "pandas", "sklearn", "tensorflow", "keras", "optuna")
 SEARCH_DEPTH = 4  # how deep under /kaggle/input the mounted source and data may sit
 
 
@@ -75,6 +78,10 @@ def main(argv: list) -> int:
     root = Path(os.environ.get("KAGGLE_DIGITS_KAGGLE_ROOT", "/kaggle"))
     input_dir, working = root / "input", root / "working"
     working.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: this kernel's Python lacks {', '.join(missing)} (and has no internet)", file=sys.stderr)
+        return 2
     sys.path.insert(0, str(find_source(input_dir, working)))
 
     from kaggle_digits.errors import UserError

@@ -83,3 +83,13 @@ def test_server_error_is_one_line(run_cli, fake_kaggle, tmp_path):
 def test_no_credentials_names_the_places(run_cli, tmp_path):
     result = run_cli("download", "--data-dir", tmp_path / "data", "--source", "kaggle")
     assert_one_line_error(result, "no Kaggle credentials", "KAGGLE_API_TOKEN", "kaggle.json", "access_token")
+
+
+def test_incomplete_kaggle_json(run_cli, tmp_path):
+    import json
+    import os
+    from pathlib import Path
+
+    (Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").write_text(json.dumps({"username": "x"}))
+    result = run_cli("download", "--data-dir", tmp_path / "data", "--source", "kaggle")
+    assert_one_line_error(result, "kaggle.json", "not usable")

@@ -196,3 +196,67 @@ def test_output_with_invalid_submission(run_cli, fake_kaggle, small_data_copy, t
     )
     assert_one_line_error(result, "submission.csv")
     assert not subs.exists() or list(subs.iterdir()) == []
+
+
+def _load_runner(bundle: Path):
+    """The bundled runner as a module (without running it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bundled_runner", bundle / "kernel" / RUNNER_NAME)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("layout", ["unpacked", "zipped", "nested"])
+def test_runner_finds_the_mounted_source(run_cli, tmp_path, layout):
+    bundle = tmp_path / "b"
+    assert run_cli("kernel", "bundle", "--out", bundle, "--user", "erin").code == 0
+    runner = _load_runner(bundle)
+    input_dir, working = tmp_path / "kaggle" / "input", tmp_path / "kaggle" / "working"
+    package = bundle / "dataset" / "kaggle_digits"
+    mount = input_dir / ("datasets/erin/kaggle-digits-src" if layout == "nested" else "kaggle-digits-src")
+    mount.mkdir(parents=True)
+    if layout == "zipped":
+        with zipfile.ZipFile(mount / "kaggle_digits.zip", "w") as z:
+            for f in package.rglob("*.py"):
+                z.write(f, f.relative_to(package).as_posix())
+    else:
+        import shutil
+
+        shutil.copytree(package, mount / "kaggle_digits")
+    source = runner.find_source(input_dir, working)
+    assert (source / "kaggle_digits" / "__init__.py").is_file()
+    assert (source / "kaggle_digits" / "models" / "base.py").is_file()
+    with pytest.raises(SystemExit, match="kaggle-digits-src"):
+        runner.find_source(tmp_path / "empty", working)
+
+
+def test_runner_finds_competition_files_elsewhere(run_cli, small_data, tmp_path):
+    import shutil
+
+    assert run_cli("kernel", "bundle", "--out", tmp_path / "b", "--user", "erin").code == 0
+    runner = _load_runner(tmp_path / "b")
+    input_dir, data_dir = tmp_path / "input", tmp_path / "working" / "data"
+    shutil.copytree(small_data, input_dir / "competitions" / "digit-recognizer")
+    runner.place_competition_files(input_dir, data_dir)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["sample_submission.csv", "test.csv", "train.csv"]
+    with pytest.raises(SystemExit, match="train.csv"):
+        runner.place_competition_files(tmp_path / "nothing", tmp_path / "d2")
+
+
+def test_access_token_credentials(run_cli, fake_kaggle, monkeypatch, tmp_path):
+    # A bare access token: the client asks Kaggle whose it is; the user name comes from that answer.
+    token = "KGAT-token-3b9e1d7c55"
+    (Path(__import__("os").environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").unlink()
+    monkeypatch.setenv("KAGGLE_API_TOKEN", token)
+    fake_kaggle.tokens[token] = "frank"
+    result = run_cli("kernel", "bundle", "--out", tmp_path / "b")
+    assert result.code == 0, result.err
+    assert "frank/kaggle-digits-src" in result.out and token not in result.out + result.err
+    listed = run_cli("submit", "--list")
+    assert listed.code == 0 and "no submissions" in listed.out
+    fake_kaggle.tokens.clear()
+    refused = run_cli("kernel", "bundle", "--out", tmp_path / "c")
+    assert_one_line_error(refused, "KAGGLE_API_TOKEN", "not usable")
+    assert token not in refused.err
