@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from kaggle_digits import data
 from kaggle_digits.kaggle_api import RULES_URL
 from tests.conftest import plant_kaggle_json
@@ -86,10 +90,6 @@ def test_no_credentials_names_the_places(run_cli, tmp_path):
 
 
 def test_incomplete_kaggle_json(run_cli, tmp_path):
-    import json
-    import os
-    from pathlib import Path
-
     (Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").write_text(json.dumps({"username": "x"}))
     result = run_cli("download", "--data-dir", tmp_path / "data", "--source", "kaggle")
     assert_one_line_error(result, "kaggle.json", "not usable")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -222,8 +224,6 @@ def test_runner_finds_the_mounted_source(run_cli, tmp_path, layout):
             for f in package.rglob("*.py"):
                 z.write(f, f.relative_to(package).as_posix())
     else:
-        import shutil
-
         shutil.copytree(package, mount / "kaggle_digits")
     source = runner.find_source(input_dir, working)
     assert (source / "kaggle_digits" / "__init__.py").is_file()
@@ -233,8 +233,6 @@ def test_runner_finds_the_mounted_source(run_cli, tmp_path, layout):
 
 
 def test_runner_finds_competition_files_elsewhere(run_cli, small_data, tmp_path):
-    import shutil
-
     assert run_cli("kernel", "bundle", "--out", tmp_path / "b", "--user", "erin").code == 0
     runner = _load_runner(tmp_path / "b")
     input_dir, data_dir = tmp_path / "input", tmp_path / "working" / "data"
@@ -248,7 +246,7 @@ def test_runner_finds_competition_files_elsewhere(run_cli, small_data, tmp_path)
 def test_access_token_credentials(run_cli, fake_kaggle, monkeypatch, tmp_path):
     # A bare access token: the client asks Kaggle whose it is; the user name comes from that answer.
     token = "KGAT-token-3b9e1d7c55"
-    (Path(__import__("os").environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").unlink()
+    (Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").unlink()
     monkeypatch.setenv("KAGGLE_API_TOKEN", token)
     fake_kaggle.tokens[token] = "frank"
     result = run_cli("kernel", "bundle", "--out", tmp_path / "b")
