@@ -17,6 +17,7 @@ COMMANDS = {
     "tune": "kaggle_digits.tune",
     "ensemble": "kaggle_digits.ensemble",
     "submit": "kaggle_digits.submit",
+    "kernel": "kaggle_digits.kernel",
 }
 
 
