@@ -42,13 +42,13 @@ DEFAULTS: dict[str, Any] = {"trials": 20, "timeout": None, "folds": 5, "epochs":
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "mlp": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
-        "dense": {"trials": 2, "folds": 3, "epochs": 8, "subsample": 20_000},
-        "cnn": {"trials": 1, "folds": 3, "epochs": 3, "subsample": 20_000},
+        "dense": {"trials": 2, "folds": 3, "epochs": 10},
+        "cnn": {"trials": 1, "folds": 2, "epochs": 6},
     },
     "standard": {
         "mlp": {"trials": None, "timeout": 3600, "folds": 5},
         "dense": {"trials": None, "timeout": 3600, "folds": 5, "epochs": 30},
-        "cnn": {"trials": None, "timeout": 3600, "folds": 3, "epochs": 15},
+        "cnn": {"trials": None, "timeout": 3600, "folds": 3, "epochs": 25},
     },
     "full": {
         "mlp": {"trials": 50, "folds": 5},
