@@ -14,6 +14,8 @@ from .errors import UserError
 # Adding a command is one line here and one module.
 COMMANDS = {
     "download": "kaggle_digits.download",
+    "predict": "kaggle_digits.predict",
+    "serve": "kaggle_digits.serve",
 }
 
 
