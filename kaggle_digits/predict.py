@@ -10,6 +10,7 @@ import io
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -439,10 +440,13 @@ def write_show(outcomes: Sequence[Outcome], out: Path, title: str) -> Path:
     from matplotlib.figure import Figure
 
     rows = list(outcomes)[:MAX_SHOW_ROWS]
-    figure = Figure(figsize=(8.0, 1.9 * len(rows) + 0.5), dpi=100)
+    height = 1.9 * len(rows) + 0.6
+    figure = Figure(figsize=(8.0, height), dpi=100)
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(len(rows), 3, width_ratios=[1, 1, 2.4], hspace=0.6, wspace=0.3)
-    figure.suptitle(f"predicted with {title}", fontsize=10)
+    grid = figure.add_gridspec(
+        len(rows), 3, width_ratios=[1, 1, 2.4], hspace=0.6, wspace=0.3, top=1 - 0.9 / height, bottom=0.25 / height
+    )
+    figure.suptitle(f"predicted with {title}", fontsize=10, y=1 - 0.2 / height)
     for i, outcome in enumerate(rows):
         original, small, bars = (figure.add_subplot(grid[i, j]) for j in range(3))
         for ax in (original, small):
@@ -451,12 +455,18 @@ def write_show(outcomes: Sequence[Outcome], out: Path, title: str) -> Path:
         original.set_title(_shorten(outcome.path.name), fontsize=8)
         if outcome.gray is not None:
             original.imshow(_thumbnail(outcome.gray), cmap="gray", vmin=0, vmax=1)
+        else:
+            original.axis("off")
         if outcome.digit is not None:
             small.imshow(outcome.digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             small.set_title("28x28", fontsize=8)
+        else:
+            small.axis("off")
         if outcome.proba is None:
             bars.axis("off")
-            bars.text(0, 0.5, _shorten(outcome.error or "", 70), fontsize=8, color="firebrick", va="center", wrap=True)
+            # The row's title already names the file: show only the reason.
+            reason = (outcome.error or "").removeprefix(f"{outcome.path}: ")
+            bars.text(0, 0.5, textwrap.fill(reason, 45), fontsize=8, color="firebrick", va="center")
             continue
         label = int(np.argmax(outcome.proba))
         colours = ["tab:blue" if d == label else "lightgray" for d in range(N_CLASSES)]

@@ -125,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"predictor: {summary(predictor)}", flush=True)
         print(f"serving http://{HOST}:{port}/  (POST /predict, GET /health; Ctrl+C to stop)", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        server.run(sockets=[listener])
+        try:
+            server.run(sockets=[listener])
+        except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl+C, then re-raises it: stopping is normal
+            pass
     finally:
         listener.close()
     print("stopped")
