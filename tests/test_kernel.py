@@ -119,10 +119,12 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path):
     assert save.body["competitionDataSources"] == ["digit-recognizer"]
     assert save.body["text"] == (out / "kernel" / RUNNER_NAME).read_text()
 
-    # A second push versions the dataset and the kernel.
-    second = run_cli("kernel", "push", "--out", out)
+    # A second push versions the dataset (waiting while Kaggle processes it) and the kernel.
+    fake_kaggle.dataset_processing = ["BLOBS_RECEIVED", "BLOBS_DECOMPRESSED"]
+    second = run_cli("kernel", "push", "--out", out, "--poll", "0")
     assert second.code == 0, second.err
     assert "versioned" in second.out and "version 2" in second.out
+    assert "process dataset kdtester/kaggle-digits-src: blobs_decompressed" in second.out
     assert (
         len(fake_kaggle.calls("CreateDatasetVersion")) == 1
         and len(fake_kaggle.datasets["kdtester/kaggle-digits-src"]) == 2
@@ -161,6 +163,9 @@ def test_push_rejected(run_cli, fake_kaggle, tmp_path):
     fake_kaggle.kernel_push_error = "Maximum GPU quota reached for this week"
     result = run_cli("kernel", "push", "--out", tmp_path / "b")
     assert_one_line_error(result, "rejected the kernel push", "GPU quota")
+    fake_kaggle.dataset_processing = ["FAILED"]
+    failed = run_cli("kernel", "push", "--out", tmp_path / "b", "--poll", "0")
+    assert_one_line_error(failed, "could not process dataset", "failed")
 
 
 def test_push_forbidden_and_unreachable(run_cli, fake_kaggle, tmp_path):
