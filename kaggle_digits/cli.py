@@ -14,7 +14,9 @@ from .errors import UserError
 # Adding a command is one line here and one module.
 COMMANDS = {
     "download": "kaggle_digits.download",
+    "tune": "kaggle_digits.tune",
     "ensemble": "kaggle_digits.ensemble",
+    "pipeline": "kaggle_digits.pipeline",
     "submit": "kaggle_digits.submit",
     "kernel": "kaggle_digits.kernel",
 }
