@@ -19,6 +19,8 @@ COMMANDS = {
     "pipeline": "kaggle_digits.pipeline",
     "submit": "kaggle_digits.submit",
     "kernel": "kaggle_digits.kernel",
+    "predict": "kaggle_digits.predict",
+    "serve": "kaggle_digits.serve",
 }
 
 
