@@ -6,7 +6,7 @@
 
 Runs `python scripts/tune.py --model M --preset P [--augment] [extra]` as a fresh study in a temporary runs
 folder (kept with --keep), on --data-dir (default data/: run `python scripts/download.py` first), and
-prints the wall time, the best trial's CV accuracy ± std, and the preset's targets from issue 3.
+prints the wall time, the CPU time, the best trial's CV accuracy ± std and the preset's targets.
 """
 
 from __future__ import annotations
