@@ -88,9 +88,12 @@ def choose_policy(precision: str, hardware: Hardware) -> str:
 
 
 def set_thread_env(cores: int | None = None) -> None:
-    """Size oneDNN's and OpenMP's thread pools to the usable cores before TensorFlow loads.
+    """Environment for TensorFlow, set before it loads (explicit user settings win).
 
-    Explicit user settings win (setdefault). Called by the Keras modules before `import tensorflow`.
+    TensorFlow's oneDNN kernels run on its own intra-op pool (sized by `configure`), not OpenMP;
+    OMP_NUM_THREADS is set to the usable cores only so that any OpenMP code in the process (NumPy's
+    BLAS, scikit-learn) does not start more threads than there are cores. Called by the Keras modules
+    before `import tensorflow`.
     """
     cores = cores or usable_cores()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -98,6 +101,9 @@ def set_thread_env(cores: int | None = None) -> None:
 
 
 def _set_tf_threads(cores: int) -> None:
+    """One intra-op and one inter-op thread per usable core. Measured on the 2-core machine (recipe CNN
+    train step, batch 64, float32, median of 15 timings each on a loaded machine): intra 2 / inter 2
+    819 images/s, intra 2 / inter 1 621, intra 1 / inter 1 or 2 about 460."""
     import tensorflow as tf
 
     try:
