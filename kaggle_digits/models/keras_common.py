@@ -33,9 +33,9 @@ tf.get_logger().setLevel("ERROR")
 
 INPUT_SHAPE = (*IMAGE_SHAPE, 1)
 EVAL_BATCH = 1024  # validation and prediction: no gradients, so bigger batches are simply faster
-# Measured on the 2-core AVX-512 CPU (README "Models"): XLA (Keras' jit_compile="auto" default) trained
-# the CNN 5-7x slower than TensorFlow's own oneDNN kernels, and 16 steps per execution were no faster
-# than 1 (the in-graph loop serialises input and training), so both stay off.
+# Measured on the 2-core AVX-512 CPU (README "Models"): XLA with 16 steps per execution trained the CNN
+# about 5x slower (182-216 vs 1,088-1,177 images/s); at 1 step, plain Keras with XLA did the same work
+# per CPU-second as this loop without it; 16 steps per execution were no faster than 1. So both off.
 STEPS_PER_EXECUTION = 1
 JIT_COMPILE = False
 
