@@ -14,6 +14,7 @@ from .errors import UserError
 # Adding a command is one line here and one module.
 COMMANDS = {
     "download": "kaggle_digits.download",
+    "ensemble": "kaggle_digits.ensemble",
     "report": "kaggle_digits.report",
 }
 

@@ -1,0 +1,10 @@
+"""Blend the best tuned trials into a submission: `python scripts/ensemble.py [--studies S ...] [--top K] [--method ...] [--name NAME]`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kaggle_digits.cli import run_script  # noqa: E402
+
+run_script("ensemble")
