@@ -43,6 +43,7 @@ HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.h
 DPI = 110
 SAMPLES_PER_CLASS = 10  # the sample grid is N_CLASSES rows of this many digits
 N_WORST = 32  # digits shown in the misclassified and disagreement grids
+MAX_BALLOT = 3  # labels listed under a disputed test digit, most voted first
 GRID_COLUMNS = 8
 # fANOVA importances from a handful of trials are noise: below this many finished trials, say so instead.
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -140,12 +141,15 @@ class Ensemble:
 
     def oof(self) -> tuple[np.ndarray, np.ndarray]:
         """Blended out-of-fold probabilities float32 (n, 10) and the train.csv rows they cover (n,)."""
-        rows = self.constituents[0].trial.oof_rows
-        for c in self.constituents[1:]:
-            if not np.array_equal(c.trial.oof_rows, rows):
-                raise Skip(f"{c.name} and {self.constituents[0].name} cover different train.csv rows")
+        first = self.constituents[0]
+        rows = np.sort(first.trial.oof_rows)
         total = sum(c.weight for c in self.constituents)
-        blend = sum(c.weight * c.trial.oof_proba.astype(np.float64) for c in self.constituents) / total
+        blend = np.zeros((len(rows), N_CLASSES))
+        for c in self.constituents:
+            order = np.argsort(c.trial.oof_rows, kind="stable")
+            if not np.array_equal(c.trial.oof_rows[order], rows):
+                raise Skip(f"{c.name} and {first.name} cover different train.csv rows")
+            blend += c.weight / total * c.trial.oof_proba[order]
         return blend.astype(np.float32), rows
 
 
@@ -360,8 +364,14 @@ class Report:
     # --- errors ---
 
     def _errors(self, section: Section) -> None:
-        subject, oof, rows = self._oof_subject(section)
+        subject, oof, rows, fingerprint = self._oof_subject(section)
         X, y = self.train
+        if isinstance(fingerprint, dict) and fingerprint.get("train_sha256"):
+            if data.sha256(self.paths.train_csv) != fingerprint["train_sha256"]:
+                raise Skip(
+                    f"{self.paths.train_csv} is not the file {subject} was tuned on (SHA-256 differs): "
+                    "pass the --data-dir used by tune"
+                )
         if rows.max() >= len(y):
             raise Skip(f"{subject} covers train.csv rows up to {rows.max()}, but {self.paths.train_csv} has {len(y)}")
         truth = y[rows].astype(np.int64)
@@ -405,12 +415,17 @@ class Report:
             "scikit-learn's classification_report of the out-of-fold predictions.",
         )
 
-    def _oof_subject(self, section: Section) -> tuple[str, np.ndarray, np.ndarray]:
-        """Whose OOF predictions the errors section shows: the submission's ensemble, else the best trial."""
+    def _oof_subject(self, section: Section) -> tuple[str, np.ndarray, np.ndarray, Any]:
+        """Whose OOF predictions the errors section shows: the submission's ensemble, else the best trial.
+
+        Returns a name, OOF probabilities float32 (n, 10), the train.csv rows they cover (n,) and the
+        data fingerprint of params.json.
+        """
         try:
             ensemble = self.ensemble
             oof, rows = ensemble.oof()
-            return f"the ensemble {ensemble.csv.name}", oof, rows
+            fingerprint = ensemble.constituents[0].trial.info.get("data")
+            return f"the ensemble {ensemble.csv.name}", oof, rows, fingerprint
         except Skip as exc:
             reason = str(exc)
         best = []
@@ -423,7 +438,7 @@ class Report:
             raise Skip(f"no ensemble ({reason}) and no finished trial in the studies shown")
         trial = max(best, key=lambda t: t.cv_accuracy)
         section.notes.append(f"showing the best trial instead of an ensemble: {reason}")
-        return f"{trial.name} ({trial.model})", trial.oof_proba, trial.oof_rows
+        return f"{trial.name} ({trial.model})", trial.oof_proba, trial.oof_rows, trial.info.get("data")
 
     # --- tuning ---
 
@@ -562,8 +577,10 @@ class Report:
         titles = []
         for i in order:
             tally = np.bincount(votes[i], minlength=N_CLASSES)
-            ballot = " ".join(f"{d}×{tally[d]}" for d in np.argsort(-tally, kind="stable") if tally[d])
-            titles.append(f"ImageId {i + 1}: {submitted[i]}\nvotes {ballot}")
+            ranked = [d for d in np.argsort(-tally, kind="stable") if tally[d]]
+            ballot = " ".join(f"{d}×{tally[d]}" for d in ranked[:MAX_BALLOT])
+            more = len(ranked) - MAX_BALLOT
+            titles.append(f"id {i + 1} → {submitted[i]}\n{ballot}" + (f" +{more}" if more > 0 else ""))
         section.numbers.append(("test images in dispute", f"{disputed.size:,} of {len(votes):,}"))
         self.save(
             section,
@@ -571,8 +588,9 @@ class Report:
             "ensemble-disagreement.png",
             "Disputed test digits",
             f"The {len(order)} test images with the weakest weighted majority among the constituents' "
-            f"predictions ({disputed.size:,} test images are not unanimous): the submitted label, then "
-            "each label's number of votes.",
+            f"predictions ({disputed.size:,} test images are not unanimous). Above each: its ImageId → the "
+            "submitted label, then the labels voted for with their number of votes (at most "
+            f"{MAX_BALLOT} shown).",
         )
 
 
@@ -667,7 +685,8 @@ def plot_class_distribution(counts: np.ndarray) -> Figure:
     ax = fig.add_subplot()
     digits = np.arange(N_CLASSES)
     bars = ax.bar(digits, counts, color=sns.color_palette("deep")[0])
-    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=9)
+    # Counts inside the bars, where the uniform line cannot cross them.
+    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], label_type="center", color="white", fontsize=9)
     ax.axhline(counts.sum() / N_CLASSES, color="0.3", linestyle="--", linewidth=1, label="uniform")
     ax.set_xticks(digits)
     ax.set_xlabel("label")
@@ -768,13 +787,19 @@ def plot_confusion(truth: np.ndarray, pred: np.ndarray, subject: str) -> Figure:
 def plot_digit_grid(images: np.ndarray, titles: list[str], title: str) -> Figure:
     """Images uint8 (k, 28, 28) in rows of GRID_COLUMNS, each with its (one- or two-line) title."""
     rows = max(1, math.ceil(len(images) / GRID_COLUMNS))
-    fig = _figure(GRID_COLUMNS * 1.45, rows * 1.75 + 0.5)
+    fig = _figure(GRID_COLUMNS * 1.55, rows * 1.8 + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, GRID_COLUMNS)).reshape(-1)
     for ax in axes:
         ax.axis("off")
     for ax, image, text in zip(axes, images, titles):
+        ax.axis("on")
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(text, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():  # a light frame shows where each 28×28 image ends
+            spine.set_edgecolor("0.8")
+        ax.set_title(text, fontsize=8.5)
     fig.suptitle(title)
     return fig
 
@@ -808,7 +833,7 @@ def plot_per_class(report: dict[str, Any]) -> Figure:
     ax.set_xticks(digits)
     ax.set_xlabel("label")
     ax.set_ylabel("score")
-    ax.legend(loc="outside upper center", ncols=3, frameon=False)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
     ax.set_title(f"Per-class precision, recall and F1 (accuracy {report['accuracy']:.5f})")
     return fig
 
@@ -915,7 +940,7 @@ def plot_ensemble_scores(labels: list[str], cvs: np.ndarray, ensemble_cv: float,
     ax.bar_label(bars, labels=[f"{v:.5f}" for v in values], padding=3, fontsize=9)
     ax.set_yticks(y, names, fontsize=9)
     span = max(values.max() - values.min(), 0.002)
-    ax.set_xlim(max(0.0, values.min() - span * 1.5), min(1.0, values.max() + span * 0.6) + span * 0.15)
+    ax.set_xlim(max(0.0, values.min() - span * 1.2), values.max() + span * 0.3)
     ax.set_xlabel("accuracy")
     ax.set_title("Constituents vs ensemble")
     return fig
