@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -84,3 +85,26 @@ def small_data_copy(small_data, tmp_path) -> Path:
     dest = tmp_path / "data"
     shutil.copytree(small_data, dest)
     return dest
+
+
+def plant_kaggle_json(username: str, key: str) -> Path:
+    """Write kaggle.json (mode 600) into the test's KAGGLE_CONFIG_DIR."""
+    path = Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"
+    path.write_text(json.dumps({"username": username, "key": key}))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def fake_kaggle(monkeypatch):
+    """A fake Kaggle server on 127.0.0.1 that the real `kaggle` client talks to, with valid credentials
+    for it in KAGGLE_CONFIG_DIR."""
+    from kagglesdk import kaggle_env
+
+    from tests.fake_kaggle import FakeKaggle
+
+    server = FakeKaggle(username="kdtester", key="kd-secret-5e1f7c3a9b2d").start()
+    monkeypatch.setitem(kaggle_env._env_to_endpoint, kaggle_env.KaggleEnv.PROD, server.url)
+    plant_kaggle_json(server.username, server.key)
+    yield server
+    server.stop()

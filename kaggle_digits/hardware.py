@@ -1,0 +1,131 @@
+"""What this machine can do, and how Keras should use it: precision policy and TensorFlow's thread pools.
+
+`configure(precision)` is called once per process before the first Keras model is built (the Keras
+families call `ensure_configured()` themselves; a `--precision` option calls `configure` first).
+Thread settings must reach the environment before TensorFlow starts its runtime, so `set_thread_env()`
+runs when the Keras modules are imported, before `import tensorflow`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). See README "Models":
+# measured on this project's 2-core AVX512_BF16 machine, mixed_bfloat16 is not kept as the default
+# unless a benchmark over several seeds shows it costs no accuracy.
+AUTO_CPU_BF16 = False
+
+_configured: str | None = None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The facts `configure` decides from."""
+
+    cores: int
+    gpus: int
+    cpu_flags: frozenset[str]
+
+    @property
+    def cpu_bf16(self) -> bool:
+        """Native bfloat16 matrix instructions: AVX512_BF16 or AMX-BF16."""
+        return bool({"avx512_bf16", "amx_bf16"} & self.cpu_flags)
+
+    @property
+    def amx(self) -> bool:
+        return "amx_tile" in self.cpu_flags
+
+    def describe(self) -> str:
+        simd = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in self.cpu_flags]
+        return f"{self.cores} cores, {self.gpus} GPU(s), CPU flags: {', '.join(simd) or 'no AVX-512'}"
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """The `flags` of the first CPU in /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def detect() -> Hardware:
+    """Cores, GPUs (as TensorFlow sees them) and CPU flags."""
+    import tensorflow as tf
+
+    return Hardware(usable_cores(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
+
+
+def choose_policy(precision: str, hardware: Hardware) -> str:
+    """The Keras dtype policy for `precision` on `hardware` (`auto`: mixed_float16 on a GPU,
+    mixed_bfloat16 on a bf16 CPU if AUTO_CPU_BF16, else float32)."""
+    if precision not in PRECISIONS:
+        from .errors import UserError
+
+        raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if hardware.gpus:
+        return "mixed_float16"
+    if hardware.cpu_bf16 and AUTO_CPU_BF16:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def set_thread_env(cores: int | None = None) -> None:
+    """Size oneDNN's and OpenMP's thread pools to the usable cores before TensorFlow loads.
+
+    Explicit user settings win (setdefault). Called by the Keras modules before `import tensorflow`.
+    """
+    cores = cores or usable_cores()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("OMP_NUM_THREADS", str(cores))
+
+
+def _set_tf_threads(cores: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cores)
+        tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:
+        # TensorFlow's runtime already started (e.g. someone ran an op first): its pools stay as they are.
+        pass
+
+
+def configure(precision: str = "auto") -> str:
+    """Set Keras' global dtype policy for `precision` and, the first time, TensorFlow's thread pools.
+
+    precision : auto | float32 | mixed_bfloat16 | mixed_float16 (a bad value is a UserError).
+    Returns the policy name now in force. Safe to call again (e.g. to change the precision).
+    """
+    global _configured
+    hardware = detect()
+    policy = choose_policy(precision, hardware)
+    if _configured is None:
+        _set_tf_threads(hardware.cores)
+    import keras
+
+    keras.mixed_precision.set_dtype_policy(policy)
+    _configured = policy
+    return policy
+
+
+def ensure_configured() -> str:
+    """`configure("auto")` unless the process already chose a precision; returns the policy in force."""
+    return _configured if _configured is not None else configure("auto")

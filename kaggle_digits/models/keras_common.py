@@ -1,0 +1,251 @@
+"""What the Keras families (dense, cnn) share: input pipeline, training loop, LR schedule, early stopping,
+the on_epoch bridge, seeding, save and load.
+
+The input path: the uint8 training images stay resident in one tensor; each epoch shuffles indices and
+gathers whole batches from it (no per-epoch Python copy), casts them to float and, for training batches
+only, applies one random affine transform per image (kaggle_digits.augment). The model itself scales
+pixels to [0, 1] (a Rescaling layer), so a saved model takes raw 0-255 pixels. Keras and TensorFlow are
+imported only here and in the family modules, after the thread environment is set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import IMAGE_SHAPE, N_CLASSES, augment, hardware
+from .base import EpochCallback, FitResult
+
+hardware.set_thread_env()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Each fit builds a fresh model, so TensorFlow's "retracing" warnings are expected noise here.
+tf.get_logger().setLevel("ERROR")
+
+INPUT_SHAPE = (*IMAGE_SHAPE, 1)
+EVAL_BATCH = 1024  # validation and prediction: no gradients, so bigger batches are simply faster
+# Keras steps run per call into the compiled graph: fewer Python round trips per epoch.
+STEPS_PER_EXECUTION = 16
+JIT_COMPILE = False
+
+
+def images_in(inputs: keras.KerasTensor) -> keras.KerasTensor:
+    """The common model entrance: raw 0-255 pixels (b, 28, 28, 1) -> float in [0, 1]."""
+    return keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+
+
+def classifier_out(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Logits -> softmax probabilities, always float32 (mixed precision would otherwise give bf16/fp16)."""
+    x = keras.layers.Dense(N_CLASSES, name="logits")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name="proba")(x)
+
+
+def model_input() -> keras.KerasTensor:
+    return keras.Input(shape=INPUT_SHAPE, name="pixels")
+
+
+def _check_images(X: np.ndarray, what: str) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim == 2 and X.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+        X = X.reshape(len(X), *IMAGE_SHAPE)
+    if X.shape[1:] not in (IMAGE_SHAPE, INPUT_SHAPE):
+        raise ValueError(f"{what}: expected images of shape (n, 28, 28), got {X.shape}")
+    return X.reshape(len(X), *INPUT_SHAPE)
+
+
+def train_dataset(
+    X: np.ndarray, y: np.ndarray, batch_size: int, magnitudes: augment.Magnitudes, seed: int
+) -> tf.data.Dataset:
+    """Shuffled, augmented training batches: (float32 (b, 28, 28, 1) in 0-255, int32 (b,)), one epoch per pass."""
+    images = tf.constant(_check_images(X, "X"))  # uint8, resident for the whole fit
+    labels = tf.constant(np.asarray(y, dtype=np.int32))
+    n = len(labels)
+
+    def batch(indices):
+        x = tf.cast(tf.gather(images, indices), tf.float32)
+        if magnitudes.active:
+            x = augment.random_affine(x, magnitudes)
+        return x, tf.gather(labels, indices)
+
+    return (
+        tf.data.Dataset.range(n)
+        .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def eval_dataset(X: np.ndarray, y: np.ndarray | None = None) -> tf.data.Dataset:
+    """Unaugmented batches of EVAL_BATCH images (float32 in 0-255), with labels when given."""
+    images = tf.constant(_check_images(X, "X"))
+    ds = tf.data.Dataset.from_tensor_slices(images if y is None else (images, np.asarray(y, dtype=np.int32)))
+
+    def cast(x, *label):
+        return (tf.cast(x, tf.float32), *label) if label else tf.cast(x, tf.float32)
+
+    return ds.batch(EVAL_BATCH).map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class _EpochBridge(keras.callbacks.Callback):
+    """Hands each epoch's metrics to the caller's on_epoch (which may raise optuna.TrialPruned)."""
+
+    def __init__(self, on_epoch: EpochCallback):
+        super().__init__()
+        self._on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
+
+
+def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int) -> None:
+    """Adam with lr * decay**epoch (a staircase schedule stepped once per epoch), sparse cross-entropy."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=float(params.get("lr_decay", 1.0)), staircase=True
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
+        jit_compile=JIT_COMPILE,
+    )
+
+
+def fit(
+    build,
+    params: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    *,
+    max_epochs: int | None = None,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+    verbose: bool = True,
+) -> FitResult:
+    """Train `build(params)` (an uncompiled keras.Model) on X uint8 (n, 28, 28), y (n,) 0..9.
+
+    params: lr, lr_decay, batch_size, epochs, optional patience (early stopping on val_accuracy with
+    the best weights restored; 0 = off) and rotation/zoom/shift (augmentation of training batches).
+    """
+    hardware.ensure_configured()
+    keras.utils.set_random_seed(seed)
+    epochs = int(params["epochs"]) if max_epochs is None else min(int(params["epochs"]), int(max_epochs))
+    batch_size = int(params["batch_size"])
+    steps_per_epoch = math.ceil(len(X) / batch_size)
+    model = build(params)
+    compile_model(model, params, steps_per_epoch)
+
+    callbacks: list[keras.callbacks.Callback] = []
+    validation = None
+    if X_val is not None and y_val is not None:
+        validation = eval_dataset(X_val, y_val)
+        patience = int(params.get("patience", 0))
+        if patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
+            )
+    if on_epoch is not None:
+        callbacks.append(_EpochBridge(on_epoch))
+    history = model.fit(
+        train_dataset(X, y, batch_size, augment.Magnitudes.from_params(params), seed),
+        validation_data=validation,
+        epochs=epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself each epoch
+        verbose=2 if verbose else 0,
+    )
+    curves = {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
+    return FitResult(model=model, history=curves, epochs=len(curves.get("loss", [])))
+
+
+def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
+    """Class probabilities float32 (n, 10), rows summing to 1, for uint8 images (n, 28, 28)."""
+    proba = model.predict(eval_dataset(X), verbose=0).astype(np.float32)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def save(model: keras.Model, path: Path) -> None:
+    """Write `model` to `path` (.keras) atomically: a temporary .keras beside it, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path: Path) -> keras.Model:
+    """Read a model written by save (ready for predict_proba)."""
+    return keras.models.load_model(Path(path), compile=False)
+
+
+class KerasSpec:
+    """Shared ModelSpec methods; a family adds name, build, search_space and default_params."""
+
+    name = "keras"
+    model_suffix = ".keras"
+
+    def build(self, params: dict[str, Any]) -> keras.Model:  # pragma: no cover - defined by each family
+        raise NotImplementedError
+
+    def fit(
+        self,
+        params: dict[str, Any],
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        *,
+        max_epochs: int | None = None,
+        seed: int = 0,
+        on_epoch: EpochCallback | None = None,
+        verbose: bool = True,
+    ) -> FitResult:
+        return fit(
+            self.build,
+            params,
+            X,
+            y,
+            X_val,
+            y_val,
+            max_epochs=max_epochs,
+            seed=seed,
+            on_epoch=on_epoch,
+            verbose=verbose,
+        )
+
+    def predict_proba(self, model: keras.Model, X: np.ndarray) -> np.ndarray:
+        return predict_proba(model, X)
+
+    def save(self, model: keras.Model, path: Path) -> None:
+        save(model, path)
+
+    def load(self, path: Path) -> keras.Model:
+        return load(path)
+
+
+def augment_space(trial: Any) -> dict[str, float]:
+    """Augmentation magnitudes for a search space (used when --augment is on)."""
+    return {
+        "rotation": trial.suggest_float("rotation", 0.0, 15.0),
+        "zoom": trial.suggest_float("zoom", 0.0, 0.15),
+        "shift": trial.suggest_float("shift", 0.0, 0.15),
+    }
+
+
+# The public recipe's magnitudes (DESIGN.md): rotation 10 degrees, zoom 0.1, shift 0.1.
+RECIPE_AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}

@@ -1,0 +1,290 @@
+"""The Keras families (dense, cnn), their augmentation and the precision/thread settings, on small data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from kaggle_digits import augment, data, hardware, models
+from kaggle_digits.errors import UserError
+
+tf = pytest.importorskip("tensorflow")
+ndimage = pytest.importorskip("scipy.ndimage")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+KERAS_FAMILIES = ["dense", "cnn"]
+
+
+@pytest.fixture(scope="module")
+def digits(small_data):
+    """1,200 training and 300 validation images (uint8 (n, 28, 28)) from the 1,500-row slice."""
+    ds = data.load_dataset(small_data)
+    return ds.X_train[:1200], ds.y_train[:1200], ds.X_train[1200:], ds.y_train[1200:]
+
+
+# --- fit / predict / save / load -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", KERAS_FAMILIES)
+def test_family_fits_predicts_and_round_trips(name, digits, tmp_path):
+    X, y, X_val, y_val = digits
+    spec = models.get(name)
+    seen = []
+    result = spec.fit(
+        spec.default_params(augment=True),
+        X,
+        y,
+        X_val,
+        y_val,
+        max_epochs=1,
+        seed=1,
+        on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)),
+        verbose=False,
+    )
+    assert result.epochs == 1
+    assert [epoch for epoch, _ in seen] == [0]
+    assert {"val_accuracy", "loss", "accuracy"} <= set(seen[0][1])
+    assert 0.0 <= seen[0][1]["val_accuracy"] <= 1.0
+    assert len(result.history["val_accuracy"]) == 1
+
+    proba = spec.predict_proba(result.model, X_val)
+    assert proba.shape == (len(X_val), 10) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+    path = tmp_path / f"fold-0{spec.model_suffix}"
+    spec.save(result.model, path)
+    assert path.exists() and [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+    np.testing.assert_array_equal(spec.predict_proba(spec.load(path), X_val), proba)
+
+
+def test_training_learns(digits):
+    """Two epochs of a dense net on 1,200 images already classify most held-out digits."""
+    X, y, X_val, y_val = digits
+    spec = models.get("dense")
+    params = {**spec.default_params(augment=False), "batchnorm": False, "batch_size": 32}
+    result = spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False)
+    accuracy = (spec.predict_proba(result.model, X_val).argmax(axis=1) == y_val).mean()
+    assert accuracy > 0.8, accuracy
+
+
+def test_pruning_from_on_epoch_stops_training(digits):
+    X, y, X_val, y_val = digits
+    spec = models.get("dense")
+    calls = []
+
+    def on_epoch(epoch, metrics):
+        calls.append(epoch)
+        raise optuna.TrialPruned(f"epoch {epoch}: val_accuracy {metrics['val_accuracy']:.3f}")
+
+    with pytest.raises(optuna.TrialPruned):
+        spec.fit(spec.default_params(augment=False), X, y, X_val, y_val, max_epochs=3, on_epoch=on_epoch, verbose=False)
+    assert calls == [0]
+
+
+def test_quiet_fit_prints_nothing(digits, capfd):
+    X, y, X_val, y_val = digits
+    spec = models.get("dense")
+    spec.fit(spec.default_params(augment=True), X[:300], y[:300], X_val, y_val, max_epochs=1, verbose=False)
+    assert capfd.readouterr().out == ""
+
+
+# --- search spaces ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", KERAS_FAMILIES)
+@pytest.mark.parametrize("augmented", [False, True])
+def test_search_space_samples_buildable_json_params(name, augmented):
+    spec = models.get(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(4):
+        trial = study.ask()
+        params = spec.search_space(trial, augmented)
+        assert json.loads(json.dumps(params)) == params
+        magnitudes = {"rotation", "zoom", "shift"}
+        assert magnitudes & set(params) == (magnitudes if augmented else set())
+        model = spec.build(params)
+        assert model.output_shape == (None, 10)
+        study.tell(trial, 0.5)
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_cnn_default_is_the_public_recipe_and_in_the_space(augmented):
+    spec = models.get("cnn")
+    default = spec.default_params(augmented)
+    assert default["filters"] == [32, 64] and default["batch_size"] == 64 and default["dropout"] == 0.4
+    assert (default["lr"], default["lr_decay"]) == (1e-3, 0.95)
+    fixed = {
+        "n_blocks": 2,
+        "base_filters": 32,
+        "convs_per_block": 2,
+        "downsample": "stride",
+        "final_conv": 128,
+        "dense_units": 0,
+        "batchnorm": True,
+        "dropout": 0.4,
+        "lr": 1e-3,
+        "lr_decay": 0.95,
+        "batch_size": 64,
+        **({"rotation": 10.0, "zoom": 0.1, "shift": 0.1} if augmented else {}),
+    }
+    assert spec.search_space(optuna.trial.FixedTrial(fixed), augmented) == default
+    convs = [layer for layer in spec.build(default).layers if layer.__class__.__name__ == "Conv2D"]
+    # 32C3-32C3-32C5S2 / 64C3-64C3-64C5S2 / 128C4
+    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
+        (32, 3, 1),
+        (32, 3, 1),
+        (32, 5, 2),
+        (64, 3, 1),
+        (64, 3, 1),
+        (64, 5, 2),
+        (128, 4, 1),
+    ]
+    assert convs[-1].output.shape[1:3] == (1, 1)
+
+
+def test_cnn_space_covers_the_simple_net():
+    spec = models.get("cnn")
+    simple = {
+        "n_blocks": 1,
+        "base_filters": 32,
+        "convs_per_block": 1,
+        "downsample": "maxpool",
+        "final_conv": 0,
+        "dense_units": 128,
+        "batchnorm": False,
+        "dropout": 0.0,
+        "lr": 1e-3,
+        "lr_decay": 1.0,
+        "batch_size": 128,
+    }
+    kinds = [
+        layer.__class__.__name__
+        for layer in spec.build(spec.search_space(optuna.trial.FixedTrial(simple), False)).layers
+    ]
+    assert [k for k in kinds if k in {"Conv2D", "MaxPooling2D", "Dense", "BatchNormalization"}] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Dense",
+        "Dense",
+    ]
+
+
+@pytest.mark.parametrize("units", [[128, 64], [50, 50], [512, 256, 128, 64]])
+def test_dense_space_covers_the_classic_nets(units):
+    spec = models.get("dense")
+    fixed = {"n_layers": len(units), **{f"units_{i}": u for i, u in enumerate(units)}}
+    fixed.update({"batchnorm": True, "dropout": 0.2, "lr": 1e-3, "lr_decay": 0.95, "batch_size": 128})
+    model = spec.build(spec.search_space(optuna.trial.FixedTrial(fixed), False))
+    dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
+    assert dense == [*units, 10]
+    assert any(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers)
+
+
+# --- augmentation -----------------------------------------------------------------------------
+
+
+def _one_transform(images, angle=0.0, scale=1.0, dx=0.0, dy=0.0):
+    b = len(images)
+    matrices = augment.affine_matrices(
+        tf.fill([b], float(angle)), tf.fill([b], float(scale)), tf.fill([b], float(dx)), tf.fill([b], float(dy)), 28, 28
+    )
+    return augment.transform(tf.constant(images[..., None].astype(np.float32)), matrices).numpy()[..., 0]
+
+
+def test_zero_magnitudes_are_the_identity(digits):
+    images = digits[0][:8].astype(np.float32)[..., None]
+    out = augment.random_affine(tf.constant(images), augment.Magnitudes())
+    np.testing.assert_array_equal(np.asarray(out), images)
+    np.testing.assert_array_equal(_one_transform(digits[0][:8]), digits[0][:8])
+
+
+def test_known_rotation_shift_and_zoom(digits):
+    image = digits[0][:1].astype(np.float32)
+    # A quarter turn about the centre lands exactly on the pixel grid.
+    np.testing.assert_allclose(_one_transform(image, angle=math.pi / 2)[0], np.rot90(image[0], k=-1), atol=1e-3)
+    # 10 degrees: the same as scipy's bilinear rotation (scipy turns the other way in row/column terms).
+    reference = ndimage.rotate(image[0], -10, reshape=False, order=1, mode="constant", cval=0.0)
+    np.testing.assert_allclose(_one_transform(image, angle=math.radians(10))[0], reference, atol=1e-2)
+    # A whole-pixel shift is a roll with zeros coming in.
+    shifted = _one_transform(image, dx=3, dy=-2)[0]
+    np.testing.assert_array_equal(shifted[:26, 3:], image[0][2:, :25])
+    assert not shifted[:, :3].any() and not shifted[26:].any()
+    # Zoom 3 about the centre (13.5, 13.5) moves a point 1.5 px off-centre to 4.5 px off-centre.
+    dot = np.zeros((1, 28, 28), np.float32)
+    dot[0, 15, 12] = 255.0
+    zoomed = _one_transform(dot, scale=3.0)[0]
+    assert np.unravel_index(zoomed.argmax(), zoomed.shape) == (18, 9) and zoomed[18, 9] == pytest.approx(255.0)
+
+
+def test_composed_transform_equals_the_steps_in_order(digits):
+    image = digits[0][:1].astype(np.float32)
+    composed = _one_transform(image, angle=math.pi / 2, dx=2, dy=1)[0]
+    stepwise = _one_transform(_one_transform(image, angle=math.pi / 2), dx=2, dy=1)[0]
+    np.testing.assert_allclose(composed, stepwise, atol=1e-3)
+
+
+def test_random_affine_keeps_shape_dtype_and_stays_within_magnitudes(digits):
+    images = tf.constant(digits[0][:256].astype(np.float32)[..., None])
+    tf.random.set_seed(0)
+    out = augment.random_affine(images, augment.Magnitudes(shift=0.1))
+    assert out.shape == images.shape and out.dtype == tf.float32
+    out = np.asarray(out)[..., 0]
+    moved = ~np.all(out == images.numpy()[..., 0], axis=(1, 2))
+    assert moved.mean() > 0.9  # each image gets its own draw
+    # Shifts only: each digit's centre of mass moves by at most 0.1 * 28 = 2.8 px per axis
+    # (a little more where pixels fall off the edge).
+    rows = np.arange(28, dtype=np.float32)
+    com = lambda a, axis: (a.sum(axis=axis) * rows).sum(axis=1) / a.sum(axis=(1, 2))  # noqa: E731
+    original = images.numpy()[..., 0]
+    drift_y = np.abs(com(out, 2) - com(original, 2))
+    drift_x = np.abs(com(out, 1) - com(original, 1))
+    assert drift_x.max() < 3.0 and drift_y.max() < 3.0
+    assert drift_x.max() > 2.0  # the whole range is used
+    bf16 = augment.random_affine(tf.cast(images, tf.bfloat16), augment.Magnitudes(rotation=10, zoom=0.1, shift=0.1))
+    assert bf16.dtype == tf.bfloat16 and bf16.shape == images.shape
+
+
+def test_magnitudes_come_from_params():
+    assert augment.Magnitudes.from_params({"rotation": 10, "zoom": 0.1, "shift": 0.1}) == augment.Magnitudes(
+        10, 0.1, 0.1
+    )
+    assert not augment.Magnitudes.from_params({"lr": 1e-3}).active
+
+
+# --- hardware ---------------------------------------------------------------------------------
+
+
+def test_cpu_flags_and_policy_choice(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    flags = hardware.cpu_flags(cpuinfo)
+    assert {"avx512f", "avx512_bf16"} <= flags and hardware.cpu_flags(tmp_path / "missing") == frozenset()
+    bf16_cpu = hardware.Hardware(cores=2, gpus=0, cpu_flags=flags)
+    plain_cpu = hardware.Hardware(cores=2, gpus=0, cpu_flags=frozenset({"avx2"}))
+    gpu = hardware.Hardware(cores=8, gpus=1, cpu_flags=frozenset())
+    assert bf16_cpu.cpu_bf16 and not plain_cpu.cpu_bf16
+    assert hardware.choose_policy("auto", gpu) == "mixed_float16"
+    assert hardware.choose_policy("auto", plain_cpu) == "float32"
+    assert hardware.choose_policy("auto", bf16_cpu) == ("mixed_bfloat16" if hardware.AUTO_CPU_BF16 else "float32")
+    assert hardware.choose_policy("mixed_bfloat16", plain_cpu) == "mixed_bfloat16"
+    with pytest.raises(UserError, match="--precision 'half'"):
+        hardware.choose_policy("half", plain_cpu)
+
+
+def test_configure_sets_the_keras_policy():
+    import keras
+
+    before = hardware.ensure_configured()
+    try:
+        assert hardware.configure("mixed_bfloat16") == "mixed_bfloat16"
+        assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
+        model = models.get("dense").build(models.get("dense").default_params(False))
+        assert model.layers[-2].compute_dtype == "bfloat16" and model.output.dtype == "float32"
+    finally:
+        assert hardware.configure(before) == before
+    assert keras.mixed_precision.dtype_policy().name == before
+    assert tf.config.threading.get_intra_op_parallelism_threads() in (0, hardware.usable_cores())
