@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     report = Report(paths, out, storage, studies=args.studies, submission_file=args.submission)
     index = report.build()
     written = sum(len(s.plots) for s in report.sections)
-    print(f"report: {written} figures and {index} ({sum(s.skipped is not None for s in report.sections)} sections skipped)")
+    print(
+        f"report: {written} figures and {index} ({sum(s.skipped is not None for s in report.sections)} sections skipped)"
+    )
     for name, value in report.headline():
         print(f"  {name}: {value}")
     print(f"open {index}")
@@ -501,11 +503,11 @@ class Report:
                 raise Skip("no trial reported intermediate values")
             self.save(
                 section,
-                plot_intermediate(trials, name),
+                plot_intermediate(trials, name, _step_stride()),
                 f"tuning-intermediate-{_slug(name)}.png",
                 f"{name}: intermediate values",
-                "What each trial reported to the pruner, step by step; pruned trials in red, stopped at "
-                "the cross.",
+                "What each trial reported to the pruner: the held-out fold's accuracy after each epoch, fold "
+                "after fold. Pruned trials in red, stopped at the cross.",
             )
 
     # --- ensemble ---
@@ -627,6 +629,12 @@ def open_storage(url: str) -> Any:
         raise Skip(f"cannot open Optuna storage {_display_url(url)}: {first}") from None
 
 
+def _step_stride() -> int:
+    from .tune import STEP_STRIDE  # how tune numbers the pruner's steps: fold * STEP_STRIDE + epoch
+
+    return STEP_STRIDE
+
+
 def load_study(storage: Any, name: str) -> Any:
     import optuna
 
@@ -711,44 +719,57 @@ def plot_mean_images(X: np.ndarray, y: np.ndarray) -> Figure:
     return fig
 
 
-_LOSS_KEYS = ("loss", "val_loss")
-_ACCURACY_KEYS = ("accuracy", "val_accuracy")
+# How each history.json curve is drawn: training solid, held-out fold dashed, anything else dotted
+# (e.g. the mlp's own early-stopping split, carved out of the training fold).
+_CURVE_STYLES = {"train": "-", "val": "--", "other": ":"}
+
+
+def _curve_kind(key: str) -> str:
+    if key in ("loss", "accuracy"):
+        return "train"
+    return "val" if key.startswith("val_") else "other"
 
 
 def plot_training(history: list[dict[str, Any]], title: str) -> Figure:
-    """Loss and accuracy per epoch for each fold; history is runs.py's history.json (a list of fold dicts)."""
-    fig = _figure(12, 4.6)
+    """Loss and accuracy per epoch for each fold; history is runs.py's history.json (a list of fold dicts).
+
+    Every list-valued key whose name contains "loss" goes to the left panel, "accuracy" to the right.
+    """
+    fig = _figure(12.5, 4.6)
     ax_loss, ax_acc = fig.subplots(1, 2)
     palette = sns.color_palette("deep", max(len(history), 1))
-    for ax, keys, ylabel in ((ax_loss, _LOSS_KEYS, "loss"), (ax_acc, _ACCURACY_KEYS, "accuracy")):
+    used: dict[str, set[str]] = {}  # kind -> curve names drawn in that style
+    for ax, word in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         drawn = False
         for k, fold in enumerate(history):
-            for key in keys:
-                values = [v for v in fold.get(key) or [] if v is not None]
+            for key, values in fold.items():
+                if word not in key or not isinstance(values, list):
+                    continue
+                values = [v for v in values if v is not None]
                 if not values:
                     continue
-                epochs = np.arange(1, len(values) + 1)
+                kind = _curve_kind(key)
+                used.setdefault(kind, set()).add(key)
                 ax.plot(
-                    epochs,
+                    np.arange(1, len(values) + 1),
                     values,
                     color=palette[k],
-                    linestyle="--" if key.startswith("val_") else "-",
+                    linestyle=_CURVE_STYLES[kind],
                     marker="o" if len(values) <= 20 else None,
                     markersize=3.5,
                 )
                 drawn = True
         if not drawn:
-            ax.text(0.5, 0.5, f"no {ylabel} recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"no {word} recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(word)
+        ax.set_title(word.capitalize())
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_loss.set_title("Loss")
-    ax_acc.set_title("Accuracy")
     handles = [Line2D([], [], color=palette[k], label=f"fold {fold.get('fold', k)}") for k, fold in enumerate(history)]
-    handles += [
-        Line2D([], [], color="0.2", linestyle="-", label="training"),
-        Line2D([], [], color="0.2", linestyle="--", label="held-out fold"),
-    ]
+    names = {"train": "training", "val": "held-out fold"}
+    for kind, keys in used.items():
+        label = names.get(kind) or ", ".join(sorted(k.replace("_", " ") for k in keys))
+        handles.append(Line2D([], [], color="0.2", linestyle=_CURVE_STYLES[kind], label=label))
     fig.legend(handles=handles, loc="outside right center", frameon=False)
     fig.suptitle(title)
     return fig
@@ -876,29 +897,44 @@ def plot_importances(importances: dict[str, float], name: str) -> Figure:
     return fig
 
 
-def plot_intermediate(trials: list[Any], name: str) -> Figure:
-    """Each trial's intermediate values by step; pruned trials in red ending in a cross."""
+def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
+    """Each trial's intermediate values, fold after fold; pruned trials in red ending in a cross.
+
+    tune reports step = fold * stride + epoch (0-based), so folds are laid side by side on the x axis,
+    one slot per epoch, and a line never joins the last epoch of a fold to the first of the next.
+    """
     from optuna.trial import TrialState
 
-    fig = _figure(10, 4.8)
+    fig = _figure(10.5, 4.8)
     ax = fig.add_subplot()
     palette = sns.color_palette("deep")
+    reported = [t for t in trials if t.intermediate_values]
+    width = 1 + max(s % stride for t in reported for s in t.intermediate_values)
+    n_folds = 1 + max(s // stride for t in reported for s in t.intermediate_values)
     kinds = {"complete": 0, "pruned": 0, "other": 0}
-    for t in trials:
-        if not t.intermediate_values:
-            continue
-        steps = sorted(t.intermediate_values)
-        values = [t.intermediate_values[s] for s in steps]
+    for t in reported:
         if t.state == TrialState.PRUNED:
-            ax.plot(steps, values, color=palette[3], alpha=0.8, linewidth=1.2, marker=".")
-            ax.scatter(steps[-1:], values[-1:], marker="x", color=palette[3], s=50, zorder=3)
-            kinds["pruned"] += 1
+            style, kind = {"color": palette[3], "alpha": 0.85, "linewidth": 1.3, "marker": "."}, "pruned"
         elif t.state == TrialState.COMPLETE:
-            ax.plot(steps, values, color=palette[0], alpha=0.7, linewidth=1.2, marker=".")
-            kinds["complete"] += 1
+            style, kind = {"color": palette[0], "alpha": 0.6, "linewidth": 1.2, "marker": "."}, "complete"
         else:
-            ax.plot(steps, values, color="0.6", alpha=0.7, linewidth=1, linestyle=":")
-            kinds["other"] += 1
+            style, kind = {"color": "0.6", "alpha": 0.7, "linewidth": 1, "linestyle": ":"}, "other"
+        kinds[kind] += 1
+        steps = sorted(t.intermediate_values)
+        for fold in sorted({s // stride for s in steps}):
+            in_fold = [s for s in steps if s // stride == fold]
+            x = [fold * width + s % stride + 1 for s in in_fold]
+            ax.plot(x, [t.intermediate_values[s] for s in in_fold], **style)
+        if kind == "pruned":
+            last = steps[-1]
+            x_last = (last // stride) * width + last % stride + 1
+            ax.scatter([x_last], [t.intermediate_values[last]], marker="x", color=palette[3], s=55, zorder=3)
+    for fold in range(1, n_folds):
+        ax.axvline(fold * width + 0.5, color="0.75", linewidth=1)
+    ax.set_xlim(0.5, n_folds * width + 0.5)
+    centres = [fold * width + (width + 1) / 2 for fold in range(n_folds)]
+    ax.set_xticks(centres, [f"fold {fold}" for fold in range(n_folds)])
+    ax.grid(False, axis="x")
     handles = [
         Line2D([], [], color=palette[0], marker=".", label=f"complete ({kinds['complete']})"),
         Line2D([], [], color=palette[3], marker="x", label=f"pruned ({kinds['pruned']})"),
@@ -906,9 +942,8 @@ def plot_intermediate(trials: list[Any], name: str) -> Figure:
     if kinds["other"]:
         handles.append(Line2D([], [], color="0.6", linestyle=":", label=f"failed or running ({kinds['other']})"))
     ax.legend(handles=handles, loc="lower right")
-    ax.set_xlabel("step reported to the pruner")
-    ax.set_ylabel("intermediate value")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(f"epochs 1–{width} of each fold, fold after fold" if width > 1 else "fold")
+    ax.set_ylabel("reported validation accuracy")
     ax.set_title(f"Intermediate values — {name}")
     return fig
 
