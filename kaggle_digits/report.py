@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import math
 import os
 import re
 from collections.abc import Callable
@@ -24,27 +23,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, never a window; set before anything imports pyplot
-
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from . import IMAGE_SHAPE, N_CLASSES, __version__, data, runs, submission  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .io import atomic_open, read_json  # noqa: E402
-from .paths import Paths  # noqa: E402
+from . import N_CLASSES, __version__, data, runs, submission
+from .errors import UserError
+from .io import atomic_open, read_json
+from .paths import Paths
 
 HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.html."
 
 DPI = 110
-SAMPLES_PER_CLASS = 10  # the sample grid is N_CLASSES rows of this many digits
 N_WORST = 32  # digits shown in the misclassified and disagreement grids
 MAX_BALLOT = 3  # labels listed under a disputed test digit, most voted first
-GRID_COLUMNS = 8
 # fANOVA importances from a handful of trials are noise: below this many finished trials, say so instead.
 MIN_TRIALS_FOR_IMPORTANCE = 5
 INDEX_FILE = "index.html"
@@ -102,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
     report = Report(paths, out, storage, studies=args.studies, submission_file=args.submission)
     index = report.build()
     written = sum(len(s.plots) for s in report.sections)
-    print(
-        f"report: {written} figures and {index} ({sum(s.skipped is not None for s in report.sections)} sections skipped)"
-    )
+    skipped = sum(s.skipped is not None for s in report.sections)
+    print(f"report: wrote {written} figures and {index}; {skipped} of {len(report.sections)} sections skipped")
     for name, value in report.headline():
         print(f"  {name}: {value}")
     print(f"open {index}")
@@ -269,7 +258,7 @@ class Report:
             ("tuning", "Tuning", self._tuning),
             ("ensemble", "Ensemble", self._ensemble),
         ]
-        with matplotlib.rc_context(_theme()):
+        with self.plots.theme(DPI):
             for key, title, build in builders:
                 section = Section(key, title)
                 try:
@@ -295,7 +284,13 @@ class Report:
         """The key numbers of the whole report, for the top of the page and the command's last lines."""
         return list(self.key_numbers)
 
-    def save(self, section: Section, fig: Figure, file: str, title: str, caption: str) -> None:
+    @cached_property
+    def plots(self) -> Any:
+        from . import plots  # matplotlib and seaborn load only when a report is drawn
+
+        return plots
+
+    def save(self, section: Section, fig: Any, file: str, title: str, caption: str) -> None:
         """Write `fig` as out/<file> atomically and list it in `section`."""
         with atomic_open(self.out / file, "wb") as f:
             fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
@@ -320,21 +315,21 @@ class Report:
         ]
         self.save(
             section,
-            plot_sample_grid(X, y),
+            self.plots.plot_sample_grid(X, y),
             "data-samples.png",
             "Sample digits",
-            f"The first {SAMPLES_PER_CLASS} training images of each class, one row per label.",
+            f"The first {self.plots.SAMPLES_PER_CLASS} training images of each class, one row per label.",
         )
         self.save(
             section,
-            plot_class_distribution(counts),
+            self.plots.plot_class_distribution(counts),
             "data-classes.png",
             "Class distribution",
             "Images per label in train.csv; the dashed line is a uniform split.",
         )
         self.save(
             section,
-            plot_mean_images(X, y),
+            self.plots.plot_mean_images(X, y),
             "data-means.png",
             "Mean image per class",
             "Pixel-wise mean of every training image of each label.",
@@ -355,12 +350,12 @@ class Report:
                     raise Skip(f"{trial.path / 'history.json'} not found or empty")
                 self.save(
                     section,
-                    plot_training(trial.history, f"{trial.name} ({trial.model})"),
+                    self.plots.plot_training(trial.history, f"{trial.name} ({trial.model})"),
                     f"training-{_slug(study)}.png",
                     f"{trial.name}: loss and accuracy per fold",
                     f"Best trial of study {study}: {trial.model}, CV accuracy {trial.cv_accuracy:.5f} "
-                    f"± {trial.cv_std:.5f} over {len(trial.history)} folds. Solid: training, dashed: "
-                    "held-out fold.",
+                    f"± {trial.cv_std:.5f} over {len(trial.history)} folds. Colour: fold; solid: "
+                    "training, dashed: the held-out fold, dotted: any other curve the model records.",
                 )
 
     # --- errors ---
@@ -383,7 +378,7 @@ class Report:
         section.numbers += [("OOF accuracy", f"{accuracy:.5f}"), ("OOF errors", f"{int((pred != truth).sum()):,}")]
         self.save(
             section,
-            plot_confusion(truth, pred, subject),
+            self.plots.plot_confusion(truth, pred, subject),
             "errors-confusion.png",
             "Out-of-fold confusion matrix",
             "Rows: true label, columns: prediction. Left: counts; right: each row divided by its total "
@@ -397,7 +392,7 @@ class Report:
             worst = wrong[np.argsort(-confidence, kind="stable")[:N_WORST]]
             self.save(
                 section,
-                plot_digit_grid(
+                self.plots.plot_digit_grid(
                     X[rows[worst]],
                     [f"true {truth[i]}, pred {pred[i]}\np = {oof[i, pred[i]]:.3f}" for i in worst],
                     f"Most confidently misclassified training digits ({subject})",
@@ -411,7 +406,7 @@ class Report:
         section.tables.append(render_class_table(report))
         self.save(
             section,
-            plot_per_class(report),
+            self.plots.plot_per_class(report),
             "errors-per-class.png",
             "Precision, recall and F1 per class",
             "scikit-learn's classification_report of the out-of-fold predictions.",
@@ -474,7 +469,7 @@ class Report:
         section.numbers.append((f"best {name} value", f"{best.value:.5f} (trial {best.number})"))
         self.save(
             section,
-            plot_optimization_history(trials, maximize, name),
+            self.plots.plot_optimization_history(trials, maximize, name),
             f"tuning-history-{_slug(name)}.png",
             f"{name}: optimisation history",
             f"Objective (mean fold accuracy) of each trial and the best so far; {counts}. Pruned trials "
@@ -493,7 +488,7 @@ class Report:
                 raise Skip("the complete trials share no varying parameter")
             self.save(
                 section,
-                plot_importances(importances, name),
+                self.plots.plot_importances(importances, name),
                 f"tuning-importance-{_slug(name)}.png",
                 f"{name}: parameter importances",
                 f"fANOVA importance of each hyperparameter for the objective, over {len(done)} complete trials.",
@@ -503,7 +498,7 @@ class Report:
                 raise Skip("no trial reported intermediate values")
             self.save(
                 section,
-                plot_intermediate(trials, name, _step_stride()),
+                self.plots.plot_intermediate(trials, name, _step_stride()),
                 f"tuning-intermediate-{_slug(name)}.png",
                 f"{name}: intermediate values",
                 "What each trial reported to the pruner: the held-out fold's accuracy after each epoch, fold "
@@ -541,14 +536,14 @@ class Report:
         labels = [f"{n}\n{c.trial.model}" for n, c in zip(names, ensemble.constituents)]
         self.save(
             section,
-            plot_weights(labels, weights / weights.sum()),
+            self.plots.plot_weights(labels, weights / weights.sum()),
             "ensemble-weights.png",
             "Weights",
             "Each constituent's share of the blended probabilities (chosen on out-of-fold predictions only).",
         )
         self.save(
             section,
-            plot_ensemble_scores(labels, cvs, ens_cv, None if local is None else local.accuracy),
+            self.plots.plot_ensemble_scores(labels, cvs, ens_cv, None if local is None else local.accuracy),
             "ensemble-cv.png",
             "Constituents vs ensemble",
             "Cross-validated accuracy of each constituent and of the ensemble"
@@ -586,7 +581,7 @@ class Report:
         section.numbers.append(("test images in dispute", f"{disputed.size:,} of {len(votes):,}"))
         self.save(
             section,
-            plot_digit_grid(X_test[order], titles, "Test digits the constituents disagree on most"),
+            self.plots.plot_digit_grid(X_test[order], titles, "Test digits the constituents disagree on most"),
             "ensemble-disagreement.png",
             "Disputed test digits",
             f"The {len(order)} test images with the weakest weighted majority among the constituents' "
@@ -646,183 +641,7 @@ def _display_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-# --- figures --------------------------------------------------------------------------------
-
-
-def _theme() -> dict[str, Any]:
-    """seaborn's whitegrid look, applied only inside the report (rc_context), not process-wide."""
-    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}
-    rc["axes.prop_cycle"] = matplotlib.cycler(color=sns.color_palette("deep"))
-    rc["figure.dpi"] = DPI
-    return rc
-
-
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def plot_sample_grid(X: np.ndarray, y: np.ndarray) -> Figure:
-    """A class-by-row mosaic of the first SAMPLES_PER_CLASS images of each label.
-
-    X : uint8 (n, 28, 28); y : (n,) labels 0..9.
-    """
-    h, w = IMAGE_SHAPE
-    gap = 2
-    mosaic = np.zeros((N_CLASSES * (h + gap) - gap, SAMPLES_PER_CLASS * (w + gap) - gap), dtype=np.uint8)
-    for label in range(N_CLASSES):
-        for k, i in enumerate(np.flatnonzero(y == label)[:SAMPLES_PER_CLASS]):
-            top, left = label * (h + gap), k * (w + gap)
-            mosaic[top : top + h, left : left + w] = X[i]
-    fig = _figure(6.2, 6.6)
-    ax = fig.add_subplot()
-    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-    ax.grid(False)
-    ax.set_xticks([])
-    ax.set_yticks([label * (h + gap) + h / 2 for label in range(N_CLASSES)], [str(d) for d in range(N_CLASSES)])
-    ax.tick_params(axis="y", length=0)
-    ax.set_ylabel("label")
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title(f"{SAMPLES_PER_CLASS} training digits per class")
-    return fig
-
-
-def plot_class_distribution(counts: np.ndarray) -> Figure:
-    """Bar chart of images per label; counts : int (10,)."""
-    fig = _figure(8, 4.5)
-    ax = fig.add_subplot()
-    digits = np.arange(N_CLASSES)
-    bars = ax.bar(digits, counts, color=sns.color_palette("deep")[0])
-    # Counts inside the bars, where the uniform line cannot cross them.
-    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], label_type="center", color="white", fontsize=9)
-    ax.axhline(counts.sum() / N_CLASSES, color="0.3", linestyle="--", linewidth=1, label="uniform")
-    ax.set_xticks(digits)
-    ax.set_xlabel("label")
-    ax.set_ylabel("training images")
-    ax.set_ylim(0, counts.max() * 1.12)
-    ax.legend(loc="lower right")
-    ax.set_title(f"Class distribution of train.csv ({counts.sum():,} images)")
-    return fig
-
-
-def plot_mean_images(X: np.ndarray, y: np.ndarray) -> Figure:
-    """Mean image of each label in a 2×5 grid; X : uint8 (n, 28, 28), y : (n,)."""
-    fig = _figure(9, 4.4)
-    axes = fig.subplots(2, 5)
-    for label, ax in enumerate(axes.flat):
-        members = X[y == label]
-        mean = members.mean(axis=0) if len(members) else np.zeros(IMAGE_SHAPE)
-        ax.imshow(mean, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"{label}  (n={len(members):,})", fontsize=10)
-        ax.axis("off")
-    fig.suptitle("Mean training image per class")
-    return fig
-
-
-# How each history.json curve is drawn: training solid, held-out fold dashed, anything else dotted
-# (e.g. the mlp's own early-stopping split, carved out of the training fold).
-_CURVE_STYLES = {"train": "-", "val": "--", "other": ":"}
-
-
-def _curve_kind(key: str) -> str:
-    if key in ("loss", "accuracy"):
-        return "train"
-    return "val" if key.startswith("val_") else "other"
-
-
-def plot_training(history: list[dict[str, Any]], title: str) -> Figure:
-    """Loss and accuracy per epoch for each fold; history is runs.py's history.json (a list of fold dicts).
-
-    Every list-valued key whose name contains "loss" goes to the left panel, "accuracy" to the right.
-    """
-    fig = _figure(12.5, 4.6)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    palette = sns.color_palette("deep", max(len(history), 1))
-    used: dict[str, set[str]] = {}  # kind -> curve names drawn in that style
-    for ax, word in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        drawn = False
-        for k, fold in enumerate(history):
-            for key, values in fold.items():
-                if word not in key or not isinstance(values, list):
-                    continue
-                values = [v for v in values if v is not None]
-                if not values:
-                    continue
-                kind = _curve_kind(key)
-                used.setdefault(kind, set()).add(key)
-                ax.plot(
-                    np.arange(1, len(values) + 1),
-                    values,
-                    color=palette[k],
-                    linestyle=_CURVE_STYLES[kind],
-                    marker="o" if len(values) <= 20 else None,
-                    markersize=3.5,
-                )
-                drawn = True
-        if not drawn:
-            ax.text(0.5, 0.5, f"no {word} recorded", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(word)
-        ax.set_title(word.capitalize())
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color=palette[k], label=f"fold {fold.get('fold', k)}") for k, fold in enumerate(history)]
-    names = {"train": "training", "val": "held-out fold"}
-    for kind, keys in used.items():
-        label = names.get(kind) or ", ".join(sorted(k.replace("_", " ") for k in keys))
-        handles.append(Line2D([], [], color="0.2", linestyle=_CURVE_STYLES[kind], label=label))
-    fig.legend(handles=handles, loc="outside right center", frameon=False)
-    fig.suptitle(title)
-    return fig
-
-
-def plot_confusion(truth: np.ndarray, pred: np.ndarray, subject: str) -> Figure:
-    """Counts and row-normalised confusion matrices side by side; truth, pred : int (n,)."""
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(truth, pred, labels=np.arange(N_CLASSES))
-    rows = matrix.sum(axis=1, keepdims=True)
-    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    fig = _figure(16, 7)
-    ax_counts, ax_norm = fig.subplots(1, 2)
-    sns.heatmap(matrix, ax=ax_counts, annot=True, fmt="d", cmap="Blues", cbar=True, square=True, annot_kws={"size": 9})
-    sns.heatmap(
-        normalised,
-        ax=ax_norm,
-        annot=True,
-        fmt=".3f",
-        cmap="Blues",
-        vmin=0,
-        vmax=1,
-        square=True,
-        annot_kws={"size": 8},
-    )
-    for ax, title in ((ax_counts, "counts"), (ax_norm, "normalised by true label (rows sum to 1)")):
-        ax.set_xlabel("predicted label")
-        ax.set_ylabel("true label")
-        ax.set_title(title)
-        ax.tick_params(axis="y", rotation=0)
-    fig.suptitle(f"Out-of-fold confusion matrix — {subject}")
-    return fig
-
-
-def plot_digit_grid(images: np.ndarray, titles: list[str], title: str) -> Figure:
-    """Images uint8 (k, 28, 28) in rows of GRID_COLUMNS, each with its (one- or two-line) title."""
-    rows = max(1, math.ceil(len(images) / GRID_COLUMNS))
-    fig = _figure(GRID_COLUMNS * 1.55, rows * 1.8 + 0.5)
-    axes = np.atleast_1d(fig.subplots(rows, GRID_COLUMNS)).reshape(-1)
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, text in zip(axes, images, titles):
-        ax.axis("on")
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for spine in ax.spines.values():  # a light frame shows where each 28×28 image ends
-            spine.set_edgecolor("0.8")
-        ax.set_title(text, fontsize=8.5)
-    fig.suptitle(title)
-    return fig
+# --- metrics ---------------------------------------------------------------------------------
 
 
 def per_class_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
@@ -837,148 +656,6 @@ def per_class_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
         output_dict=True,
         zero_division=0,
     )
-
-
-def plot_per_class(report: dict[str, Any]) -> Figure:
-    """Grouped bars of precision, recall and F1 per class."""
-    fig = _figure(11, 4.8)
-    ax = fig.add_subplot()
-    digits = np.arange(N_CLASSES)
-    metrics = ("precision", "recall", "f1-score")
-    values = np.array([[report[str(d)][m] for d in digits] for m in metrics])
-    width = 0.27
-    for j, (metric, row) in enumerate(zip(metrics, values)):
-        ax.bar(digits + (j - 1) * width, row, width, label=metric.replace("-score", ""))
-    low = float(values.min())
-    ax.set_ylim(max(0.0, low - (1 - low) * 0.25 - 0.005), 1.0)
-    ax.set_xticks(digits)
-    ax.set_xlabel("label")
-    ax.set_ylabel("score")
-    fig.legend(loc="outside lower center", ncols=3, frameon=False)
-    ax.set_title(f"Per-class precision, recall and F1 (accuracy {report['accuracy']:.5f})")
-    return fig
-
-
-def plot_optimization_history(trials: list[Any], maximize: bool, name: str) -> Figure:
-    """Objective per trial, best so far, and pruned trials at their last reported value."""
-    from optuna.trial import TrialState
-
-    fig = _figure(10, 4.8)
-    ax = fig.add_subplot()
-    palette = sns.color_palette("deep")
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    x = [t.number for t in done]
-    values = [t.value for t in done]
-    ax.scatter(x, values, color=palette[0], s=28, zorder=3, label="complete trial")
-    best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
-    ax.step(x, best, where="post", color=palette[3], linewidth=2, label="best so far")
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
-    if pruned:
-        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
-        ax.scatter([t.number for t in pruned], last, marker="x", color="0.45", s=30, label="pruned (last report)")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("objective: mean fold accuracy")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="lower right" if maximize else "upper right")
-    ax.set_title(f"Optimisation history — {name}")
-    return fig
-
-
-def plot_importances(importances: dict[str, float], name: str) -> Figure:
-    """Horizontal bars of Optuna's parameter importances (largest on top)."""
-    items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig = _figure(8, 1.2 + 0.45 * len(items))
-    ax = fig.add_subplot()
-    bars = ax.barh([k for k, _ in items], [v for _, v in items], color=sns.color_palette("deep")[0])
-    ax.bar_label(bars, labels=[f"{v:.2f}" for _, v in items], padding=3, fontsize=9)
-    ax.set_xlim(0, max(v for _, v in items) * 1.15 or 1)
-    ax.set_xlabel("importance (fANOVA, sums to 1)")
-    ax.set_title(f"Hyperparameter importances — {name}")
-    return fig
-
-
-def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
-    """Each trial's intermediate values, fold after fold; pruned trials in red ending in a cross.
-
-    tune reports step = fold * stride + epoch (0-based), so folds are laid side by side on the x axis,
-    one slot per epoch, and a line never joins the last epoch of a fold to the first of the next.
-    """
-    from optuna.trial import TrialState
-
-    fig = _figure(10.5, 4.8)
-    ax = fig.add_subplot()
-    palette = sns.color_palette("deep")
-    reported = [t for t in trials if t.intermediate_values]
-    width = 1 + max(s % stride for t in reported for s in t.intermediate_values)
-    n_folds = 1 + max(s // stride for t in reported for s in t.intermediate_values)
-    kinds = {"complete": 0, "pruned": 0, "other": 0}
-    for t in reported:
-        if t.state == TrialState.PRUNED:
-            style, kind = {"color": palette[3], "alpha": 0.85, "linewidth": 1.3, "marker": "."}, "pruned"
-        elif t.state == TrialState.COMPLETE:
-            style, kind = {"color": palette[0], "alpha": 0.6, "linewidth": 1.2, "marker": "."}, "complete"
-        else:
-            style, kind = {"color": "0.6", "alpha": 0.7, "linewidth": 1, "linestyle": ":"}, "other"
-        kinds[kind] += 1
-        steps = sorted(t.intermediate_values)
-        for fold in sorted({s // stride for s in steps}):
-            in_fold = [s for s in steps if s // stride == fold]
-            x = [fold * width + s % stride + 1 for s in in_fold]
-            ax.plot(x, [t.intermediate_values[s] for s in in_fold], **style)
-        if kind == "pruned":
-            last = steps[-1]
-            x_last = (last // stride) * width + last % stride + 1
-            ax.scatter([x_last], [t.intermediate_values[last]], marker="x", color=palette[3], s=55, zorder=3)
-    for fold in range(1, n_folds):
-        ax.axvline(fold * width + 0.5, color="0.75", linewidth=1)
-    ax.set_xlim(0.5, n_folds * width + 0.5)
-    centres = [fold * width + (width + 1) / 2 for fold in range(n_folds)]
-    ax.set_xticks(centres, [f"fold {fold}" for fold in range(n_folds)])
-    ax.grid(False, axis="x")
-    handles = [
-        Line2D([], [], color=palette[0], marker=".", label=f"complete ({kinds['complete']})"),
-        Line2D([], [], color=palette[3], marker="x", label=f"pruned ({kinds['pruned']})"),
-    ]
-    if kinds["other"]:
-        handles.append(Line2D([], [], color="0.6", linestyle=":", label=f"failed or running ({kinds['other']})"))
-    ax.legend(handles=handles, loc="lower right")
-    ax.set_xlabel(f"epochs 1–{width} of each fold, fold after fold" if width > 1 else "fold")
-    ax.set_ylabel("reported validation accuracy")
-    ax.set_title(f"Intermediate values — {name}")
-    return fig
-
-
-def plot_weights(labels: list[str], weights: np.ndarray) -> Figure:
-    """Horizontal bars of each constituent's normalised weight."""
-    fig = _figure(8, 1.4 + 0.6 * len(labels))
-    ax = fig.add_subplot()
-    y = np.arange(len(labels))[::-1]
-    bars = ax.barh(y, weights, color=sns.color_palette("deep")[2])
-    ax.bar_label(bars, labels=[f"{w:.3f}" for w in weights], padding=3, fontsize=9)
-    ax.set_yticks(y, labels, fontsize=9)
-    ax.set_xlim(0, max(weights.max() * 1.18, 0.05))
-    ax.set_xlabel("weight (sums to 1)")
-    ax.set_title("Ensemble weights")
-    return fig
-
-
-def plot_ensemble_scores(labels: list[str], cvs: np.ndarray, ensemble_cv: float, local: float | None) -> Figure:
-    """CV accuracy of each constituent and of the ensemble (and its local score), zoomed to their range."""
-    names = [*labels, "ensemble (CV)"] + (["ensemble\n(local leaderboard)"] if local is not None else [])
-    values = np.array([*cvs, ensemble_cv] + ([local] if local is not None else []))
-    palette = sns.color_palette("deep")
-    colors = [palette[0]] * len(labels) + [palette[3]] + ([palette[1]] if local is not None else [])
-    fig = _figure(8.5, 1.4 + 0.6 * len(names))
-    ax = fig.add_subplot()
-    y = np.arange(len(names))[::-1]
-    bars = ax.barh(y, values, color=colors)
-    ax.bar_label(bars, labels=[f"{v:.5f}" for v in values], padding=3, fontsize=9)
-    ax.set_yticks(y, names, fontsize=9)
-    span = max(values.max() - values.min(), 0.002)
-    ax.set_xlim(max(0.0, values.min() - span * 1.2), values.max() + span * 0.3)
-    ax.set_xlabel("accuracy")
-    ax.set_title("Constituents vs ensemble")
-    return fig
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -1025,7 +702,7 @@ def render_html(sections: list[Section], headline: list[tuple[str, str]], out: P
             parts.append(f'<p class="skip">Skipped: {e(note)}</p>')
         for plot in s.plots:
             parts.append(
-                f'<figure><img src="{e(plot.file)}" alt="{e(plot.title)}">'
+                f'<figure><a href="{e(plot.file)}"><img src="{e(plot.file)}" alt="{e(plot.title)}"></a>'
                 f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>"
             )
         parts.extend(s.tables)
