@@ -15,6 +15,7 @@ from .errors import UserError
 COMMANDS = {
     "download": "kaggle_digits.download",
     "ensemble": "kaggle_digits.ensemble",
+    "submit": "kaggle_digits.submit",
     "report": "kaggle_digits.report",
 }
 

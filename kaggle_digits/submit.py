@@ -1,0 +1,164 @@
+"""`submit`: score a submission locally, upload it to Kaggle (optionally waiting for the public score),
+or list recent submissions.
+
+    python scripts/submit.py FILE -m "message" [--dry-run] [--wait]
+    python scripts/submit.py FILE --local
+    python scripts/submit.py --list
+
+The file is validated strictly before anything is sent and is never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from . import data, submission
+from .cli import format_seconds
+from .errors import UserError
+
+HELP = "upload a submission to Kaggle (--wait for its score), score it locally (--local), or --list submissions"
+DEFAULT_TIMEOUT = 900.0  # Kaggle usually scores this competition within a minute or two
+DEFAULT_POLL = 10.0
+# The CV accuracy in a name written by submission.submission_name: ...-cv0.99571.csv
+_CV_IN_NAME = re.compile(r"-cv(\d\.\d+)\.csv$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", type=Path, help="submission CSV (ImageId,Label)")
+    parser.add_argument("-m", "--message", help="the submission's description on Kaggle (required to upload)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and show what would be sent; upload nothing")
+    parser.add_argument("--wait", action="store_true", help="after uploading, wait until Kaggle scores it")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"seconds --wait waits (default {DEFAULT_TIMEOUT:.0f})"
+    )
+    parser.add_argument("--poll", type=float, default=DEFAULT_POLL, help=argparse.SUPPRESS)
+    parser.add_argument("--local", action="store_true", help="accuracy against data/solution.csv (offline mirror)")
+    parser.add_argument("--list", action="store_true", help="list recent submissions on Kaggle")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        if args.file is not None or args.local or args.dry_run or args.wait:
+            raise UserError("--list takes no FILE and no other option")
+        return _list()
+    if args.file is None:
+        raise UserError("give a submission FILE (or --list)")
+    if args.local:
+        if args.message or args.dry_run or args.wait:
+            raise UserError("--local only scores the file: it takes no -m, --dry-run or --wait")
+        return _local(args)
+    return _upload(args)
+
+
+def expected_rows(test_csv: Path) -> int:
+    """Rows a submission must have: one per row of test.csv, or Kaggle's 28,000 when it is absent."""
+    if not test_csv.exists():
+        return data.N_TEST
+    with open(test_csv, "rb") as f:
+        content_lines = 0
+        last = b"\n"
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            content_lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    # A last line without its newline still counts; the header does not.
+    return max(content_lines + (last != b"\n") - 1, 0)
+
+
+def cv_from_name(path: Path) -> float | None:
+    """The CV accuracy recorded in a file name written by the ensemble (`...-cv0.99571.csv`), if any."""
+    match = _CV_IN_NAME.search(path.name)
+    return float(match.group(1)) if match else None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    n_test = expected_rows(args.paths.test_csv)
+    submission.read_submission(args.file, n_test=n_test)
+    return n_test
+
+
+def _local(args: argparse.Namespace) -> int:
+    score = submission.score_local(args.file, args.paths.solution_csv)
+    print(f"{args.file}: valid, {score.total:,} rows")
+    print(f"local leaderboard ({args.paths.solution_csv}): {score}")
+    return 0
+
+
+def _local_score_if_any(args: argparse.Namespace) -> submission.Score | None:
+    if not args.paths.solution_csv.exists():
+        return None
+    return submission.score_local(args.file, args.paths.solution_csv)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    from . import kaggle_api
+
+    if not args.message or not args.message.strip():
+        raise UserError('-m "message" is required to upload: it is the submission\'s description on Kaggle')
+    n_test = _validate(args)
+    local = _local_score_if_any(args)
+    cv = cv_from_name(args.file)
+    print(f"{args.file}: valid, {n_test:,} rows" + (f"; local leaderboard {local}" if local else ""))
+    if args.dry_run:
+        where = kaggle_api.credential_source() if kaggle_api.has_credentials() else None
+        print(f'dry run: would upload {args.file} to Kaggle\'s digit-recognizer with message "{args.message}"')
+        print(
+            f"dry run: Kaggle credentials from {where}"
+            if where
+            else f"dry run: no Kaggle credentials found (an upload needs {kaggle_api.CREDENTIAL_PLACES})"
+        )
+        print("dry run: nothing was sent")
+        return 0
+    print(f"uploading {args.file} to Kaggle ...", flush=True)
+    ref = kaggle_api.submit(args.file, args.message)
+    print(f"submitted as Kaggle submission {ref}", flush=True)
+    public = None
+    try:
+        if args.wait:
+            public = kaggle_api.wait_for_score(ref, timeout=args.timeout, poll=args.poll, on_poll=_progress(ref))
+    finally:
+        # The upload happened: it is recorded even when waiting for its score fails.
+        submission.append_history(
+            args.paths.history_csv,
+            args.file,
+            cv_accuracy=cv,
+            local_score=local.accuracy if local else None,
+            public_score=public,
+            message=args.message,
+        )
+    if public is not None:
+        print(f"Kaggle public score: {public:.5f}")
+    else:
+        print("Kaggle is scoring it: see the public score with `python scripts/submit.py --list`")
+    print(f"recorded in {args.paths.history_csv}")
+    return 0
+
+
+def _progress(ref: str):
+    def report(status: str, elapsed: float) -> None:
+        print(f"waiting for Kaggle to score submission {ref}: {status}  elapsed {format_seconds(elapsed)}", flush=True)
+
+    return report
+
+
+def _list() -> int:
+    from . import kaggle_api
+
+    rows = kaggle_api.list_submissions()
+    if not rows:
+        print("no submissions to digit-recognizer yet")
+        return 0
+    width = min(max(len("message"), *(len(r.message) for r in rows)), 50)
+    print(f"{'date (UTC)':<16}  {'status':<8}  {'public':>7}  {'message':<{width}}  file")
+    for r in rows:
+        score = f"{r.public_score:.5f}" if r.public_score is not None else "-"
+        message = r.message if len(r.message) <= width else r.message[: width - 3] + "..."
+        extra = f"  ({r.error})" if r.error else ""
+        print(f"{r.date:<16}  {r.status:<8}  {score:>7}  {message:<{width}}  {r.file_name}{extra}")
+    best = max((r.public_score for r in rows if r.public_score is not None), default=None)
+    print(
+        f"{len(rows)} submission{'s' if len(rows) != 1 else ''} listed"
+        + (f"; best public score {best:.5f}" if best is not None else "")
+    )
+    return 0

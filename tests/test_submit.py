@@ -1,0 +1,174 @@
+"""`submit`: local score, upload (+ --wait), --list and --dry-run, with the real `kaggle` client against
+the fake Kaggle server."""
+
+from __future__ import annotations
+
+import pytest
+
+from kaggle_digits import data, submission
+from kaggle_digits.kaggle_api import RULES_URL
+from tests.conftest import plant_kaggle_json
+from tests.test_kaggle_download import assert_one_line_error
+
+N_WRONG = 7  # labels changed from the truth in the test submission: accuracy (500 - 7) / 500 = 0.986
+
+
+@pytest.fixture
+def folders(small_data_copy, tmp_path):
+    """(data dir with 500 test rows and solution.csv, submissions dir, a valid submission file)."""
+    truth = submission.read_submission(small_data_copy / "solution.csv")
+    labels = truth.copy()
+    labels[:N_WRONG] = (labels[:N_WRONG] + 1) % 10
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    path = submission.write_submission(subs / "20260101-120000-blend-cv0.98765.csv", labels)
+    return small_data_copy, subs, path
+
+
+def common(folders) -> list:
+    d, subs, _ = folders
+    return ["--data-dir", d, "--submissions-dir", subs]
+
+
+def test_upload_wait_then_list(run_cli, fake_kaggle, folders):
+    d, subs, path = folders
+    fake_kaggle.set_solution(d / "solution.csv")
+    fake_kaggle.polls_until_scored = 2
+    before = data.sha256(path)
+
+    result = run_cli("submit", path, "-m", "blend of three", "--wait", "--poll", "0", *common(folders))
+    assert result.code == 0, result.err
+    assert "Kaggle public score: 0.98600" in result.out
+    assert "local leaderboard 0.98600" in result.out
+    assert "waiting for Kaggle to score" in result.out and "pending" in result.out
+    assert fake_kaggle.key not in result.out + result.err
+
+    # What the client really sent: start upload, PUT the bytes, create the submission with the message.
+    (start,) = fake_kaggle.calls("StartSubmissionUpload")
+    assert start.body["competitionName"] == "digit-recognizer" and start.body["fileName"] == path.name
+    assert start.authorized and start.body["contentLength"] == path.stat().st_size
+    (put,) = fake_kaggle.calls("upload")
+    assert put.body == path.read_bytes()
+    (create,) = fake_kaggle.calls("CreateSubmission")
+    assert create.body["submissionDescription"] == "blend of three"
+    assert data.sha256(path) == before, "the submitted file is never modified"
+
+    (row,) = submission.read_history(subs / "history.csv")
+    assert row["file"] == str(path) and row["message"] == "blend of three"
+    assert (row["cv_accuracy"], row["local_score"], row["public_score"]) == ("0.98765", "0.98600", "0.98600")
+
+    listed = run_cli("submit", "--list")
+    assert listed.code == 0, listed.err
+    line = next(line for line in listed.out.splitlines() if "blend of three" in line)
+    assert "complete" in line and "0.98600" in line and path.name in line
+    assert "best public score 0.98600" in listed.out
+
+
+def test_upload_without_wait_and_empty_list(run_cli, fake_kaggle, folders):
+    _, subs, path = folders
+    empty = run_cli("submit", "--list")
+    assert empty.code == 0 and "no submissions" in empty.out
+    result = run_cli("submit", path, "-m", "quick look", *common(folders))
+    assert result.code == 0, result.err
+    assert "submitted as Kaggle submission" in result.out and "--list" in result.out
+    (row,) = submission.read_history(subs / "history.csv")
+    assert row["public_score"] == "" and row["message"] == "quick look"
+
+
+def test_dry_run_sends_nothing(run_cli, fake_kaggle, folders):
+    _, subs, path = folders
+    result = run_cli("submit", path, "-m", "try", "--dry-run", *common(folders))
+    assert result.code == 0, result.err
+    assert "nothing was sent" in result.out and "kaggle.json" in result.out
+    assert fake_kaggle.requests == []
+    assert not (subs / "history.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "mutate, words",
+    [
+        (lambda lines: lines[:-1], ["499 rows", "expected one per test image (500)"]),
+        (lambda lines: [*lines[:3], "3,10", *lines[4:]], ["line 4", "column Label", "'10'"]),
+        (lambda lines: [*lines[:5], lines[2], *lines[6:]], ["line 6", "already given on line 3"]),
+        (lambda lines: ["ImageId,label", *lines[1:]], ["line 1", "header"]),
+    ],
+    ids=["499-rows", "label-10", "repeated-id", "header"],
+)
+def test_invalid_file_rejected_before_upload(run_cli, fake_kaggle, folders, mutate, words):
+    _, subs, path = folders
+    bad = path.with_name("bad.csv")
+    bad.write_text("\n".join(mutate(path.read_text().splitlines())) + "\n")
+    result = run_cli("submit", bad, "-m", "bad", *common(folders))
+    assert_one_line_error(result, str(bad), *words)
+    assert fake_kaggle.requests == [], "nothing is sent for an invalid file"
+    assert not (subs / "history.csv").exists()
+
+
+def _wrong_key(fake):
+    plant_kaggle_json(fake.username, "kd-wrong-key-0c0c0c")
+
+
+@pytest.mark.parametrize(
+    "breakage, words",
+    [
+        (_wrong_key, ["401", "kaggle.json"]),
+        (lambda fake: fake.fail(403, "Rules not accepted", "StartSubmissionUpload"), ["403", RULES_URL]),
+        (lambda fake: fake.fail(500, "storage unavailable", "upload"), ["did not accept the upload"]),
+        (lambda fake: fake.stop(), ["cannot reach Kaggle"]),
+    ],
+    ids=["401", "403", "upload-failed", "unreachable"],
+)
+def test_upload_failures_are_one_line(run_cli, fake_kaggle, folders, breakage, words):
+    _, subs, path = folders
+    before = data.sha256(path)
+    breakage(fake_kaggle)
+    result = run_cli("submit", path, "-m", "x", *common(folders))
+    assert_one_line_error(result, *words)
+    assert "kd-wrong-key-0c0c0c" not in result.out + result.err and fake_kaggle.key not in result.err
+    assert data.sha256(path) == before
+    assert fake_kaggle.calls("CreateSubmission") == []
+    assert not (subs / "history.csv").exists()
+
+
+def test_kaggle_error_status_after_upload(run_cli, fake_kaggle, folders):
+    _, subs, path = folders
+    fake_kaggle.scoring_error = "Submission file has the wrong number of rows"
+    result = run_cli("submit", path, "-m", "doomed", "--wait", "--poll", "0", *common(folders))
+    assert_one_line_error(result, "could not score", "wrong number of rows")
+    (row,) = submission.read_history(subs / "history.csv")
+    assert row["message"] == "doomed" and row["public_score"] == "", "the upload is recorded all the same"
+
+
+def test_wait_timeout(run_cli, fake_kaggle, folders):
+    _, _, path = folders
+    fake_kaggle.polls_until_scored = 10**6
+    result = run_cli("submit", path, "-m", "slow", "--wait", "--timeout", "0", "--poll", "0", *common(folders))
+    assert_one_line_error(result, "not scored", "--list")
+
+
+def test_local_score(run_cli, folders, tmp_path):
+    d, _, path = folders
+    result = run_cli("submit", path, "--local", "--data-dir", d)
+    assert result.code == 0, result.err
+    assert "0.98600 (493/500 correct; 95% CI" in result.out
+    (d / "solution.csv").unlink()
+    missing = run_cli("submit", path, "--local", "--data-dir", d)
+    assert_one_line_error(missing, "solution.csv not found")
+
+
+def test_usage_mistakes(run_cli, folders, tmp_path):
+    _, _, path = folders
+    assert_one_line_error(run_cli("submit", path, *common(folders)), '-m "message" is required')
+    assert_one_line_error(run_cli("submit", "-m", "x"), "FILE")
+    assert_one_line_error(run_cli("submit", path, "-m", "x", *common(folders)), "no Kaggle credentials")
+    assert_one_line_error(run_cli("submit", tmp_path / "nope.csv", "-m", "x"), "nope.csv: file not found")
+
+
+def test_expected_rows_counts_test_csv(small_data, tmp_path):
+    from kaggle_digits.submit import expected_rows
+
+    assert expected_rows(small_data / "test.csv") == 500
+    assert expected_rows(tmp_path / "missing.csv") == data.N_TEST
+    unterminated = tmp_path / "t.csv"
+    unterminated.write_bytes(b"pixel0\n1\n2")
+    assert expected_rows(unterminated) == 2
