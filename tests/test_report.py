@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from kaggle_digits import cli, runs
+from kaggle_digits.io import read_json
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 8_000  # an empty 8x5-inch figure is ~5 kB; every real plot here is well above
 
@@ -110,3 +115,89 @@ def test_out_that_is_a_file_is_a_user_error(run_cli, small_data, tmp_path):
     result = run_cli("report", *_folders(tmp_path, small_data), "--out", target)
     assert result.code == 2 and "is not a folder" in result.err
     assert target.read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, small_data) -> dict[str, Path]:
+    """A real mlp study (2 trials, 2 folds) and a real ensemble of both trials, on small_data."""
+    root = tmp_path_factory.mktemp("tuned")
+    folders = _folders(root, small_data)
+    assert cli.main(["tune", *folders, "--model", "mlp", "--trials", "2", "--folds", "2", "--epochs", "3"]) == 0
+    # `mean` keeps both trials, so there are two constituents to disagree.
+    assert cli.main(["ensemble", *folders, "--studies", "mlp", "--top", "2", "--method", "mean"]) == 0
+    (manifest,) = (root / "submissions").glob("*.json")
+    return {"root": root, "data": small_data, "submission": manifest.with_suffix(".csv")}
+
+
+EXPECTED_PNGS = [
+    "data-classes.png",
+    "data-means.png",
+    "data-samples.png",
+    "ensemble-cv.png",
+    "ensemble-disagreement.png",
+    "ensemble-weights.png",
+    "errors-confusion.png",
+    "errors-misclassified.png",
+    "errors-per-class.png",
+    "training-mlp.png",
+    "tuning-history-mlp.png",
+    "tuning-intermediate-mlp.png",
+]
+
+
+def test_report_of_a_real_study_and_ensemble(run_cli, tuned):
+    root = tuned["root"]
+    out = root / "reports" / "full"
+    result = run_cli("report", *_folders(root, tuned["data"]), "--out", out)
+    assert result.code == 0, result.err
+    assert _check_pngs(out) == EXPECTED_PNGS
+    assert "0 of 5 sections skipped" in result.out
+    # Two trials are too few to rank parameters: said, not drawn.
+    assert "parameter importances of mlp: 2 complete trial(s); importances need at least 5" in result.out
+
+    manifest = read_json(tuned["submission"].with_suffix(".json"))
+    page = (out / "index.html").read_text()
+    cv = f"{manifest['cv_accuracy']:.5f}"
+    local = f"{manifest['local_score']['accuracy']:.5f}"
+    assert f"ensemble CV: {cv} ({tuned['submission'].name})" in result.out
+    assert f"local leaderboard: {local}" in result.out
+    # The errors section blends the constituents' OOF with the ensemble's weights: same accuracy.
+    assert re.search(rf"<td>OOF accuracy</td><td>{cv}</td>", page)
+    assert "<th>precision</th>" in page and "<th>weighted avg</th>" in page
+    best = max((t for t in runs.list_trials(root / "runs", ["mlp"])), key=lambda t: t.cv_accuracy)
+    assert f"best mlp: {best.name} CV {best.cv_accuracy:.5f}" in result.out
+
+
+def test_importances_appear_with_enough_trials_and_a_named_submission(run_cli, tuned, tmp_path):
+    root = tuned["root"]
+    folders = _folders(root, tuned["data"])
+    assert run_cli("tune", *folders, "--model", "mlp", "--trials", "6", "--folds", "2", "--epochs", "3").code == 0
+    out = tmp_path / "again"
+    result = run_cli("report", *folders, "--studies", "mlp", "--submission", tuned["submission"], "--out", out)
+    assert result.code == 0, result.err
+    assert _check_pngs(out) == sorted([*EXPECTED_PNGS, "tuning-importance-mlp.png"])
+
+
+def test_missing_study_and_submission_beside_a_real_one(run_cli, tuned, tmp_path):
+    root = tuned["root"]
+    out = tmp_path / "partial"
+    result = run_cli(
+        "report",
+        *_folders(root, tuned["data"]),
+        "--studies",
+        "mlp",
+        "cnn-aug",
+        "--submission",
+        root / "submissions" / "nope.csv",
+        "--out",
+        out,
+    )
+    assert result.code == 0, result.err
+    assert re.search(r"study cnn-aug: no folder .*runs/cnn-aug \(studies with trials in .*: mlp\)", result.out)
+    assert re.search(r"study cnn-aug: not in sqlite:///.*optuna.db \(studies there: mlp\)", result.out)
+    assert re.search(r"ensemble: skipped: --submission .*nope.csv: file not found", result.out)
+    # Without an ensemble the errors section shows the best trial, and says so.
+    assert "showing the best trial instead of an ensemble" in result.out
+    names = _check_pngs(out)
+    assert "training-mlp.png" in names and "errors-confusion.png" in names
+    assert not [n for n in names if n.startswith("ensemble-") or "cnn-aug" in n]
