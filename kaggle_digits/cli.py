@@ -14,8 +14,10 @@ from .errors import UserError
 # Adding a command is one line here and one module.
 COMMANDS = {
     "download": "kaggle_digits.download",
+    "tune": "kaggle_digits.tune",
     "ensemble": "kaggle_digits.ensemble",
     "submit": "kaggle_digits.submit",
+    "kernel": "kaggle_digits.kernel",
     "report": "kaggle_digits.report",
 }
 

@@ -128,8 +128,8 @@ def _api() -> Any:
             api.authenticate()
         except SystemExit:
             raise UserError(
-                f'Kaggle credentials found but not usable (kaggle.json needs "username" and "key"): '
-                f"check {CREDENTIAL_PLACES}"
+                f"the Kaggle credentials from {credential_source()} are not usable (an access token Kaggle "
+                f'does not know, or a kaggle.json without "username" and "key"): create a token at {API_TOKEN_URL}'
             ) from None
     return api
 
@@ -417,14 +417,15 @@ def kernel_status(ref: str) -> tuple[str, str]:
     return status, _scrub(response.failure_message or "")
 
 
-def kernel_output(ref: str, dest_dir: str | os.PathLike) -> list[Path]:
-    """Download the output files of kernel `owner/slug`'s latest run into dest_dir; return their paths."""
+def kernel_output(ref: str, dest_dir: str | os.PathLike, file_pattern: str | None = None) -> list[Path]:
+    """Download the output files of kernel `owner/slug`'s latest run (those whose name matches the regex
+    `file_pattern`, and the log) into dest_dir; return their paths."""
     api = _api()
     dest_dir = Path(dest_dir)
     not_found = f"kernel {ref} not found on Kaggle: push it first with `python scripts/kernel.py push`"
     with _calling(f"downloading the output of kernel {ref}", not_found=not_found), _quiet():
         try:
-            files, _ = api.kernels_output(ref, str(dest_dir), force=True, quiet=True)
+            files, _ = api.kernels_output(ref, str(dest_dir), file_pattern=file_pattern, force=True, quiet=True)
         except ValueError:
             raise UserError(f"kernel {ref} is not visible to these credentials (wrong user or kernel id)") from None
     return [Path(f) for f in files]

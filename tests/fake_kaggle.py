@@ -71,6 +71,7 @@ class FakeKaggle:
         self.kernel_failure_message = ""
         self.kernel_outputs: dict[str, bytes] = {}
         self.kernel_log = "[]"
+        self.tokens: dict[str, str] = {}  # access token -> user name (KAGGLE_API_TOKEN credentials)
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._counter = 1000
@@ -146,10 +147,15 @@ class FakeKaggle:
             "SaveKernel": self._save_kernel,
             "GetKernelSessionStatus": self._kernel_status,
             "ListKernelSessionOutput": self._kernel_output,
+            "IntrospectToken": self._introspect,
         }
         if route not in routes:
             return 404, {"code": 404, "message": f"fake Kaggle has no route {route}"}, {}
         return routes[route](body)
+
+    def _introspect(self, body: dict) -> tuple[int, Any, dict]:
+        user = self.tokens.get(body.get("token", ""))
+        return 200, ({"active": True, "username": user} if user else {"active": False}), {}
 
     def _download(self, body: dict) -> tuple[int, Any, dict]:
         if body.get("competitionName") != "digit-recognizer" or self.competition_zip is None:
@@ -285,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server_fake
         header = self.headers.get("Authorization", "")
         expected = base64.b64encode(f"{fake.username}:{fake.key}".encode()).decode()
-        return header == f"Basic {expected}"
+        return header == f"Basic {expected}" or header.removeprefix("Bearer ") in fake.tokens
 
     def _send(self, status: int, payload: Any, headers: dict | None = None) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -314,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, {"code": status, "message": message})
         elif not self.path.startswith("/v1/"):
             self._send(404, {"code": 404, "message": f"no such path {self.path}"})
-        elif not authorized:
+        elif not authorized and route != "IntrospectToken":
             self._send(401, {"code": 401, "message": "Unauthenticated"})
         else:
             self._send(*fake.answer(route, body))
@@ -324,8 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append(Recorded("GET", self.path, "files", None, self._authorized()))
         if self.path == "/files/digit-recognizer.zip" and fake.competition_zip is not None:
             self._send(200, fake.competition_zip)
-        elif self.path.startswith("/files/output/") and self.path.split("/")[-1] in fake.kernel_outputs:
-            self._send(200, fake.kernel_outputs[self.path.split("/")[-1]])
+        elif self.path.startswith("/files/output/") and self.path[len("/files/output/") :] in fake.kernel_outputs:
+            self._send(200, fake.kernel_outputs[self.path[len("/files/output/") :]])
         else:
             self._send(404, b"not found")
 

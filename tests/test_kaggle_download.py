@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from kaggle_digits import data
 from kaggle_digits.kaggle_api import RULES_URL
 from tests.conftest import plant_kaggle_json
@@ -83,3 +87,9 @@ def test_server_error_is_one_line(run_cli, fake_kaggle, tmp_path):
 def test_no_credentials_names_the_places(run_cli, tmp_path):
     result = run_cli("download", "--data-dir", tmp_path / "data", "--source", "kaggle")
     assert_one_line_error(result, "no Kaggle credentials", "KAGGLE_API_TOKEN", "kaggle.json", "access_token")
+
+
+def test_incomplete_kaggle_json(run_cli, tmp_path):
+    (Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").write_text(json.dumps({"username": "x"}))
+    result = run_cli("download", "--data-dir", tmp_path / "data", "--source", "kaggle")
+    assert_one_line_error(result, "kaggle.json", "not usable")

@@ -1,0 +1,195 @@
+"""Stratified k-fold cross-validation of one model: out-of-fold and test probabilities, fold scores.
+
+Every covered train row is predicted exactly once, by the one fold model that did not see it; the test
+set is predicted by every fold model and the probabilities are averaged. Works for any ModelSpec.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from . import N_CLASSES
+from .cli import format_seconds
+from .errors import UserError
+from .models.base import ModelSpec
+
+# Called after each epoch of each fold with (fold, epoch, metrics), both 0-based; may raise
+# optuna.TrialPruned (or KeyboardInterrupt) to stop the cross-validation.
+FoldEpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class CVResult:
+    """What a cross-validated fit leaves behind.
+
+    oof_proba : float32 (n_rows, 10); row i is the prediction for train row oof_rows[i]
+    oof_rows : int64 (n_rows,), sorted: the train rows covered (all of them unless subsampled)
+    test_proba : float32 (n_test, 10), the mean of the fold models' test probabilities
+    fold_accuracies, fit_seconds, epochs : one entry per fold
+    histories : one dict per fold, {"fold": k, "loss": [...], "val_accuracy": [...], ...}
+    models : the fitted fold models
+    """
+
+    oof_proba: np.ndarray
+    oof_rows: np.ndarray
+    test_proba: np.ndarray
+    fold_accuracies: list[float]
+    fit_seconds: list[float]
+    epochs: list[int]
+    histories: list[dict[str, Any]]
+    models: list[Any]
+
+    @property
+    def cv_accuracy(self) -> float:
+        """Mean fold accuracy: the number a trial is judged by."""
+        return float(np.mean(self.fold_accuracies))
+
+    @property
+    def cv_std(self) -> float:
+        return float(np.std(self.fold_accuracies))
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON-ready summary written to a trial's metrics.json."""
+        return {
+            "cv_accuracy": self.cv_accuracy,
+            "cv_std": self.cv_std,
+            "fold_accuracies": self.fold_accuracies,
+            "fit_seconds": float(sum(self.fit_seconds)),
+            "fold_fit_seconds": self.fit_seconds,
+            "epochs": self.epochs,
+            "n_rows": int(len(self.oof_rows)),
+            "n_test": int(len(self.test_proba)),
+        }
+
+
+def say(line: str) -> None:
+    """Print a progress line now (also when stdout is a pipe or a file)."""
+    print(line, flush=True)
+
+
+def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted int64 indices of a stratified random subset of n of the labels y (n,)."""
+    if n >= len(y):
+        return np.arange(len(y), dtype=np.int64)
+    rows, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
+    return np.sort(rows).astype(np.int64)
+
+
+def check_folds(y: np.ndarray, folds: int, what: str = "train.csv") -> None:
+    """UserError unless every digit has at least `folds` rows in y (StratifiedKFold needs that)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=N_CLASSES)
+    if counts.min() < folds:
+        digit = int(counts.argmin())
+        raise UserError(f"--folds {folds}: {what} has only {counts.min()} rows of digit {digit}; use fewer folds")
+
+
+def planned_epochs(params: dict[str, Any], max_epochs: int | None) -> int | None:
+    """Epochs a fit will run at most: params' `epochs` capped by max_epochs (None when unknown)."""
+    epochs = params.get("epochs")
+    if epochs is None:
+        return max_epochs
+    return int(epochs) if max_epochs is None else min(int(epochs), int(max_epochs))
+
+
+def cross_validate(
+    spec: ModelSpec,
+    params: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    max_epochs: int | None = None,
+    rows: np.ndarray | None = None,
+    on_epoch: FoldEpochCallback | None = None,
+    log: Callable[[str], None] | None = say,
+    label: str = "",
+) -> CVResult:
+    """Fit `spec` with `params` on each of `folds` stratified folds of X uint8 (n, 28, 28), y (n,).
+
+    rows : int64 indices of the train rows to use (default all); the OOF covers exactly these.
+    Fold k trains on the other folds with seed `seed + k`; its held-out fold is the validation data
+    (monitoring and on_epoch only) and gets its out-of-fold prediction. `log` receives one progress
+    line per epoch and per fold (with elapsed time and ETA); None is silent.
+    """
+    rows = np.arange(len(y), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+    Xr, yr = X[rows], np.asarray(y)[rows]
+    check_folds(yr, folds, "the rows to cross-validate")
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    epochs_per_fold = planned_epochs(params, max_epochs)
+    oof = np.zeros((len(rows), N_CLASSES), dtype=np.float32)
+    covered = np.zeros(len(rows), dtype=np.int64)
+    test = np.zeros((len(X_test), N_CLASSES), dtype=np.float64)
+    result = CVResult(oof, rows, test, [], [], [], [], [])
+    start = time.monotonic()
+    epochs_done = 0  # over all folds, for the ETA
+
+    def eta(folds_left_after_this: int, epochs_left_in_fold: int) -> float:
+        if not epochs_done or epochs_per_fold is None:
+            return float("nan")
+        per_epoch = (time.monotonic() - start) / epochs_done
+        return per_epoch * (epochs_left_in_fold + folds_left_after_this * epochs_per_fold)
+
+    for fold, (fit_idx, val_idx) in enumerate(splitter.split(Xr, yr)):
+
+        def fold_epoch(epoch: int, metrics: dict[str, float], fold: int = fold) -> None:
+            nonlocal epochs_done
+            epochs_done += 1
+            if log is not None:
+                of = f"/{epochs_per_fold}" if epochs_per_fold else ""
+                left = max(0, (epochs_per_fold or 0) - epoch - 1)
+                log(
+                    f"{label}fold {fold + 1}/{folds} epoch {epoch + 1}{of}  "
+                    + "  ".join(f"{_short(k)} {v:.4f}" for k, v in metrics.items() if k in _SHOWN)
+                    + f"  elapsed {format_seconds(time.monotonic() - start)}"
+                    + f"  ETA {format_seconds(eta(folds - fold - 1, left))}"
+                )
+            if on_epoch is not None:
+                on_epoch(fold, epoch, metrics)
+
+        t0 = time.monotonic()
+        fitted = spec.fit(
+            params,
+            Xr[fit_idx],
+            yr[fit_idx],
+            Xr[val_idx],
+            yr[val_idx],
+            max_epochs=max_epochs,
+            seed=seed + fold,
+            on_epoch=fold_epoch,
+            verbose=False,
+        )
+        seconds = time.monotonic() - t0
+        oof[val_idx] = spec.predict_proba(fitted.model, Xr[val_idx])
+        covered[val_idx] += 1
+        test += spec.predict_proba(fitted.model, X_test) / folds
+        accuracy = float((oof[val_idx].argmax(axis=1) == yr[val_idx]).mean())
+        result.fold_accuracies.append(accuracy)
+        result.fit_seconds.append(seconds)
+        result.epochs.append(int(fitted.epochs))
+        result.histories.append({"fold": fold, **fitted.history})
+        result.models.append(fitted.model)
+        if log is not None:
+            log(
+                f"{label}fold {fold + 1}/{folds} done  accuracy {accuracy:.4f}  {fitted.epochs} epochs in "
+                f"{format_seconds(seconds)}  elapsed {format_seconds(time.monotonic() - start)}"
+                f"  ETA {format_seconds(eta(folds - fold - 1, 0))}"
+            )
+    assert (covered == 1).all(), "every OOF row is predicted by exactly one fold model"
+    result.test_proba = test.astype(np.float32)
+    return result
+
+
+# Epoch metrics shown in progress lines, and their short names.
+_SHOWN = {"loss": "loss", "accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
+
+
+def _short(key: str) -> str:
+    return _SHOWN.get(key, key)

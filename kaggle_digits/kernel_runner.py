@@ -1,0 +1,137 @@
+"""Runs the kaggle-digits pipeline inside a Kaggle kernel.
+
+`kaggle-digits kernel bundle` writes this file, with SETTINGS filled in, as the kernel's code file.
+On Kaggle the source dataset is mounted under /kaggle/input (the package folder, unpacked by Kaggle, or
+still a zip) and the competition's files under /kaggle/input/digit-recognizer. The pipeline writes to
+/kaggle/working; the chosen submission is copied to /kaggle/working/submission.csv.
+Extra command-line arguments go to the pipeline unchanged. KAGGLE_DIGITS_KAGGLE_ROOT moves /kaggle.
+
+This file imports nothing from kaggle_digits at module level: it has to find the package first.
+"""
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+SETTINGS = {"preset": "quick", "models": None, "augment": False, "source_dataset": "kaggle-digits-src"}
+
+COMPETITION_DIR = "digit-recognizer"
+# Third-party modules the pipeline needs; Kaggle's Python image has them, and the kernel has no internet.
+REQUIRED_MODULES = ("numpy", "pandas", "sklearn", "tensorflow", "keras", "optuna")
+SEARCH_DEPTH = 4  # how deep under /kaggle/input the mounted source and data may sit
+
+
+def _walk(top: Path, depth: int = SEARCH_DEPTH):
+    """Paths under `top`, breadth first, at most `depth` levels down, in a stable order."""
+    level = [top]
+    for _ in range(depth):
+        children = []
+        for folder in level:
+            try:
+                children.extend(sorted(folder.iterdir()))
+            except OSError:
+                continue
+        yield from children
+        level = [child for child in children if child.is_dir()]
+
+
+def find_source(input_dir: Path, working: Path) -> Path:
+    """The folder to put on sys.path so that `import kaggle_digits` finds the bundled package."""
+    candidates = [p for p in _walk(input_dir) if p.name == "kaggle_digits" and (p / "__init__.py").is_file()]
+    # Prefer the copy inside the source dataset when several are mounted.
+    candidates.sort(key=lambda p: SETTINGS["source_dataset"] not in p.parts)
+    if candidates:
+        return candidates[0].parent
+    for archive in _walk(input_dir):
+        if archive.name == "kaggle_digits.zip" and zipfile.is_zipfile(archive):
+            # Kaggle left the uploaded folder zipped: its members are the package's files.
+            target = working / ".kaggle-digits-src" / "kaggle_digits"
+            shutil.rmtree(target, ignore_errors=True)
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(target)
+            return target.parent
+    raise SystemExit(
+        f"error: the kaggle_digits package was not found under {input_dir}: "
+        f"add the dataset <user>/{SETTINGS['source_dataset']} to the kernel's inputs"
+    )
+
+
+def place_competition_files(input_dir: Path, data_dir: Path) -> None:
+    """When the competition's files are not at input/digit-recognizer, copy them to the data folder."""
+    if (input_dir / COMPETITION_DIR / "train.csv").is_file():
+        return  # `download --source auto` copies them from there
+    for train in _walk(input_dir):
+        if train.name == "train.csv" and (train.parent / "test.csv").is_file():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("train.csv", "test.csv", "sample_submission.csv"):
+                if (train.parent / name).is_file() and not (data_dir / name).exists():
+                    shutil.copyfile(train.parent / name, data_dir / name)
+            return
+    raise SystemExit(f"error: the competition's train.csv/test.csv were not found under {input_dir}")
+
+
+def main(argv: list) -> int:
+    root = Path(os.environ.get("KAGGLE_DIGITS_KAGGLE_ROOT", "/kaggle"))
+    input_dir, working = root / "input", root / "working"
+    working.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: this kernel's Python lacks {', '.join(missing)} (and has no internet)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(find_source(input_dir, working)))
+
+    from kaggle_digits.errors import UserError
+
+    try:
+        return _run(argv, input_dir, working)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(argv: list, input_dir: Path, working: Path) -> int:
+    import kaggle_digits
+    from kaggle_digits import cli, io, paths, submission
+    from kaggle_digits.submit import expected_rows
+
+    print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)
+    folders = paths.resolve()
+    place_competition_files(input_dir, folders.data_dir)
+    before = set(folders.submissions_dir.glob("*.csv"))
+    command = ["pipeline", "--preset", SETTINGS["preset"]]
+    if SETTINGS["models"]:
+        command += ["--models", SETTINGS["models"]]
+    if SETTINGS["augment"]:
+        command.append("--augment")
+    command += argv
+    print("running: kaggle-digits " + " ".join(command), flush=True)
+    start = time.monotonic()
+    code = cli.main(command)
+    if code != 0:
+        return code
+    written = set(folders.submissions_dir.glob("*.csv")) - before - {folders.history_csv}
+    if not written:
+        print(f"error: the pipeline wrote no submission into {folders.submissions_dir}", file=sys.stderr)
+        return 1
+    chosen = max(written, key=lambda p: p.stat().st_mtime_ns)
+    submission.read_submission(chosen, n_test=expected_rows(folders.test_csv))
+    with io.atomic_path(working / "submission.csv") as tmp:
+        shutil.copyfile(chosen, tmp)
+    record = {
+        "submission": chosen.name,
+        "version": kaggle_digits.__version__,
+        "settings": SETTINGS,
+        "pipeline_args": argv,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    io.write_json(working / "kaggle-digits-run.json", record)
+    print(f"wrote {working / 'submission.csv'} (from {chosen.name}) in {record['seconds']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,10 @@
+"""Run the pipeline as a Kaggle kernel: `python scripts/kernel.py bundle|push|status|output`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kaggle_digits.cli import run_script  # noqa: E402
+
+run_script("kernel")

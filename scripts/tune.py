@@ -1,0 +1,10 @@
+"""Tune a model family with Optuna and cross-validation: `python scripts/tune.py --model cnn [--augment] [--preset quick]`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kaggle_digits.cli import run_script  # noqa: E402
+
+run_script("tune")

@@ -1,0 +1,260 @@
+"""`kernel bundle|push|status|output`: the bundle's contents, and the Kaggle side with the real `kaggle`
+client against the fake Kaggle server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kaggle_digits import paths, submission
+from kaggle_digits.kernel import RUNNER_NAME
+from tests.conftest import plant_kaggle_json
+from tests.test_kaggle_download import assert_one_line_error
+
+PLANTED_KEY = "KD-PLANTED-SECRET-91f2c7e05d"
+
+
+def package_sources() -> set[str]:
+    """The package's own source files, as bundle-relative paths."""
+    return {
+        f"dataset/kaggle_digits/{p.relative_to(paths.PACKAGE_DIR).as_posix()}"
+        for p in paths.PACKAGE_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+
+
+def all_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
+    plant_kaggle_json("carol", PLANTED_KEY)
+    out = tmp_path / "build" / "kernel"
+    result = run_cli("kernel", "bundle", "--out", out, "--preset", "quick", "--models", "cnn, dense", "--augment")
+    assert result.code == 0, result.err
+    assert (
+        "carol/kaggle-digits-src" in result.out and "pipeline --preset quick --models cnn,dense --augment" in result.out
+    )
+
+    expected = package_sources() | {
+        "dataset/dataset-metadata.json",
+        "kernel/kernel-metadata.json",
+        f"kernel/{RUNNER_NAME}",
+    }
+    assert all_files(out) == expected
+    assert "dataset/kaggle_digits/__init__.py" in expected and "dataset/kaggle_digits/models/base.py" in expected
+
+    dataset = json.loads((out / "dataset" / "dataset-metadata.json").read_text())
+    assert dataset["id"] == "carol/kaggle-digits-src" and dataset["licenses"] == [{"name": "MIT"}]
+    assert 6 <= len(dataset["title"]) <= 50
+    kernel = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert kernel["id"] == "carol/kaggle-digits" and kernel["code_file"] == RUNNER_NAME
+    assert (kernel["language"], kernel["kernel_type"]) == ("python", "script")
+    assert kernel["is_private"] is True and kernel["enable_gpu"] is True and kernel["enable_internet"] is False
+    assert kernel["competition_sources"] == ["digit-recognizer"]
+    assert kernel["dataset_sources"] == ["carol/kaggle-digits-src"]
+    assert len(kernel["title"]) >= 5
+    runner = (out / "kernel" / RUNNER_NAME).read_text()
+    assert "SETTINGS = {'preset': 'quick', 'models': 'cnn,dense', 'augment': True," in runner
+    compile(runner, RUNNER_NAME, "exec")
+
+    # The planted key is nowhere: not in the bundle, not in what the command printed.
+    assert not [p for p in out.rglob("*") if p.is_file() and PLANTED_KEY.encode() in p.read_bytes()]
+    assert PLANTED_KEY not in result.out + result.err
+
+    # A second bundle replaces the first; a folder that is not a bundle is never touched.
+    again = run_cli("kernel", "bundle", "--out", out, "--user", "dave")
+    assert again.code == 0, again.err
+    assert json.loads((out / "kernel" / "kernel-metadata.json").read_text())["id"] == "dave/kaggle-digits"
+    assert [p.name for p in out.parent.iterdir()] == ["kernel"], "no staging folder left behind"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert_one_line_error(run_cli("kernel", "bundle", "--out", mine, "--user", "dave"), "not a kernel bundle")
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_bundle_needs_a_user_name(run_cli, tmp_path):
+    result = run_cli("kernel", "bundle", "--out", tmp_path / "b")
+    assert_one_line_error(result, "no Kaggle user name", "--user", "kaggle.json")
+    assert_one_line_error(run_cli("kernel", "bundle", "--out", tmp_path / "b", "--user", "a/b"), "--user")
+    assert not (tmp_path / "b").exists()
+
+
+def _zip_names(content: bytes) -> set[str]:
+    with zipfile.ZipFile(io.BytesIO(content)) as z:
+        return set(z.namelist())
+
+
+def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path):
+    out, subs = tmp_path / "build" / "kernel", tmp_path / "submissions"
+    first = run_cli("kernel", "push", "--out", out, "--preset", "quick")
+    assert first.code == 0, first.err
+    assert "https://www.kaggle.com/code/kdtester/kaggle-digits" in first.out
+    assert "source dataset kdtester/kaggle-digits-src created" in first.out
+    assert fake_kaggle.key not in first.out + first.err
+
+    # The source dataset: the package folder went up zipped, its metadata gave the id and title.
+    (create,) = fake_kaggle.calls("CreateDataset")
+    assert (create.body["ownerSlug"], create.body["slug"]) == ("kdtester", "kaggle-digits-src")
+    assert create.body["isPrivate"] is True and create.body["licenseName"] == "MIT"
+    files = fake_kaggle.dataset_files("kdtester/kaggle-digits-src")
+    assert set(files) == {"kaggle_digits.zip"}
+    bundled = {f"dataset/kaggle_digits/{name}" for name in _zip_names(files["kaggle_digits.zip"])}
+    assert bundled == package_sources()
+
+    # The kernel: what kagglesdk sends to SaveKernel.
+    (save,) = fake_kaggle.calls("SaveKernel")
+    assert save.body["slug"] == "kdtester/kaggle-digits" and save.body["newTitle"] == "kaggle-digits"
+    assert (save.body["language"], save.body["kernelType"]) == ("python", "script")
+    assert save.body["isPrivate"] is True and save.body["enableGpu"] is True
+    assert save.body["enableInternet"] is False
+    assert save.body["datasetDataSources"] == ["kdtester/kaggle-digits-src"]
+    assert save.body["competitionDataSources"] == ["digit-recognizer"]
+    assert save.body["text"] == (out / "kernel" / RUNNER_NAME).read_text()
+
+    # A second push versions the dataset and the kernel.
+    second = run_cli("kernel", "push", "--out", out)
+    assert second.code == 0, second.err
+    assert "versioned" in second.out and "version 2" in second.out
+    assert (
+        len(fake_kaggle.calls("CreateDatasetVersion")) == 1
+        and len(fake_kaggle.datasets["kdtester/kaggle-digits-src"]) == 2
+    )
+
+    fake_kaggle.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    status = run_cli("kernel", "status", "--wait", "--poll", "0")
+    assert status.code == 0, status.err
+    lines = [line.split("  ")[0] for line in status.out.splitlines() if line.startswith("kdtester/kaggle-digits:")]
+    assert lines == [f"kdtester/kaggle-digits: {s}" for s in ("queued", "running", "complete")]
+    assert len(fake_kaggle.calls("GetKernelSessionStatus")) == 4
+
+    # Output: submission.csv is validated and copied into submissions/ with a name saying where it came from.
+    truth = submission.read_submission(small_data_copy / "solution.csv")
+    kernel_sub = tmp_path / "kernel-submission.csv"
+    submission.write_submission(kernel_sub, truth)
+    record = {"submission": "20260101-000000-ensemble-cv0.99100.csv"}
+    fake_kaggle.kernel_outputs = {
+        "submission.csv": kernel_sub.read_bytes(),
+        "kaggle-digits-run.json": json.dumps(record).encode(),
+        "reports/summary.txt": b"ok",
+        "runs/quick-cnn/trial-0/oof.npy": b"large",
+    }
+    got = run_cli("kernel", "output", "--out", out, "--data-dir", small_data_copy, "--submissions-dir", subs)
+    assert got.code == 0, got.err
+    (written,) = subs.glob("*-kernel-cv0.99100.csv")
+    assert written.read_bytes() == kernel_sub.read_bytes()
+    assert (out / "output" / "reports" / "summary.txt").read_text() == "ok"
+    assert not (out / "output" / "runs").exists(), "only the submission, its record and the reports come back"
+    (row,) = submission.read_history(subs / "history.csv")
+    assert row["file"] == str(written) and row["cv_accuracy"] == "0.99100" and "kernel" in row["message"]
+    assert str(written) in got.out
+
+
+def test_push_rejected(run_cli, fake_kaggle, tmp_path):
+    fake_kaggle.kernel_push_error = "Maximum GPU quota reached for this week"
+    result = run_cli("kernel", "push", "--out", tmp_path / "b")
+    assert_one_line_error(result, "rejected the kernel push", "GPU quota")
+
+
+def test_push_forbidden_and_unreachable(run_cli, fake_kaggle, tmp_path):
+    fake_kaggle.fail(403, "Permission denied", "CreateDataset")
+    assert_one_line_error(run_cli("kernel", "push", "--out", tmp_path / "b"), "403", "kaggle-digits-src")
+    assert fake_kaggle.calls("SaveKernel") == []
+    fake_kaggle.stop()
+    assert_one_line_error(run_cli("kernel", "status"), "cannot reach Kaggle")
+
+
+def test_status_of_unknown_and_failed_kernels(run_cli, fake_kaggle, tmp_path):
+    assert_one_line_error(run_cli("kernel", "status"), "not found", "kernel.py push")
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    fake_kaggle.kernel_statuses = ["ERROR"]
+    fake_kaggle.kernel_failure_message = "Your notebook tried to allocate more memory than is available"
+    plain = run_cli("kernel", "status")
+    assert plain.code == 0 and "kdtester/kaggle-digits: error" in plain.out and "more memory" in plain.out
+    assert_one_line_error(run_cli("kernel", "status", "--wait", "--poll", "0"), "failed", "more memory")
+
+
+def test_output_without_submission(run_cli, fake_kaggle, small_data_copy, tmp_path):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    fake_kaggle.kernel_outputs = {"reports/summary.txt": b"ok"}
+    result = run_cli("kernel", "output", "--out", tmp_path / "b", "--data-dir", small_data_copy)
+    assert_one_line_error(result, "no submission.csv")
+
+
+@pytest.mark.parametrize("bad", [b"ImageId,Label\n1,3\n", b"id,label\n"])
+def test_output_with_invalid_submission(run_cli, fake_kaggle, small_data_copy, tmp_path, bad):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    fake_kaggle.kernel_outputs = {"submission.csv": bad}
+    subs = tmp_path / "submissions"
+    result = run_cli(
+        "kernel", "output", "--out", tmp_path / "b", "--data-dir", small_data_copy, "--submissions-dir", subs
+    )
+    assert_one_line_error(result, "submission.csv")
+    assert not subs.exists() or list(subs.iterdir()) == []
+
+
+def _load_runner(bundle: Path):
+    """The bundled runner as a module (without running it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bundled_runner", bundle / "kernel" / RUNNER_NAME)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("layout", ["unpacked", "zipped", "nested"])
+def test_runner_finds_the_mounted_source(run_cli, tmp_path, layout):
+    bundle = tmp_path / "b"
+    assert run_cli("kernel", "bundle", "--out", bundle, "--user", "erin").code == 0
+    runner = _load_runner(bundle)
+    input_dir, working = tmp_path / "kaggle" / "input", tmp_path / "kaggle" / "working"
+    package = bundle / "dataset" / "kaggle_digits"
+    mount = input_dir / ("datasets/erin/kaggle-digits-src" if layout == "nested" else "kaggle-digits-src")
+    mount.mkdir(parents=True)
+    if layout == "zipped":
+        with zipfile.ZipFile(mount / "kaggle_digits.zip", "w") as z:
+            for f in package.rglob("*.py"):
+                z.write(f, f.relative_to(package).as_posix())
+    else:
+        shutil.copytree(package, mount / "kaggle_digits")
+    source = runner.find_source(input_dir, working)
+    assert (source / "kaggle_digits" / "__init__.py").is_file()
+    assert (source / "kaggle_digits" / "models" / "base.py").is_file()
+    with pytest.raises(SystemExit, match="kaggle-digits-src"):
+        runner.find_source(tmp_path / "empty", working)
+
+
+def test_runner_finds_competition_files_elsewhere(run_cli, small_data, tmp_path):
+    assert run_cli("kernel", "bundle", "--out", tmp_path / "b", "--user", "erin").code == 0
+    runner = _load_runner(tmp_path / "b")
+    input_dir, data_dir = tmp_path / "input", tmp_path / "working" / "data"
+    shutil.copytree(small_data, input_dir / "competitions" / "digit-recognizer")
+    runner.place_competition_files(input_dir, data_dir)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["sample_submission.csv", "test.csv", "train.csv"]
+    with pytest.raises(SystemExit, match="train.csv"):
+        runner.place_competition_files(tmp_path / "nothing", tmp_path / "d2")
+
+
+def test_access_token_credentials(run_cli, fake_kaggle, monkeypatch, tmp_path):
+    # A bare access token: the client asks Kaggle whose it is; the user name comes from that answer.
+    token = "KGAT-token-3b9e1d7c55"
+    (Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json").unlink()
+    monkeypatch.setenv("KAGGLE_API_TOKEN", token)
+    fake_kaggle.tokens[token] = "frank"
+    result = run_cli("kernel", "bundle", "--out", tmp_path / "b")
+    assert result.code == 0, result.err
+    assert "frank/kaggle-digits-src" in result.out and token not in result.out + result.err
+    listed = run_cli("submit", "--list")
+    assert listed.code == 0 and "no submissions" in listed.out
+    fake_kaggle.tokens.clear()
+    refused = run_cli("kernel", "bundle", "--out", tmp_path / "c")
+    assert_one_line_error(refused, "KAGGLE_API_TOKEN", "not usable")
+    assert token not in refused.err

@@ -1,0 +1,222 @@
+"""`tune` on small slices: artifacts, OOF bookkeeping, resume, interruption, seeding, pruning, bad options."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.model_selection import StratifiedKFold
+
+from kaggle_digits import data, models, runs, tune
+from tests.conftest import REPO
+
+FAST = ("--folds", "2", "--epochs", "1")  # every test: 2 folds, 1 epoch
+
+
+def _tune(run_cli, small_data, runs_dir, *args):
+    return run_cli("tune", "--data-dir", small_data, "--runs-dir", runs_dir, *args)
+
+
+def _study(runs_dir, name):
+    return optuna.load_study(study_name=name, storage=tune.default_storage_url(runs_dir))
+
+
+@pytest.mark.parametrize("model, augment", [("mlp", False), ("mlp", True), ("dense", False), ("cnn", True)])
+def test_each_family_tunes_two_trials_with_complete_artifacts(run_cli, small_data, tmp_path, model, augment):
+    runs_dir = tmp_path / "runs"
+    flags = ["--augment"] if augment else []
+    result = _tune(run_cli, small_data, runs_dir, "--model", model, *flags, "--trials", "2", *FAST)
+    assert result.code == 0, result.err
+    name = f"{model}-aug" if augment else model
+    assert "trial 1 fold 2/2 epoch 1/1" in result.out and "ETA" in result.out
+    assert "best trials:" in result.out and f"next: python scripts/ensemble.py --studies {name}" in result.out
+
+    spec = models.get(model)
+    X, y = data.load_train(small_data / "train.csv")
+    X_test = data.load_test(small_data / "test.csv")
+    trials = sorted(runs.list_trials(runs_dir, [name]), key=lambda t: t.number)
+    assert [t.number for t in trials] == [0, 1]
+    assert trials[0].params == spec.default_params(augment)  # a new study starts from the family's default
+    study = _study(runs_dir, name)
+    for t in trials:
+        assert t.info["model"] == model and t.info["augment"] == augment and t.info["folds"] == 2
+        assert t.info["seed"] == 0 and t.info["study"] == name and t.info["max_epochs"] == 1
+        assert t.info["data"]["train_sha256"] == data.sha256(small_data / "train.csv")
+        assert t.oof_proba.shape == (1500, 10) and t.oof_proba.dtype == np.float32
+        assert t.test_proba.shape == (500, 10) and t.test_proba.dtype == np.float32
+        np.testing.assert_allclose(t.oof_proba.sum(axis=1), 1, atol=1e-5)
+        np.testing.assert_allclose(t.test_proba.sum(axis=1), 1, atol=1e-5)
+        assert (t.oof_rows == np.arange(1500)).all()
+        assert t.cv_accuracy == pytest.approx(np.mean(t.metrics["fold_accuracies"]))
+        assert [h["fold"] for h in t.history] == [0, 1] and all(len(h["val_accuracy"]) == 1 for h in t.history)
+        assert study.trials[t.number].user_attrs["path"] == str(t.path.resolve())
+        assert study.trials[t.number].value == pytest.approx(t.cv_accuracy)
+
+        # Each OOF row is the prediction of the one fold model that did not train on it; test.npy is
+        # the mean of the fold models' test predictions.
+        fold_models = [spec.load(p) for p in t.fold_model_paths()]
+        assert [p.name for p in t.fold_model_paths()] == [f"fold-0{spec.model_suffix}", f"fold-1{spec.model_suffix}"]
+        folds = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+        seen = np.zeros(1500, dtype=int)
+        for k, (model_k, (_, val_idx)) in enumerate(zip(fold_models, folds)):
+            np.testing.assert_allclose(t.oof_proba[val_idx], spec.predict_proba(model_k, X[val_idx]), atol=1e-5)
+            accuracy = (t.oof_proba[val_idx].argmax(axis=1) == y[val_idx]).mean()
+            assert t.metrics["fold_accuracies"][k] == pytest.approx(accuracy)
+            seen[val_idx] += 1
+        assert (seen == 1).all()
+        mean_test = np.mean([spec.predict_proba(m, X_test) for m in fold_models], axis=0)
+        np.testing.assert_allclose(t.test_proba, mean_test, atol=1e-5)
+
+
+def test_resume_subsample_and_a_study_bound_to_its_settings(run_cli, small_data, tmp_path):
+    runs_dir = tmp_path / "runs"
+    args = ("--model", "mlp", "--subsample", "600", *FAST)
+    assert _tune(run_cli, small_data, runs_dir, *args, "--trials", "1").code == 0
+    again = _tune(run_cli, small_data, runs_dir, *args, "--trials", "2")
+    assert again.code == 0 and "continuing after 1 trials" in again.out
+    study = _study(runs_dir, "mlp")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    # The continued run does not replay the first run's random points.
+    assert study.trials[1].params != study.trials[2].params
+
+    _, y = data.load_train(small_data / "train.csv")
+    for t in runs.list_trials(runs_dir, ["mlp"]):
+        assert t.oof_proba.shape == (600, 10) and len(np.unique(t.oof_rows)) == 600
+        assert (np.diff(t.oof_rows) > 0).all() and t.oof_rows.max() < 1500 and t.info["subsample"] == 600
+        share = np.bincount(y[t.oof_rows], minlength=10) / 600
+        np.testing.assert_allclose(share, np.bincount(y, minlength=10) / 1500, atol=0.01)  # stratified
+
+    other = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--folds", "3", "--epochs", "1", "--trials", "1")
+    assert other.code == 2 and other.err.count("\n") == 1
+    assert (
+        "study 'mlp'" in other.err and "folds 2 (asked: 3)" in other.err and "subsample 600 (asked: none)" in other.err
+    )
+    assert len(_study(runs_dir, "mlp").trials) == 3
+
+    # A new storage never writes over the trial folders of a study it does not know.
+    fresh = _tune(run_cli, small_data, runs_dir, *args, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/other.db")
+    assert fresh.code == 2 and "holds finished trials of another study 'mlp'" in fresh.err
+    assert len(runs.list_trials(runs_dir, ["mlp"])) == 3
+
+
+def test_same_seed_same_sampled_params(run_cli, small_data, tmp_path):
+    runs_dir = tmp_path / "runs"
+    for study, seed in [("a", "7"), ("b", "7"), ("c", "8")]:
+        args = ("--model", "mlp", "--study", study, "--seed", seed, "--trials", "2", "--subsample", "400", *FAST)
+        assert _tune(run_cli, small_data, runs_dir, *args).code == 0
+    a, b, c = (_study(runs_dir, name) for name in "abc")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert a.trials[0].params == c.trials[0].params  # the default
+    assert [t.params for t in a.trials[1:]] != [t.params for t in c.trials[1:]]
+
+
+def test_a_trial_far_behind_is_pruned(run_cli, small_data, tmp_path):
+    runs_dir = tmp_path / "runs"
+    args = ("--model", "mlp", "--folds", "2", "--epochs", "3")
+    assert _tune(run_cli, small_data, runs_dir, *args, "--trials", "3").code == 0
+    study = _study(runs_dir, "mlp")
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # A net that barely learns: the smallest learning rate with the biggest batch and heavy L2.
+    bad = {"hidden": "100", "pca": 0, "alpha": 0.1, "learning_rate_init": 1e-4, "batch_size": 256}
+    study.enqueue_trial(bad)
+    result = _tune(run_cli, small_data, runs_dir, *args, "--trials", "1")
+    assert result.code == 0, result.err
+    assert "trial 3 pruned at fold" in result.out and "1 pruned" in result.out
+    pruned = _study(runs_dir, "mlp").trials[3]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.params["learning_rate_init"] == 1e-4
+    assert not (runs.trial_dir(runs_dir, "mlp", 3) / runs.METRICS_FILE).exists()
+    assert len(runs.list_trials(runs_dir, ["mlp"])) == 3
+
+
+def test_ctrl_c_fails_the_running_trial_and_the_printed_command_resumes(run_cli, small_data, tmp_path):
+    runs_dir = tmp_path / "runs"
+    assert _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST).code == 0
+    command = [sys.executable, "scripts/tune.py", "--model", "mlp", "--trials", "3", "--folds", "2"]
+    command += ["--data-dir", str(small_data), "--runs-dir", str(runs_dir)]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("trial 1 fold 1/2 epoch 2"):  # the first trial of this run is training
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert "Traceback" not in err
+    study = _study(runs_dir, "mlp")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert "the running trial was marked failed" in out and "Resume with:" in out
+    resume = shlex.split(out.split("Resume with:")[1].strip().splitlines()[0])
+    assert resume[:2] == ["python", "scripts/tune.py"] and resume[resume.index("--trials") + 1] == "3"
+    assert len(runs.list_trials(runs_dir, ["mlp"])) == 1
+
+    # The study stays usable: the printed command (with a 1-epoch cap to keep the test short) continues it.
+    resumed = run_cli("tune", *resume[2:], "--epochs", "1")
+    assert resumed.code == 0, resumed.err
+    states = [t.state for t in _study(runs_dir, "mlp").trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4 and len(states) == 5
+    assert "study 'mlp': 4 finished, 0 pruned, 1 failed" in resumed.out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "svm"], "--model svm: unknown model, choose one of mlp, dense, cnn"),
+        ([], "--model is required"),
+        (["--model", "mlp", "--folds", "1"], "--folds 1: needs at least 2 folds"),
+        (["--model", "mlp", "--trials", "0"], "--trials 0: needs a value of at least 1"),
+        (["--model", "mlp", "--epochs", "-2"], "--epochs -2"),
+        (["--model", "mlp", "--subsample", "-5"], "--subsample -5"),
+        (["--model", "mlp", "--seed", "-1"], "--seed -1"),
+        (["--model", "mlp", "--timeout", "-3"], "--timeout -3: needs a positive number"),
+        (["--model", "mlp", "--precision", "fp8"], "--precision fp8: choose one of auto, float32"),
+        (["--model", "mlp", "--preset", "huge"], "--preset huge: choose one of quick, standard, full"),
+        (["--model", "mlp", "--study", "../x"], "--study '../x'"),
+        (["--model", "mlp", "--subsample", "100000"], "--subsample 100000:"),
+        (["--model", "mlp", "--subsample", "15"], "--subsample 15: too few rows for 5 folds"),
+        (["--model", "mlp", "--storage", "nosuch://x"], "--storage nosuch://x: cannot open it"),
+        (["--model", "mlp", "--storage", "sqlite:////nonexistent/dir/x.db"], "unable to open database file"),
+        (["--model", "mlp", "--storage", "postgresql+psycopg2://me:s3cret@127.0.0.1:1/db"], "me:***@127.0.0.1:1"),
+    ],
+)
+def test_bad_options_are_one_line(run_cli, small_data, tmp_path, args, message):
+    result = _tune(run_cli, small_data, tmp_path / "runs", *args)
+    assert result.code == 2
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
+    assert message in result.err and "s3cret" not in result.err
+
+
+def test_presets_set_options_and_explicit_options_win():
+    quick = tune.resolve_options("cnn", "quick")
+    assert quick == {**tune.DEFAULTS, **tune.PRESETS["quick"]["cnn"]}
+    assert tune.resolve_options("cnn", "quick", folds=4, trials=None)["folds"] == 4
+    assert tune.resolve_options("mlp", None) == tune.DEFAULTS
+    assert tune.resolve_options("mlp", None, timeout=60)["trials"] is None  # the budget alone bounds the run
+    assert tune.resolve_options("mlp", None, timeout=60, trials=3)["trials"] == 3
+    assert set(tune.PRESETS) == {"quick", "standard", "full"}
+    assert all(set(p) == set(models.FAMILIES) for p in tune.PRESETS.values())
+
+
+@pytest.mark.parametrize("model", list(models.FAMILIES))
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_first_trial_is_exactly_the_default(model, augment):
+    spec = models.get(model)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(tune.default_suggestions(spec, augment))
+    assert spec.search_space(study.ask(), augment) == spec.default_params(augment)
+
+
+def test_tune_script_wrapper_runs(tmp_path, small_data):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "scripts/tune.py", "--model", "nope"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --model nope")
