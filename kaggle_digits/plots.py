@@ -143,7 +143,9 @@ def plot_training(history: list[dict[str, Any]], title: str) -> Figure:
         ax.set_ylabel(word)
         ax.set_title(word.capitalize())
         ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color=palette[k], label=f"fold {fold.get('fold', k)}") for k, fold in enumerate(history)]
+    handles = [
+        Line2D([], [], color=palette[k], label=f"fold {fold.get('fold', k) + 1}") for k, fold in enumerate(history)
+    ]
     names = {"train": "training", "val": "held-out fold"}
     for kind, keys in used.items():
         label = names.get(kind) or ", ".join(sorted(k.replace("_", " ") for k in keys))
@@ -296,9 +298,15 @@ def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
     for fold in range(1, n_folds):
         ax.axvline(fold * width + 0.5, color="0.75", linewidth=1)
     ax.set_xlim(0.5, n_folds * width + 0.5)
-    centres = [fold * width + (width + 1) / 2 for fold in range(n_folds)]
-    ax.set_xticks(centres, [f"fold {fold}" for fold in range(n_folds)])
-    ax.grid(False, axis="x")
+    if n_folds > 1:
+        centres = [fold * width + (width + 1) / 2 for fold in range(n_folds)]
+        ax.set_xticks(centres, [f"fold {fold + 1}" for fold in range(n_folds)])
+        ax.grid(False, axis="x")
+        ax.set_xlabel(f"epochs 1–{width} of each fold, fold after fold" if width > 1 else "fold")
+    else:  # a study that reports plain steps (one fold, or not tune's)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_formatter(lambda x, _: f"{int(x) - 1}")
+        ax.set_xlabel("step reported to the pruner")
     handles = [
         Line2D([], [], color=palette[0], marker=".", label=f"complete ({kinds['complete']})"),
         Line2D([], [], color=palette[3], marker="x", label=f"pruned ({kinds['pruned']})"),
@@ -306,8 +314,7 @@ def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
     if kinds["other"]:
         handles.append(Line2D([], [], color="0.6", linestyle=":", label=f"failed or running ({kinds['other']})"))
     ax.legend(handles=handles, loc="lower right")
-    ax.set_xlabel(f"epochs 1–{width} of each fold, fold after fold" if width > 1 else "fold")
-    ax.set_ylabel("reported validation accuracy")
+    ax.set_ylabel("held-out fold accuracy" if n_folds > 1 else "intermediate value")
     ax.set_title(f"Intermediate values — {name}")
     return fig
 

@@ -233,7 +233,7 @@ class Report:
 
     @cached_property
     def optuna_storage(self) -> Any:
-        return open_storage(self.storage_url)
+        return open_storage(self.storage_url, self.paths.runs_dir)
 
     @cached_property
     def storage_studies(self) -> list[str]:
@@ -556,7 +556,11 @@ class Report:
                 section.notes.append(f"local score: {exc}")
         else:
             section.notes.append(f"local score: {self.paths.solution_csv} not found (real Kaggle data)")
-        labels = [f"{n}\n{c.trial.model}" for n, c in zip(names, ensemble.constituents)]
+        # The family under the name, unless the study's name already says it (mlp, cnn-aug, ...).
+        labels = [
+            n if c.trial.study.startswith(c.trial.model) else f"{n}\n{c.trial.model}"
+            for n, c in zip(names, ensemble.constituents)
+        ]
         self.save(
             section,
             self.plots.plot_weights(labels, weights / weights.sum()),
@@ -631,9 +635,12 @@ class _Part:
 # --- Optuna ---------------------------------------------------------------------------------
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna storage for reading; Skip (not a new empty database) when a SQLite file does not exist."""
+def open_storage(url: str, runs_dir: Path) -> Any:
+    """The Optuna storage at `url`, opened as tune opens it; Skip when a SQLite file does not exist
+    (opening one would create an empty database) or the storage cannot be opened."""
     import optuna
+
+    from . import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("sqlite:///"):
@@ -641,10 +648,9 @@ def open_storage(url: str) -> Any:
         if not path.exists():
             raise Skip(f"no Optuna storage at {path}: run `python scripts/tune.py` first (or pass --storage URL)")
     try:
-        return optuna.storages.get_storage(url)
-    except Exception as exc:  # noqa: BLE001 — any driver's failure to connect is reported, not raised
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Skip(f"cannot open Optuna storage {_display_url(url)}: {first}") from None
+        return tune.open_storage(url, runs_dir)
+    except UserError as exc:
+        raise Skip(str(exc)) from None
 
 
 def _step_stride() -> int:
@@ -653,15 +659,17 @@ def _step_stride() -> int:
     return STEP_STRIDE
 
 
+def _display_url(url: str) -> str:
+    """The URL with any password hidden."""
+    from .tune import display_url
+
+    return display_url(url)
+
+
 def load_study(storage: Any, name: str) -> Any:
     import optuna
 
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def _display_url(url: str) -> str:
-    """The URL without a password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 # --- metrics ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, hardware, models, runs
+from . import N_CLASSES, cv, data, hardware, models, report, runs
 from .cli import format_seconds
 from .errors import UserError
 from .paths import Paths
@@ -652,3 +652,5 @@ def _summary(study: optuna.Study, name: str, paths: Paths, shown_url: str, args:
     folders = [f"--{n.replace('_', '-')} {shlex.quote(str(getattr(args, n)))}" for n in ("data_dir", "runs_dir")]
     folders = [f for f, n in zip(folders, ("data_dir", "runs_dir")) if getattr(args, n, None)]
     print("next: " + " ".join(["python scripts/ensemble.py --studies", shlex.quote(name), *folders]))
+    storage = shown_url if args.storage else None
+    print(f"plots: {report.command_line(paths, studies=[name], storage=storage)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from pathlib import Path
 
@@ -105,7 +107,9 @@ def test_unreachable_storage_is_a_reason_not_a_traceback(run_cli, small_data, tm
         out,
     )
     assert result.code == 0, result.err
-    assert re.search(r"tuning: skipped: cannot open Optuna storage postgresql\+psycopg2://user:\*\*\*@", result.out)
+    assert re.search(
+        r"tuning: skipped: --storage postgresql\+psycopg2://user:\*\*\*@127.0.0.1:9/none: cannot open it", result.out
+    )
     assert "secret" not in result.out + (out / "index.html").read_text()
 
 
@@ -122,10 +126,20 @@ def tuned(tmp_path_factory, small_data) -> dict[str, Path]:
     """A real mlp study (2 trials, 2 folds) and a real ensemble of both trials, on small_data."""
     root = tmp_path_factory.mktemp("tuned")
     folders = _folders(root, small_data)
-    assert cli.main(["tune", *folders, "--model", "mlp", "--trials", "2", "--folds", "2", "--epochs", "3"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["tune", *folders, "--model", "mlp", "--trials", "2", "--folds", "2", "--epochs", "3"]) == 0
+    # tune ends by naming the report command for its study.
+    last = printed.getvalue().strip().splitlines()[-1]
+    assert last.startswith("plots: python scripts/report.py --studies mlp --data-dir ")
     # `mean` keeps both trials, so there are two constituents to disagree.
-    assert cli.main(["ensemble", *folders, "--studies", "mlp", "--top", "2", "--method", "mean"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["ensemble", *folders, "--studies", "mlp", "--top", "2", "--method", "mean"]) == 0
     (manifest,) = (root / "submissions").glob("*.json")
+    # The ensemble ends by naming the report command for what it wrote.
+    last = printed.getvalue().strip().splitlines()[-1]
+    assert last.startswith(f"plots: python scripts/report.py --submission {manifest.with_suffix('.csv')} --data-dir ")
     return {"root": root, "data": small_data, "submission": manifest.with_suffix(".csv")}
 
 
@@ -168,14 +182,55 @@ def test_report_of_a_real_study_and_ensemble(run_cli, tuned):
     assert f"best mlp: {best.name} CV {best.cv_accuracy:.5f}" in result.out
 
 
-def test_importances_appear_with_enough_trials_and_a_named_submission(run_cli, tuned, tmp_path):
-    root = tuned["root"]
-    folders = _folders(root, tuned["data"])
-    assert run_cli("tune", *folders, "--model", "mlp", "--trials", "6", "--folds", "2", "--epochs", "3").code == 0
-    out = tmp_path / "again"
-    result = run_cli("report", *folders, "--studies", "mlp", "--submission", tuned["submission"], "--out", out)
+def test_a_study_in_another_storage_with_enough_trials_for_importances(run_cli, small_data, tmp_path):
+    # Any Optuna study can be shown, e.g. one kept in a storage of its own: here a real objective (the
+    # held-out accuracy of a k-nearest-neighbours classifier on 600 rows of train.csv), 12 trials, some pruned.
+    import optuna
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from kaggle_digits import data
+
+    X, y = data.load_train(small_data / "train.csv")
+    X = X.reshape(len(X), -1)[:600] / 255.0
+    y = y[:600]
+
+    def objective(trial: optuna.Trial) -> float:
+        k = trial.suggest_int("k", 1, 25)
+        weights = trial.suggest_categorical("weights", ["uniform", "distance"])
+        rows = trial.suggest_int("rows", 100, 400, step=100)
+        # Intermediate values: held-out accuracy as the training rows grow, a learning curve.
+        for step in range(4):
+            n = rows * (step + 1) // 4
+            model = KNeighborsClassifier(min(k, n), weights=weights).fit(X[:n], y[:n])
+            accuracy = float((model.predict(X[400:]) == y[400:]).mean())
+            trial.report(accuracy, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return accuracy
+
+    storage = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="knn",
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
+    )
+    study.optimize(objective, n_trials=12)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 5 and any(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+
+    out = tmp_path / "report"
+    result = run_cli("report", *_folders(tmp_path, small_data), "--studies", "knn", "--storage", storage, "--out", out)
     assert result.code == 0, result.err
-    assert _check_pngs(out) == sorted([*EXPECTED_PNGS, "tuning-importance-mlp.png"])
+    names = _check_pngs(out)
+    assert {"tuning-history-knn.png", "tuning-importance-knn.png", "tuning-intermediate-knn.png"} <= set(names)
+    assert re.search(r"study knn: no folder .*runs/knn", result.out)  # no trial artifacts: no curves
+    assert (
+        f"<td>best knn value</td><td>{study.best_value:.5f} (trial {study.best_trial.number})</td>"
+        in (out / "index.html").read_text()
+    )
 
 
 def test_missing_study_and_submission_beside_a_real_one(run_cli, tuned, tmp_path):
