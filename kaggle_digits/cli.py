@@ -16,9 +16,12 @@ COMMANDS = {
     "download": "kaggle_digits.download",
     "tune": "kaggle_digits.tune",
     "ensemble": "kaggle_digits.ensemble",
+    "pipeline": "kaggle_digits.pipeline",
     "submit": "kaggle_digits.submit",
     "kernel": "kaggle_digits.kernel",
     "report": "kaggle_digits.report",
+    "predict": "kaggle_digits.predict",
+    "serve": "kaggle_digits.serve",
 }
 
 
