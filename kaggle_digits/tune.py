@@ -22,7 +22,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, hardware, models, runs
+from . import N_CLASSES, cv, data, hardware, models, report, runs
 from .cli import format_seconds
 from .errors import UserError
 from .paths import Paths
@@ -42,13 +42,13 @@ DEFAULTS: dict[str, Any] = {"trials": 20, "timeout": None, "folds": 5, "epochs":
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "mlp": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
-        "dense": {"trials": 2, "folds": 3, "epochs": 8, "subsample": 20_000},
-        "cnn": {"trials": 1, "folds": 3, "epochs": 3, "subsample": 20_000},
+        "dense": {"trials": 2, "folds": 3, "epochs": 10},
+        "cnn": {"trials": 1, "folds": 2, "epochs": 6},
     },
     "standard": {
         "mlp": {"trials": None, "timeout": 3600, "folds": 5},
         "dense": {"trials": None, "timeout": 3600, "folds": 5, "epochs": 30},
-        "cnn": {"trials": None, "timeout": 3600, "folds": 3, "epochs": 15},
+        "cnn": {"trials": None, "timeout": 3600, "folds": 3, "epochs": 25},
     },
     "full": {
         "mlp": {"trials": 50, "folds": 5},
@@ -656,3 +656,5 @@ def _summary(study: optuna.Study, name: str, paths: Paths, shown_url: str, args:
     folders = [f"--{n.replace('_', '-')} {shlex.quote(str(getattr(args, n)))}" for n in ("data_dir", "runs_dir")]
     folders = [f for f, n in zip(folders, ("data_dir", "runs_dir")) if getattr(args, n, None)]
     print("next: " + " ".join(["python scripts/ensemble.py --studies", shlex.quote(name), *folders]))
+    storage = shown_url if args.storage else None
+    print(f"plots: {report.command_line(paths, studies=[name], storage=storage)}")
