@@ -14,6 +14,12 @@ from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
+# Threads this process may use, when it must not take every usable core: `tune --jobs N` runs N worker
+# processes with cores / N threads each (so N workers never oversubscribe the machine); `--threads` too.
+THREADS_ENV = "KAGGLE_DIGITS_THREADS"
+# The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
+POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 # What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). See README "Models":
 # measured on this project's 2-core AVX512_BF16 machine, mixed_bfloat16 is not kept as the default
 # unless a benchmark over several seeds shows it costs no accuracy.
@@ -64,11 +70,40 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def thread_budget() -> int:
+    """Threads this process should use: KAGGLE_DIGITS_THREADS when set (see limit_threads), else the
+    usable cores."""
+    value = os.environ.get(THREADS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
+
+
+def limit_threads(threads: int) -> None:
+    """Use at most `threads` threads in this process: TensorFlow's pools (sized by `configure` from
+    thread_budget), oneDNN/OpenMP/BLAS pools that load later (environment), and BLAS/OpenMP pools
+    already loaded (threadpoolctl). Call before the first model is built."""
+    threads = max(1, int(threads))
+    os.environ[THREADS_ENV] = str(threads)
+    for name in POOL_ENVS:
+        os.environ[name] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # scikit-learn brings threadpoolctl; without it only later pools are limited
+        pass
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment entries that give a child process `threads` threads (before anything loads)."""
+    threads = max(1, int(threads))
+    return {THREADS_ENV: str(threads), **{name: str(threads) for name in POOL_ENVS}}
+
+
 def detect() -> Hardware:
-    """Cores, GPUs (as TensorFlow sees them) and CPU flags."""
+    """Cores this process may use (thread_budget), GPUs (as TensorFlow sees them) and CPU flags."""
     import tensorflow as tf
 
-    return Hardware(usable_cores(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
+    return Hardware(thread_budget(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
 
 
 def choose_policy(precision: str, hardware: Hardware) -> str:
@@ -92,7 +127,7 @@ def set_thread_env(cores: int | None = None) -> None:
 
     Explicit user settings win (setdefault). Called by the Keras modules before `import tensorflow`.
     """
-    cores = cores or usable_cores()
+    cores = cores or thread_budget()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("OMP_NUM_THREADS", str(cores))
 
