@@ -16,8 +16,11 @@ COMMANDS = {
     "download": "kaggle_digits.download",
     "tune": "kaggle_digits.tune",
     "ensemble": "kaggle_digits.ensemble",
+    "pipeline": "kaggle_digits.pipeline",
     "submit": "kaggle_digits.submit",
     "kernel": "kaggle_digits.kernel",
+    "predict": "kaggle_digits.predict",
+    "serve": "kaggle_digits.serve",
 }
 
 

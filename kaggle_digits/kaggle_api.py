@@ -369,10 +369,11 @@ def push_dataset(
         raise UserError(f"Kaggle rejected {what}: {error}")
     start = time.monotonic()
     while True:
-        current = (dataset_status(ref) or "missing").lower()
+        # Right after creation the dataset may not be listed yet: that is waited out like processing.
+        current = (dataset_status(ref) or "not listed yet").lower()
         if current == "ready":
             return "versioned" if exists else "created"
-        if current in ("failed", "deleted", "missing"):
+        if current in ("failed", "deleted"):
             raise UserError(f"Kaggle could not process dataset {ref} (status: {current})")
         if time.monotonic() - start + poll > timeout:
             raise UserError(f"dataset {ref} not ready after {timeout:.0f} s (status: {current}): push again later")

@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--models", help="comma-separated families for the pipeline, e.g. cnn or mlp,dense,cnn")
         sub.add_argument("--augment", action="store_true", help="train with augmentation")
         sub.add_argument("--user", help="Kaggle user name (default: from the credentials)")
+    push.add_argument("--poll", type=float, default=10.0, help=argparse.SUPPRESS)  # dataset processing checks
     status = actions.add_parser("status", help="the kernel's status: queued, running, complete, error")
     status.add_argument("--wait", action="store_true", help="poll until the kernel is done")
     status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds --wait waits (default 12 h)")
@@ -223,7 +224,7 @@ def _push(args: argparse.Namespace) -> int:
     _describe(args.out, user, args.preset, args.models, args.augment)
     ref = f"{user}/{DATASET_SLUG}"
     print(f"uploading the source dataset {ref} ...", flush=True)
-    done = kaggle_api.push_dataset(dataset_dir, ref, notes=f"kaggle-digits {__version__}")
+    done = kaggle_api.push_dataset(dataset_dir, ref, notes=f"kaggle-digits {__version__}", poll=args.poll)
     print(f"source dataset {ref} {done}", flush=True)
     print(f"pushing the kernel {kernel_ref(user)} ...", flush=True)
     url, version = kaggle_api.push_kernel(kernel_dir)

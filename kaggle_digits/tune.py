@@ -70,10 +70,10 @@ DB_FILE = storage.DB_FILE
 STEP_STRIDE = 1000
 # Prune a trial whose best validation accuracy so far is below the 25th percentile of the finished
 # trials at the same fold and epoch ("clearly behind"), once 3 trials have finished, and never in
-# the first 2 epochs of the first fold (every net looks alike that early).
+# the first 3 epochs of the first fold (early validation accuracy is noisy: BatchNorm statistics lag).
 PRUNE_KEEP_PERCENT = 75.0
 PRUNE_STARTUP_TRIALS = 3
-PRUNE_WARMUP_EPOCHS = 2
+PRUNE_WARMUP_EPOCHS = 3
 TOP_SHOWN = 5  # rows of the final table
 STUDY_ATTR = storage.STUDY_ATTR  # study user attr: what the study was created for (checked on resume)
 PATH_ATTR = storage.PATH_ATTR  # trial user attr: the trial's artifact folder
@@ -716,7 +716,7 @@ def prepare(args: argparse.Namespace) -> Setup:
             + (
                 "new (its first trial is the family's default)"
                 if created
-                else f"continuing after {before} trials"
+                else f"continuing after {_plural(before, 'trial')}"
                 if before
                 else "joining it (another worker created it a moment ago)"
             )

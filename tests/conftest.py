@@ -108,3 +108,32 @@ def fake_kaggle(monkeypatch):
     plant_kaggle_json(server.username, server.key)
     yield server
     server.stop()
+
+
+@dataclass
+class TunedStudy:
+    """A real tiny study and the ensemble of its trials (see `tuned_mlp`)."""
+
+    data_dir: Path
+    runs_dir: Path
+    submissions_dir: Path
+    best_trial: Path  # runs/mlp/trial-<n> with the best CV accuracy
+    ensemble_json: Path  # the .json `ensemble` wrote beside its submission
+
+    def folders(self) -> list[str]:
+        return ["--runs-dir", str(self.runs_dir), "--submissions-dir", str(self.submissions_dir)]
+
+
+@pytest.fixture(scope="session")
+def tuned_mlp(tmp_path_factory, small_data) -> TunedStudy:
+    """`tune --model mlp` (2 trials, 2 folds) on small_data, then `ensemble`: real fold models and a real
+    ensemble .json, built once per session. Treat as read-only."""
+    root = tmp_path_factory.mktemp("tuned-mlp")
+    folders = ["--data-dir", str(small_data), "--runs-dir", str(root / "runs"), "--submissions-dir", str(root / "subs")]
+    assert cli.main(["tune", "--model", "mlp", "--folds", "2", "--trials", "2", *folders]) == 0
+    assert cli.main(["ensemble", *folders]) == 0
+    from kaggle_digits import runs
+
+    best = runs.list_trials(root / "runs")[0]
+    (ensemble_json,) = (root / "subs").glob("*.json")
+    return TunedStudy(small_data, root / "runs", root / "subs", best.path, ensemble_json)

@@ -66,6 +66,8 @@ class FakeKaggle:
         self.blobs: dict[str, dict] = {}  # token -> {"name", "content"}
         self.datasets: dict[str, list[dict[str, bytes]]] = {}  # "owner/slug" -> versions of {name: bytes}
         self.kernels: dict[str, FakeKernel] = {}
+        self.dataset_processing: list[str] = []  # statuses a new version shows before READY, e.g. ["BLOBS_RECEIVED"]
+        self._processing: list[str] = []
         self.kernel_push_error: str | None = None
         self.kernel_statuses: list[str] = ["COMPLETE"]  # consumed one per status call; the last one stays
         self.kernel_failure_message = ""
@@ -209,7 +211,7 @@ class FakeKaggle:
         ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
         if ref not in self.datasets:
             return 404, {"code": 404, "message": f"Dataset {ref} not found"}, {}
-        return 200, {"status": "READY"}, {}
+        return 200, {"status": self._processing.pop(0) if self._processing else "READY"}, {}
 
     def _files(self, tokens: list[dict]) -> dict[str, bytes] | None:
         files = {}
@@ -228,6 +230,7 @@ class FakeKaggle:
         if ref in self.datasets:
             return 200, {"status": "Error", "error": f"dataset {ref} already exists"}, {}
         self.datasets[ref] = [files]
+        self._processing = list(self.dataset_processing)
         return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "Ok", "error": ""}, {}
 
     def _create_dataset_version(self, body: dict) -> tuple[int, Any, dict]:
@@ -238,6 +241,7 @@ class FakeKaggle:
         if files is None:
             return 200, {"status": "Error", "error": "a file was not uploaded"}, {}
         self.datasets[ref].append(files)
+        self._processing = list(self.dataset_processing)
         return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "Ok", "error": ""}, {}
 
     def _save_kernel(self, body: dict) -> tuple[int, Any, dict]:

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,18 +16,18 @@ import pytest
 
 from kaggle_digits import paths, submission
 from kaggle_digits.kernel import RUNNER_NAME
-from tests.conftest import plant_kaggle_json
+from tests.conftest import make_slice, plant_kaggle_json
 from tests.test_kaggle_download import assert_one_line_error
 
 PLANTED_KEY = "KD-PLANTED-SECRET-91f2c7e05d"
 
 
 def package_sources() -> set[str]:
-    """The package's own source files, as bundle-relative paths."""
+    """The package's own source files (Python, and the serve page's HTML), as bundle-relative paths."""
     return {
         f"dataset/kaggle_digits/{p.relative_to(paths.PACKAGE_DIR).as_posix()}"
-        for p in paths.PACKAGE_DIR.rglob("*.py")
-        if "__pycache__" not in p.parts
+        for p in paths.PACKAGE_DIR.rglob("*")
+        if p.is_file() and p.suffix in (".py", ".html") and "__pycache__" not in p.parts
     }
 
 
@@ -119,10 +121,12 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path):
     assert save.body["competitionDataSources"] == ["digit-recognizer"]
     assert save.body["text"] == (out / "kernel" / RUNNER_NAME).read_text()
 
-    # A second push versions the dataset and the kernel.
-    second = run_cli("kernel", "push", "--out", out)
+    # A second push versions the dataset (waiting while Kaggle processes it) and the kernel.
+    fake_kaggle.dataset_processing = ["BLOBS_RECEIVED", "BLOBS_DECOMPRESSED"]
+    second = run_cli("kernel", "push", "--out", out, "--poll", "0")
     assert second.code == 0, second.err
     assert "versioned" in second.out and "version 2" in second.out
+    assert "process dataset kdtester/kaggle-digits-src: blobs_decompressed" in second.out
     assert (
         len(fake_kaggle.calls("CreateDatasetVersion")) == 1
         and len(fake_kaggle.datasets["kdtester/kaggle-digits-src"]) == 2
@@ -161,6 +165,9 @@ def test_push_rejected(run_cli, fake_kaggle, tmp_path):
     fake_kaggle.kernel_push_error = "Maximum GPU quota reached for this week"
     result = run_cli("kernel", "push", "--out", tmp_path / "b")
     assert_one_line_error(result, "rejected the kernel push", "GPU quota")
+    fake_kaggle.dataset_processing = ["FAILED"]
+    failed = run_cli("kernel", "push", "--out", tmp_path / "b", "--poll", "0")
+    assert_one_line_error(failed, "could not process dataset", "failed")
 
 
 def test_push_forbidden_and_unreachable(run_cli, fake_kaggle, tmp_path):
@@ -258,3 +265,42 @@ def test_access_token_credentials(run_cli, fake_kaggle, monkeypatch, tmp_path):
     refused = run_cli("kernel", "bundle", "--out", tmp_path / "c")
     assert_one_line_error(refused, "KAGGLE_API_TOKEN", "not usable")
     assert token not in refused.err
+
+
+def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
+    # A folder laid out like a Kaggle kernel: the competition's files and the unpacked source dataset
+    # under input/, an empty working/. The bundled runner runs there for real with the quick preset,
+    # kept tiny by pipeline options passed through it.
+    bundle = tmp_path / "b"
+    assert (
+        run_cli("kernel", "bundle", "--out", bundle, "--user", "erin", "--preset", "quick", "--models", "mlp").code == 0
+    )
+    root = tmp_path / "kaggle"
+    competition = make_slice(root / "input" / "digit-recognizer", 600, 200)
+    solution = (competition / "solution.csv").replace(tmp_path / "solution.csv")  # Kaggle gives no test labels
+    source = root / "input" / "kaggle-digits-src"
+    shutil.copytree(bundle / "dataset" / "kaggle_digits", source / "kaggle_digits")
+    working = root / "working"
+    working.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_DIGITS_")}
+    env.update(KAGGLE_DIGITS_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch")
+    tiny = ["--subsample", "600", "--epochs", "5", "--folds", "2", "--trials", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(bundle / "kernel" / RUNNER_NAME), *tiny],
+        cwd=working,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"from {source / 'kaggle_digits'}" in proc.stdout, "the bundled source is the one that runs"
+    assert "pipeline --preset quick --models mlp --subsample 600" in proc.stdout
+    assert "source: kernel" in proc.stdout, "the data came from input/digit-recognizer"
+
+    labels = submission.read_submission(working / "submission.csv", n_test=200)
+    truth = submission.read_submission(solution)
+    assert (labels == truth).mean() > 0.4, "real predictions (chance is 0.1)"
+    record = json.loads((working / "kaggle-digits-run.json").read_text())
+    assert (working / "submissions" / record["submission"]).read_bytes() == (working / "submission.csv").read_bytes()
+    assert (working / "data" / "train.csv").is_file() and not (working / "data" / "solution.csv").exists()

@@ -92,6 +92,35 @@ def test_quiet_fit_prints_nothing(digits, capfd):
     assert capfd.readouterr().out == ""
 
 
+@pytest.mark.parametrize("shape", [(64, 6, 6, 8), (64, 1, 1, 8), (32, 12)])
+def test_fused_batch_norm_matches_keras(shape):
+    """The fused BatchNorm layer computes what keras.layers.BatchNormalization computes."""
+    import keras
+
+    from kaggle_digits.models.keras_common import BatchNorm
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, shape).astype(np.float32))
+    ours, reference = BatchNorm(), keras.layers.BatchNormalization()
+    for layer in (ours, reference):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, shape[-1]).astype(np.float32))
+        layer.beta.assign(np.linspace(-1, 1, shape[-1]).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_reference = ours(x, training=True), reference(x, training=True)
+        weights = tf.constant(np.random.default_rng(1).normal(size=shape).astype(np.float32))
+        loss_ours, loss_reference = tf.reduce_sum(y_ours * weights), tf.reduce_sum(y_reference * weights)
+    np.testing.assert_allclose(y_ours, y_reference, atol=1e-4)
+    for a, b in [(tape.gradient(loss_ours, x), tape.gradient(loss_reference, x))] + [
+        (tape.gradient(loss_ours, getattr(ours, v)), tape.gradient(loss_reference, getattr(reference, v)))
+        for v in ("gamma", "beta")
+    ]:
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(getattr(ours, name).numpy(), getattr(reference, name).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours(x, training=False), reference(x, training=False), atol=1e-4)
+
+
 # --- search spaces ----------------------------------------------------------------------------
 
 
@@ -165,7 +194,7 @@ def test_cnn_space_covers_the_simple_net():
         layer.__class__.__name__
         for layer in spec.build(spec.search_space(optuna.trial.FixedTrial(simple), False)).layers
     ]
-    assert [k for k in kinds if k in {"Conv2D", "MaxPooling2D", "Dense", "BatchNormalization"}] == [
+    assert [k for k in kinds if k in {"Conv2D", "MaxPooling2D", "Dense", "BatchNorm"}] == [
         "Conv2D",
         "MaxPooling2D",
         "Dense",
@@ -181,7 +210,7 @@ def test_dense_space_covers_the_classic_nets(units):
     model = spec.build(spec.search_space(optuna.trial.FixedTrial(fixed), False))
     dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert dense == [*units, 10]
-    assert any(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers)
+    assert any(layer.__class__.__name__ == "BatchNorm" for layer in model.layers)
 
 
 # --- augmentation -----------------------------------------------------------------------------

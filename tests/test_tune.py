@@ -77,9 +77,10 @@ def test_each_family_tunes_two_trials_with_complete_artifacts(run_cli, small_dat
 def test_resume_subsample_and_a_study_bound_to_its_settings(run_cli, small_data, tmp_path):
     runs_dir = tmp_path / "runs"
     args = ("--model", "mlp", "--subsample", "600", *FAST)
-    assert _tune(run_cli, small_data, runs_dir, *args, "--trials", "1").code == 0
+    first = _tune(run_cli, small_data, runs_dir, *args, "--trials", "1")
+    assert first.code == 0 and "study 'mlp' in sqlite:///" in first.out and ": new (" in first.out
     again = _tune(run_cli, small_data, runs_dir, *args, "--trials", "2")
-    assert again.code == 0 and "continuing after 1 trials" in again.out
+    assert again.code == 0 and "continuing after 1 trial;" in again.out
     study = _study(runs_dir, "mlp")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     # The continued run does not replay the first run's random points.

@@ -18,7 +18,7 @@ DOWNSAMPLE = ("stride", "maxpool")
 def _conv(x, filters: int, kernel: int, batchnorm: bool, strides: int = 1, padding: str = "valid"):
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=not batchnorm)(x)
     if batchnorm:
-        x = keras.layers.BatchNormalization()(x)
+        x = kc.BatchNorm()(x)
     return keras.layers.Activation("relu")(x)
 
 
@@ -54,7 +54,7 @@ def build(params: dict[str, Any]) -> keras.Model:
 def _dense(x, units: int, batchnorm: bool):
     x = keras.layers.Dense(units, use_bias=not batchnorm)(x)
     if batchnorm:
-        x = keras.layers.BatchNormalization()(x)
+        x = kc.BatchNorm()(x)
     return keras.layers.Activation("relu")(x)
 
 

@@ -22,7 +22,7 @@ def build(params: dict[str, Any]) -> keras.Model:
     for units in params["units"]:
         x = keras.layers.Dense(int(units), use_bias=not batchnorm)(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization()(x)
+            x = kc.BatchNorm()(x)
         x = keras.layers.Activation("relu")(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout)(x)

@@ -1,0 +1,152 @@
+"""Training throughput (images/s) of our CNN against a plain Keras `model.fit` of the same network.
+
+Candidate: `cnn.SPEC.fit` with the public recipe's parameters (batch 64, rotation 10 / zoom 0.1 /
+shift 0.1), exactly as cross-validation runs it (precision from `--precision`, default auto).
+Baseline: the same architecture in float32, trained by a plain `model.fit` on a float32 NumPy array,
+with augmentation the plain Keras 3 way: RandomRotation, RandomZoom and RandomTranslation layers
+(fill_mode="constant") in front of the network; same batch size, same images.
+
+Both run in this one process, alternating baseline and candidate `--rounds` times; each run trains
+`--epochs` epochs on `--images` images and the first epoch (graph tracing) is not timed. Timing on a
+shared 2-core machine is noisy and bimodal, so the figures are medians over all timed epochs. Also
+measured without augmentation (both sides unaugmented).
+
+    python benchmarks/throughput.py                  # ~8 minutes on a quiet 2-core CPU
+    python benchmarks/throughput.py --rounds 2 --images 3200   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from kaggle_digits import data, hardware  # noqa: E402
+from kaggle_digits.models import cnn  # noqa: E402
+from kaggle_digits.models.keras_common import keras  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Clock:
+    """Epoch-end timestamps (wall and process CPU seconds)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, float]] = []
+
+    def tick(self, *_args) -> None:
+        self.marks.append((time.perf_counter(), _cpu_seconds()))
+
+    def epochs(self, n_images: int) -> list[tuple[float, float]]:
+        """(images/s, cores busy) of each epoch after the first."""
+        return [(n_images / (t2 - t1), (c2 - c1) / (t2 - t1)) for (t1, c1), (t2, c2) in zip(self.marks, self.marks[1:])]
+
+
+class _KerasClock(keras.callbacks.Callback):
+    def __init__(self, clock: _Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.clock.tick()
+
+
+def baseline(params: dict, X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> _Clock:
+    """A plain float32 Keras model.fit of the same network, with Random* layers in front when `params`
+    has augmentation magnitudes. Keras' defaults otherwise (jit_compile="auto", steps_per_execution=1)."""
+    hardware.configure("float32")
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input(shape=(28, 28, 1))]
+    if "rotation" in params:
+        layers += [
+            keras.layers.RandomRotation(params["rotation"] / 360.0, fill_mode="constant"),
+            keras.layers.RandomZoom(params["zoom"], fill_mode="constant"),
+            keras.layers.RandomTranslation(params["shift"], params["shift"], fill_mode="constant"),
+        ]
+    model = keras.Sequential([*layers, cnn.build(params)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = _Clock()
+    model.fit(
+        X.astype(np.float32)[..., None],
+        y,
+        batch_size=params["batch_size"],
+        epochs=epochs,
+        callbacks=[_KerasClock(clock)],
+        verbose=0,
+    )
+    return clock
+
+
+def candidate(params: dict, X: np.ndarray, y: np.ndarray, epochs: int, precision: str, seed: int) -> tuple[_Clock, str]:
+    """cnn.SPEC.fit as cross-validation runs it."""
+    policy = hardware.configure(precision)
+    clock = _Clock()
+    cnn.SPEC.fit(params, X, y, max_epochs=epochs, seed=seed, on_epoch=clock.tick, verbose=False)
+    return clock, policy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=6400, help="training images per epoch (default 6400)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="baseline/candidate alternations (default 4)")
+    parser.add_argument("--precision", default="auto", choices=hardware.PRECISIONS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch is not timed)")
+
+    X, y = data.load_mnist(REPO / "data" / "mnist")
+    X, y = X[: args.images], y[: args.images]
+    print(f"machine: {hardware.detect().describe()}")
+    print(f"{args.images} images x {args.epochs - 1} timed epochs x {args.rounds} rounds, batch 64")
+    results: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+    policy = ""
+    for round_number in range(1, args.rounds + 1):
+        for augmented in (True, False):
+            params = cnn.SPEC.default_params(augment=augmented)
+            # Alternate which side goes first so neither always runs in the warmer (or busier) slot.
+            order = ("baseline", "candidate") if round_number % 2 else ("candidate", "baseline")
+            for side in order:
+                started = time.perf_counter()
+                if side == "baseline":
+                    clock = baseline(params, X, y, args.epochs, args.seed + round_number)
+                else:
+                    clock, policy = candidate(params, X, y, args.epochs, args.precision, args.seed + round_number)
+                epochs = clock.epochs(args.images)
+                results.setdefault((side, augmented), []).extend(epochs)
+                rates = " ".join(f"{rate:,.0f}" for rate, _ in epochs)
+                print(
+                    f"round {round_number}/{args.rounds} {'aug' if augmented else 'no-aug':6} {side:9}: "
+                    f"{rates} images/s  ({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
+
+    print(f"\ncandidate precision: {policy}")
+    print(f"{'':8}{'baseline images/s':>20}{'candidate images/s':>21}{'ratio':>8}   cores busy (base / cand)")
+    for augmented in (True, False):
+        base = results[("baseline", augmented)]
+        cand = results[("candidate", augmented)]
+        base_rate = statistics.median(r for r, _ in base)
+        cand_rate = statistics.median(r for r, _ in cand)
+        print(
+            f"{'aug' if augmented else 'no-aug':8}{base_rate:>20,.0f}{cand_rate:>21,.0f}{cand_rate / base_rate:>7.2f}x"
+            f"   {statistics.median(c for _, c in base):.2f} / {statistics.median(c for _, c in cand):.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

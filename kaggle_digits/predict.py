@@ -1,0 +1,492 @@
+"""Predict digits in the user's own images: MNIST-style preprocessing, and a trial or an ensemble as one predictor.
+
+`python scripts/predict.py IMG... [--ensemble SUBMISSION.json | --trial runs/<study>/trial-<n>] [--show OUT.png]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import IMAGE_SHAPE, N_CLASSES, models
+from .errors import UserError
+from .io import atomic_path, read_json
+from .runs import TrialRun, list_trials, load_trial
+
+HELP = "predict the digit in your own PNG/JPG images with a tuned trial or an ensemble"
+
+# MNIST's recipe: the digit is scaled to fit a 20x20 box (keeping its aspect ratio), then placed in the
+# 28x28 field so that its centre of mass is at the centre.
+DIGIT_BOX = 20
+ACCEPTED_FORMATS = ("PNG", "JPEG")
+# A 48-megapixel phone photo is fine; a decompression bomb (a tiny PNG of a huge blank page) is not.
+MAX_IMAGE_PIXELS = 50_000_000
+# Larger images are shrunk to about this many pixels a side before preprocessing: plenty for a digit that
+# ends up 20 pixels tall, and it keeps a 48-megapixel photo to a few MB of memory.
+WORKING_SIDE = 1024
+# Ink must differ from the paper by at least this fraction of full scale (~50 grey levels), else the
+# image counts as empty: JPEG noise and paper texture stay well below it.
+MIN_INK_CONTRAST = 0.2
+# Below this fraction of the darkest stroke's strength a pixel is paper (shadows, texture, JPEG ringing).
+PAPER_FLOOR = 0.25
+TOP_K = 3
+# --show draws at most this many files (one row each).
+MAX_SHOW_ROWS = 100
+
+# --- reading images ---------------------------------------------------------------------------
+
+
+def read_gray(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """Decode a PNG or JPEG (a path or its bytes) as grayscale float32 (h, w) in [0, 1], 1 = white.
+
+    Transparent pixels are flattened onto the colour that contrasts with what is drawn on them, so a
+    dark stroke on a transparent sheet reads as dark on white. Raises UserError naming `name` (default:
+    the path) when the file is missing, not a PNG/JPEG, too large or damaged.
+    """
+    if name is None:
+        name = "image" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise UserError(f"{name}: empty file, expected a PNG or JPEG image")
+        fp: Any = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"{name}: file not found")
+        if path.is_dir():
+            raise UserError(f"{name}: is a folder, expected a PNG or JPEG image")
+        if path.stat().st_size == 0:
+            raise UserError(f"{name}: empty file, expected a PNG or JPEG image")
+        fp = path
+    try:
+        with Image.open(fp) as image:
+            if image.format not in ACCEPTED_FORMATS:
+                raise UserError(f"{name}: a {image.format} image, expected PNG or JPEG")
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UserError(
+                    f"{name}: {width}x{height} pixels is too large (limit {MAX_IMAGE_PIXELS // 1_000_000} megapixels)"
+                )
+            if image.format == "JPEG":  # decode big photos at a fraction of their size: much faster
+                image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))
+            image.load()
+            return _grayscale(_shrink(ImageOps.exif_transpose(image)))
+    except UnidentifiedImageError:
+        raise UserError(f"{name}: not a PNG or JPEG image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{name}: damaged or unreadable image ({exc})") from None
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """Box-average an image larger than WORKING_SIDE down to about that size (the digit ends up 20x20)."""
+    factor = math.ceil(max(image.size) / WORKING_SIDE)
+    if factor <= 1:
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.reduce(factor)
+
+
+def _grayscale(image: Image.Image) -> np.ndarray:
+    """float32 (h, w) in [0, 1]; alpha flattened onto a contrasting background."""
+    if image.mode.startswith("I") or image.mode == "F":  # 16-bit PNGs: scale by their own range
+        values = np.asarray(image, dtype=np.float32)
+        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0, 1)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if not has_alpha:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    rgba = image.convert("RGBA")
+    luminance = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32) / 255.0
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    if alpha.sum() == 0:  # fully transparent: nothing drawn
+        return np.ones_like(luminance)
+    # Whatever is drawn (the opaque part) is the ink: put it on the opposite background.
+    drawn = float((luminance * alpha).sum() / alpha.sum())
+    background = 1.0 if drawn < 0.5 else 0.0
+    return luminance * alpha + background * (1.0 - alpha)
+
+
+# --- MNIST-style preprocessing ----------------------------------------------------------------
+
+
+def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
+    """Turn a grayscale picture of one digit into an MNIST-style image.
+
+    gray : float array (h, w) in [0, 1], dark ink on light paper or the reverse (detected: the paper is
+        the median of the border pixels, the ink is whichever side deviates most from it).
+    Returns uint8 (28, 28), ink bright on 0: inverted if needed, cropped to the ink's bounding box,
+    scaled to fit 20x20 keeping the aspect ratio, centred by centre of mass. UserError when there is no ink.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or gray.size == 0:
+        raise ValueError(f"expected a 2-D grayscale array, got shape {gray.shape}")
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    paper = float(np.median(border))
+    darker, lighter = paper - float(gray.min()), float(gray.max()) - paper
+    ink = (paper - gray) if darker >= lighter else (gray - paper)
+    strength = max(darker, lighter)
+    if strength < MIN_INK_CONTRAST:
+        raise UserError(f"{name}: no ink found (a blank image, or strokes too faint to tell from the paper)")
+    ink = np.clip((ink / strength - PAPER_FLOOR) / (1.0 - PAPER_FLOOR), 0.0, 1.0)
+
+    rows, cols = np.nonzero(ink)
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = ink.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Area averaging when shrinking (anti-aliased like MNIST's strokes, no ringing); bilinear when growing.
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    patch = np.clip(np.asarray(Image.fromarray(ink).resize(size, resample), dtype=np.float32), 0.0, 1.0)
+    if patch.max() <= 0:  # a speck thinner than a pixel after scaling: keep it visible
+        patch = np.ones_like(patch)
+    patch /= patch.max()  # thin pen strokes shrink to grey; MNIST's strokes reach full intensity
+
+    field_h, field_w = IMAGE_SHAPE
+    total = patch.sum()
+    centre_row = float(np.arange(patch.shape[0]) @ patch.sum(axis=1)) / total
+    centre_col = float(np.arange(patch.shape[1]) @ patch.sum(axis=0)) / total
+    # MNIST's centres of mass sit at pixel index (14, 14) (mean 13.99, 14.00 over its images);
+    # shift by whole pixels as MNIST did, keeping the digit inside the field.
+    top = int(np.clip(round(field_h / 2 - centre_row), 0, field_h - patch.shape[0]))
+    left = int(np.clip(round(field_w / 2 - centre_col), 0, field_w - patch.shape[1]))
+    out = np.zeros(IMAGE_SHAPE, dtype=np.float32)
+    out[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    return np.round(out * 255).astype(np.uint8)
+
+
+def prepare(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """read_gray + to_mnist: a PNG/JPEG (path or bytes) -> uint8 (28, 28). UserError on any bad input."""
+    if name is None:
+        name = "image" if isinstance(source, bytes) else str(source)
+    return to_mnist(read_gray(source, name), name)
+
+
+# --- predictors -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialPredictor:
+    """One trial's fold models, averaged: predict_proba(X uint8 (n, 28, 28)) -> float32 (n, 10)."""
+
+    trial: TrialRun
+    fold_models: list[Any] = field(repr=False)
+
+    kind = "trial"
+
+    @classmethod
+    def load(cls, trial: TrialRun) -> TrialPredictor:
+        paths = trial.fold_model_paths()
+        if not paths:
+            raise UserError(
+                f"{trial.path}: no saved fold models (fold-<k>.keras or fold-<k>.joblib); "
+                "tuning keeps them for the best trials: pick one of those"
+            )
+        spec = models.get(trial.model)
+        return cls(trial, [spec.load(p) for p in paths])
+
+    @property
+    def name(self) -> str:
+        return self.trial.name
+
+    @property
+    def source(self) -> Path:
+        return self.trial.path
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Mean of the fold models' probabilities: float32 (n, 10)."""
+        spec = models.get(self.trial.model)
+        return np.mean([spec.predict_proba(m, X) for m in self.fold_models], axis=0).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "path": str(self.source),
+            "model": self.trial.model,
+            "folds": len(self.fold_models),
+            "cv_accuracy": self.trial.cv_accuracy,
+        }
+
+
+@dataclass
+class EnsemblePredictor:
+    """A weighted blend of trials, as written beside a submission by `ensemble`."""
+
+    source: Path
+    members: list[TrialPredictor] = field(repr=False)
+    weights: np.ndarray
+    cv_accuracy: float | None = None
+
+    kind = "ensemble"
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Weighted mean of the members' probabilities: float32 (n, 10)."""
+        blend = sum(w * m.predict_proba(X) for w, m in zip(self.weights, self.members))
+        return np.asarray(blend / self.weights.sum(), dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "path": str(self.source),
+            "members": [m.name for m in self.members],
+            "weights": [float(w) for w in self.weights],
+            "cv_accuracy": self.cv_accuracy,
+        }
+
+
+Predictor = TrialPredictor | EnsemblePredictor
+
+
+def load_ensemble(path: str | os.PathLike, runs_dir: str | os.PathLike) -> EnsemblePredictor:
+    """An ensemble's .json (beside its submission .csv) as one predictor; its trials are loaded now.
+
+    A constituent's folder is taken as written in the .json when it exists, else as
+    `<runs_dir>/<study>/trial-<n>` (so a moved runs folder works with --runs-dir).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        spec = read_json(path)
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path}: not a JSON file") from None
+    if not _is_ensemble(spec):
+        raise UserError(f"{path}: not an ensemble's .json (write one with `python scripts/ensemble.py`)")
+    constituents = spec["constituents"]
+    if not constituents:
+        raise UserError(f"{path}: the ensemble has no constituents")
+    members, weights = [], []
+    for item in constituents:
+        if not isinstance(item, dict) or "name" not in item or "weight" not in item:
+            raise UserError(f"{path}: each constituent needs 'name' and 'weight', got {item!r}")
+        written = Path(item["path"]) if item.get("path") else None
+        folder = written if written is not None and written.is_dir() else Path(runs_dir) / item["name"]
+        if not folder.is_dir():
+            raise UserError(
+                f"{path}: constituent {item['name']} not found at {written or folder}"
+                + (f" nor {folder}" if written is not None else "")
+                + " (pass --runs-dir if the runs folder moved)"
+            )
+        members.append(TrialPredictor.load(load_trial(folder)))
+        weights.append(float(item["weight"]))
+    weights_array = np.asarray(weights, dtype=np.float64)
+    if (weights_array < 0).any() or weights_array.sum() <= 0:
+        raise UserError(f"{path}: weights must be non-negative with a positive sum, got {weights}")
+    cv = spec.get("cv_accuracy")
+    return EnsemblePredictor(path, members, weights_array, float(cv) if cv is not None else None)
+
+
+def find_ensembles(submissions_dir: str | os.PathLike) -> list[Path]:
+    """Ensemble .json files in submissions_dir, newest first."""
+    folder = Path(submissions_dir)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.json"):
+        try:
+            spec = read_json(path)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if _is_ensemble(spec):
+            found.append(path)
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
+
+
+def _is_ensemble(spec: Any) -> bool:
+    """The manifest `ensemble` writes beside its submission: {"kind": "ensemble", "constituents": [...]}."""
+    return isinstance(spec, dict) and spec.get("kind") == "ensemble" and isinstance(spec.get("constituents"), list)
+
+
+def load_predictor(
+    runs_dir: str | os.PathLike,
+    submissions_dir: str | os.PathLike,
+    ensemble: str | os.PathLike | None = None,
+    trial: str | os.PathLike | None = None,
+) -> Predictor:
+    """The predictor asked for, else the newest ensemble in submissions_dir, else the best trial that
+    kept its fold models in runs_dir. None of them: UserError saying how to make one."""
+    if ensemble is not None:
+        return load_ensemble(ensemble, runs_dir)
+    if trial is not None:
+        return TrialPredictor.load(load_trial(trial))
+    ensembles = find_ensembles(submissions_dir)
+    if ensembles:
+        return load_ensemble(ensembles[0], runs_dir)
+    for run in list_trials(runs_dir):
+        if run.fold_model_paths():
+            return TrialPredictor.load(run)
+    raise UserError(
+        f"no model to predict with: no ensemble .json in {submissions_dir}/ and no trial with saved fold "
+        f"models in {runs_dir}/; make one with `python scripts/tune.py` (then `python scripts/ensemble.py`)"
+    )
+
+
+def top_k(proba: np.ndarray, k: int = TOP_K) -> list[tuple[int, float]]:
+    """The k most likely digits of one (10,) probability row, most likely first."""
+    order = np.argsort(-proba, kind="stable")[:k]
+    return [(int(d), float(proba[d])) for d in order]
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMG", help="PNG/JPG files, or folders of them")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--ensemble", metavar="SUBMISSION.json", help="an ensemble's .json (default: the newest)")
+    which.add_argument("--trial", metavar="runs/<study>/trial-<n>", help="one trial's fold models, averaged")
+    parser.add_argument("--show", metavar="OUT.png", help="write a PNG with each input, its 28x28 version and bars")
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files as given; a folder becomes its files (not hidden, not recursive), sorted by name."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not inside:
+                raise UserError(f"{path}: folder has no files")
+            files += inside
+        else:
+            files.append(path)
+    return files
+
+
+@dataclass
+class Outcome:
+    """One input file: its MNIST-style image and probabilities, or the reason it failed."""
+
+    path: Path
+    gray: np.ndarray | None = None
+    digit: np.ndarray | None = None
+    proba: np.ndarray | None = None
+    error: str | None = None
+
+
+def predict_files(predictor: Predictor, files: Sequence[Path]) -> list[Outcome]:
+    """Preprocess every file (failures recorded, not raised) and predict the good ones in one batch."""
+    outcomes = []
+    for path in files:
+        outcome = Outcome(path)
+        try:
+            outcome.gray = read_gray(path)
+            outcome.digit = to_mnist(outcome.gray, str(path))
+        except UserError as exc:
+            outcome.error = str(exc)
+        outcomes.append(outcome)
+    good = [o for o in outcomes if o.error is None]
+    if good:
+        proba = predictor.predict_proba(np.stack([o.digit for o in good]))
+        for outcome, row in zip(good, proba):
+            outcome.proba = row
+    return outcomes
+
+
+def run(args: argparse.Namespace) -> int:
+    files = expand_inputs(args.images)
+    predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
+    print(f"predictor: {summary(predictor)}", flush=True)
+    outcomes = predict_files(predictor, files)
+    for outcome in outcomes:
+        if outcome.error is not None:
+            print(f"error: {outcome.error}", file=sys.stderr, flush=True)
+        else:
+            best = "  ".join(f"{d} {p:6.1%}" for d, p in top_k(outcome.proba))
+            print(f"{outcome.path}: {int(np.argmax(outcome.proba))}    top-3: {best}", flush=True)
+    failed = sum(o.error is not None for o in outcomes)
+    print(f"predicted {len(outcomes) - failed} of {len(outcomes)} files" + (f"; {failed} failed" if failed else ""))
+    if args.show:
+        out = write_show(outcomes, Path(args.show), predictor.name)
+        print(f"wrote {out}")
+    return 2 if failed else 0
+
+
+def summary(predictor: Predictor) -> str:
+    """One line naming the predictor: kind, path, size and CV accuracy."""
+    info = predictor.describe()
+    cv = f", CV accuracy {info['cv_accuracy']:.5f}" if info.get("cv_accuracy") is not None else ""
+    if info["kind"] == "ensemble":
+        return f"ensemble {info['path']} ({len(info['members'])} trials{cv})"
+    return f"trial {info['path']} ({info['model']}, {info['folds']} fold models{cv})"
+
+
+def write_show(outcomes: Sequence[Outcome], out: Path, title: str) -> Path:
+    """A PNG, one row per file: the input as read, its 28x28 version, and the ten probabilities as bars.
+
+    Written atomically; at most MAX_SHOW_ROWS rows.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = list(outcomes)[:MAX_SHOW_ROWS]
+    height = 1.9 * len(rows) + 0.6
+    figure = Figure(figsize=(8.0, height), dpi=100)
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(
+        len(rows), 3, width_ratios=[1, 1, 2.4], hspace=0.6, wspace=0.3, top=1 - 0.9 / height, bottom=0.25 / height
+    )
+    figure.suptitle(f"predicted with {title}", fontsize=10, y=1 - 0.2 / height)
+    for i, outcome in enumerate(rows):
+        original, small, bars = (figure.add_subplot(grid[i, j]) for j in range(3))
+        for ax in (original, small):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        original.set_title(_shorten(outcome.path.name), fontsize=8)
+        if outcome.gray is not None:
+            original.imshow(_thumbnail(outcome.gray), cmap="gray", vmin=0, vmax=1)
+        else:
+            original.axis("off")
+        if outcome.digit is not None:
+            small.imshow(outcome.digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            small.set_title("28x28", fontsize=8)
+        else:
+            small.axis("off")
+        if outcome.proba is None:
+            bars.axis("off")
+            # The row's title already names the file: show only the reason.
+            reason = (outcome.error or "").removeprefix(f"{outcome.path}: ")
+            bars.text(0, 0.5, textwrap.fill(reason, 45), fontsize=8, color="firebrick", va="center")
+            continue
+        label = int(np.argmax(outcome.proba))
+        colours = ["tab:blue" if d == label else "lightgray" for d in range(N_CLASSES)]
+        bars.bar(range(N_CLASSES), outcome.proba, color=colours)
+        bars.set_xticks(range(N_CLASSES))
+        bars.set_ylim(0, 1)
+        bars.tick_params(labelsize=7)
+        bars.set_title(f"label {label} ({outcome.proba[label]:.1%})", fontsize=9)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png")
+    return out
+
+
+def _thumbnail(gray: np.ndarray, size: int = 160) -> np.ndarray:
+    if max(gray.shape) <= size:
+        return gray
+    image = Image.fromarray(np.asarray(gray, dtype=np.float32))
+    image.thumbnail((size, size), Image.Resampling.BOX)
+    return np.asarray(image)
+
+
+def _shorten(text: str, limit: int = 28) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,10 @@
+"""Data to submission in one command: `python scripts/pipeline.py [--preset quick|standard|full] [--models mlp,dense,cnn] [--augment] [--submit -m MSG]`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kaggle_digits.cli import run_script  # noqa: E402
+
+run_script("pipeline")

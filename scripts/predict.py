@@ -1,0 +1,10 @@
+"""Predict the digit in your own images: `python scripts/predict.py IMG... [--ensemble J | --trial T] [--show OUT.png]`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kaggle_digits.cli import run_script  # noqa: E402
+
+run_script("predict")

@@ -1,0 +1,79 @@
+"""`pipeline` end to end on the small slice: download -> tune two families -> ensemble -> submit (fake Kaggle)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kaggle_digits import runs, submission
+from kaggle_digits.io import read_json
+
+TINY = ("--trials", "2", "--folds", "2", "--epochs", "1", "--subsample", "1200")
+
+
+def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, tmp_path, fake_kaggle):
+    runs_dir, subs = tmp_path / "runs", tmp_path / "subs"
+    folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", subs)
+    result = run_cli("pipeline", "--models", "mlp,dense", *TINY, "--submit", "-m", "tiny pipeline", *folders)
+    assert result.code == 0, result.err
+    out = result.out
+    steps = [
+        "step 1/5: download",
+        "step 2/5: tune mlp (study 'mlp-quick', preset quick)",
+        "step 3/5: tune dense (study 'dense-quick', preset quick)",
+        "step 4/5: ensemble",
+        "step 5/5: submit to Kaggle",
+    ]
+    positions = [out.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert "already present and valid" in out  # the data was there: not fetched again
+
+    # Both studies ran with the pass-through options: 2 trials, 2 folds, 1,200 rows.
+    for study in ("mlp-quick", "dense-quick"):
+        trials = runs.list_trials(runs_dir, [study])
+        assert len(trials) == 2 and all(t.info["folds"] == 2 and len(t.oof_rows) == 1200 for t in trials)
+
+    # The summary, with the figures that the artifacts hold.
+    summary = out[out.index("pipeline (quick) done in") :]
+    (csv,) = subs.glob("*-pipeline-quick-cv*.csv")
+    manifest = read_json(csv.with_suffix(".json"))
+    for study, family in (("mlp-quick", "mlp"), ("dense-quick", "dense")):
+        best = runs.list_trials(runs_dir, [study])[0]
+        assert re.search(rf"{family}\s+best CV {best.cv_accuracy:.5f} ± {best.cv_std:.5f}  \({best.name}\)", summary)
+    assert f"ensemble CV {manifest['cv_accuracy']:.5f}" in summary
+    local = submission.score_local(csv, small_data_copy / "solution.csv")
+    assert f"local leaderboard {local}" in summary and f"submission: {csv}" in summary
+    assert {c["name"].split("/")[0] for c in manifest["constituents"]} <= {"mlp-quick", "dense-quick"}
+    assert manifest["cv_accuracy"] >= manifest["best_single"]["oof_accuracy"]
+    submission.read_submission(csv, n_test=500)
+
+    # Uploaded through the submit command's code: the file itself, with the message.
+    (create,) = fake_kaggle.calls("CreateSubmission")
+    assert create.body["submissionDescription"] == "tiny pipeline"
+    (put,) = fake_kaggle.calls("upload")
+    assert put.body == csv.read_bytes()
+    written, uploaded = submission.read_history(subs / "history.csv")
+    assert written["file"] == uploaded["file"] == str(csv) and uploaded["message"] == "tiny pipeline"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--models", "mlp,svm"), "unknown model 'svm'"),
+        (("--models", " , "), "--models"),
+        (("--submit",), '--submit needs -m "message"'),
+        (("-m", "hello"), "-m goes with --submit"),
+        (("--submit", "-m", "x"), "--submit needs Kaggle credentials"),
+        (("--preset", "huge"), "invalid choice: 'huge'"),
+    ],
+)
+def test_bad_options_stop_before_any_work(run_cli, tmp_path, args, message, capsys):
+    folders = ("--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path / "s")
+    try:
+        result = run_cli("pipeline", *args, *folders)
+    except SystemExit as exc:  # argparse's own usage errors
+        assert exc.code == 2 and message in capsys.readouterr().err
+        return
+    assert result.code == 2 and result.err.count("\n") == 1 and message in result.err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()

@@ -1,0 +1,239 @@
+"""`predict`: MNIST-style preprocessing of real digits re-rendered as user images, and the command on
+folders with good and bad files, with trials and ensembles made by the real `tune` and `ensemble`."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from kaggle_digits import data, predict, runs, submission
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import read_json, write_json
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The mirror's test-split images (never seen by a trial tuned on small_data's train rows) and labels."""
+    X, y = data.load_mnist(REPO / "data" / "mnist")
+    _, test_idx = data.mirror_split(len(X))
+    return X[test_idx[:600]], y[test_idx[:600]]
+
+
+def user_image(digit: np.ndarray, fmt: str) -> bytes:
+    """A 28x28 MNIST digit as a user might photograph it: scaled x3, shifted off-centre on a padded page,
+    dark ink on white paper, saved as PNG or JPEG."""
+    big = Image.fromarray(digit).resize((84, 84), Image.Resampling.BICUBIC)
+    page = Image.new("L", (260, 200), 0)
+    page.paste(big, (151, 23))  # far right and high: preprocessing must find and centre it
+    page = Image.eval(page, lambda v: 255 - v)
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        page.convert("RGB").save(out, "JPEG", quality=85)
+    else:
+        page.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_rendered_mnist_digits_come_back_as_mnist(mnist):
+    X, _ = mnist
+    for fmt in ("PNG", "JPEG"):
+        correlations = []
+        for digit in X[:100]:
+            back = predict.prepare(user_image(digit, fmt))
+            assert back.shape == (28, 28) and back.dtype == np.uint8
+            correlations.append(_correlation_up_to_a_pixel(back, digit))
+            # MNIST's layout: ink fits a 20x20 box; the centre of mass is within a pixel of (14, 14).
+            rows, cols = np.nonzero(back)
+            assert rows.max() - rows.min() < 21 and cols.max() - cols.min() < 21
+            weights = back.astype(float) / back.sum()
+            centre = (weights.sum(axis=1) @ np.arange(28), weights.sum(axis=0) @ np.arange(28))
+            assert abs(centre[0] - 14) <= 1.0 and abs(centre[1] - 14) <= 1.0, centre
+        assert np.median(correlations) > 0.93 and min(correlations) > 0.75, (fmt, np.median(correlations))
+
+
+def _correlation_up_to_a_pixel(a: np.ndarray, b: np.ndarray) -> float:
+    """Best pixel correlation over shifts of at most one pixel (MNIST rounded its centring shifts too)."""
+    return max(
+        np.corrcoef(np.roll(a, (dy, dx), axis=(0, 1)).ravel().astype(float), b.ravel().astype(float))[0, 1]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
+
+
+def test_round_trip_keeps_the_label_with_a_tuned_trial(mnist, tuned_mlp, tmp_path):
+    X, y = mnist
+    trial = predict.TrialPredictor.load(runs.load_trial(tuned_mlp.best_trial))
+    proba = trial.predict_proba(X)
+    confident = np.flatnonzero((proba.argmax(axis=1) == y) & (proba.max(axis=1) > 0.9))[:20]
+    assert len(confident) == 20, "the tiny trial should be sure of at least 20 of 600 digits"
+    files = []
+    for i in confident:
+        for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpg")):
+            path = tmp_path / f"digit-{i}-label-{y[i]}{suffix}"
+            path.write_bytes(user_image(X[i], fmt))
+            files.append((path, int(y[i])))
+    outcomes = predict.predict_files(trial, [p for p, _ in files])
+    assert [o.error for o in outcomes] == [None] * len(files)
+    assert [int(o.proba.argmax()) for o in outcomes] == [label for _, label in files]
+
+
+def test_polarity_transparency_and_size_do_not_matter(mnist):
+    digit = mnist[0][0]
+    reference = predict.prepare(user_image(digit, "PNG"))
+    light_on_dark = io.BytesIO()
+    Image.eval(Image.open(io.BytesIO(user_image(digit, "PNG"))), lambda v: 255 - v).save(light_on_dark, "PNG")
+    assert np.abs(predict.prepare(light_on_dark.getvalue()).astype(int) - reference).max() <= 1
+
+    # Black strokes on a transparent sheet (what drawing apps save), drawn 10x larger.
+    sheet = Image.new("RGBA", (600, 500), (0, 0, 0, 0))
+    alpha = Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC)
+    sheet.paste(Image.new("RGBA", (280, 280), (0, 0, 0, 255)), (40, 100), mask=alpha)
+    transparent = io.BytesIO()
+    sheet.save(transparent, "PNG")
+    back = predict.prepare(transparent.getvalue())
+    assert _correlation_up_to_a_pixel(back, digit) > 0.9
+
+
+def test_bad_images_are_one_clear_line(tmp_path):
+    blank = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(blank, "PNG")
+    faint = Image.new("L", (64, 64), 200)
+    ImageDraw.Draw(faint).line([(32, 5), (32, 60)], fill=185, width=4)  # 15 grey levels: paper texture
+    faint_png = io.BytesIO()
+    faint.save(faint_png, "PNG")
+    gif = io.BytesIO()
+    Image.new("L", (64, 64), 0).save(gif, "GIF")
+    huge = io.BytesIO()
+    Image.new("1", (8000, 8000), 1).save(huge, "PNG")  # a few kB that would decode to 64 megapixels
+    cases = {
+        "blank": (blank.getvalue(), "no ink found"),
+        "faint": (faint_png.getvalue(), "no ink found"),
+        "gif": (gif.getvalue(), "a GIF image, expected PNG or JPEG"),
+        "text": (b"ImageId,Label\n1,7\n", "not a PNG or JPEG image"),
+        "truncated": (blank.getvalue()[:60], "damaged or unreadable image"),
+        "empty": (b"", "empty file"),
+        "huge": (huge.getvalue(), "too large"),
+    }
+    for name, (content, message) in cases.items():
+        with pytest.raises(UserError, match=message) as caught:
+            predict.prepare(content, name)
+        assert str(caught.value).startswith(f"{name}: ") and "\n" not in str(caught.value)
+    with pytest.raises(UserError, match="file not found"):
+        predict.prepare(tmp_path / "missing.png")
+
+
+def test_predict_script_on_a_folder_with_good_and_bad_files(tuned_mlp, mnist, tmp_path):
+    X, y = mnist
+    trial = predict.TrialPredictor.load(runs.load_trial(tuned_mlp.best_trial))
+    i = int(np.flatnonzero(trial.predict_proba(X).argmax(axis=1) == y)[0])
+    folder = tmp_path / "my digits"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(user_image(X[i], "JPEG"))
+    Image.new("RGB", (300, 200), "white").save(folder / "white.png")
+    (folder / "notes.txt").write_text("not an image\n")
+    done = subprocess.run(
+        [sys.executable, "scripts/predict.py", str(folder), "--trial", str(tuned_mlp.best_trial)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    errors = done.stderr.strip().splitlines()
+    assert errors == [
+        f"error: {folder / 'notes.txt'}: not a PNG or JPEG image",
+        f"error: {folder / 'white.png'}: no ink found (a blank image, or strokes too faint to tell from the paper)",
+    ]
+    predictions = [line for line in done.stdout.splitlines() if "top-3:" in line]
+    assert len(predictions) == 1 and predictions[0].startswith(f"{folder / 'good.jpg'}: {y[i]}    top-3: {y[i]} ")
+    assert f"predictor: trial {tuned_mlp.best_trial} (mlp, 2 fold models" in done.stdout
+    assert "predicted 1 of 3 files; 2 failed" in done.stdout
+
+
+def test_default_predictor_is_the_newest_ensemble_then_the_best_trial(tuned_mlp, mnist, tmp_path, run_cli):
+    X, y = mnist
+    image = tmp_path / "seven.png"
+    image.write_bytes(user_image(X[int(np.flatnonzero(y == 7)[0])], "PNG"))
+
+    with_ensemble = run_cli("predict", image, *tuned_mlp.folders())
+    assert with_ensemble.code == 0, with_ensemble.err
+    assert f"predictor: ensemble {tuned_mlp.ensemble_json} (" in with_ensemble.out
+
+    empty_subs = tmp_path / "no-submissions"
+    best_trial = run_cli("predict", image, "--runs-dir", tuned_mlp.runs_dir, "--submissions-dir", empty_subs)
+    assert best_trial.code == 0, best_trial.err
+    assert f"predictor: trial {tuned_mlp.best_trial} (" in best_trial.out
+
+    nothing = run_cli("predict", image, "--runs-dir", tmp_path / "no-runs", "--submissions-dir", empty_subs)
+    assert nothing.code == 2 and nothing.out == ""
+    assert nothing.err.startswith("error: no model to predict with:") and "python scripts/tune.py" in nothing.err
+    assert len(nothing.err.strip().splitlines()) == 1
+
+
+def test_trial_and_ensemble_predictors_reproduce_what_tune_and_ensemble_wrote(tuned_mlp):
+    """A trial's fold models averaged give its test.npy; the ensemble's .json loaded as one predictor
+    gives exactly the labels of the submission it was written beside."""
+    X_test = data.load_test(tuned_mlp.data_dir / "test.csv")
+    trial = runs.load_trial(tuned_mlp.best_trial)
+    predictor = predict.TrialPredictor.load(trial)
+    assert len(predictor.fold_models) == 2
+    np.testing.assert_allclose(predictor.predict_proba(X_test), trial.test_proba, atol=1e-5)
+
+    ensemble = predict.load_ensemble(tuned_mlp.ensemble_json, tuned_mlp.runs_dir)
+    labels = ensemble.predict_proba(X_test).argmax(axis=1)
+    submitted = submission.read_submission(tuned_mlp.ensemble_json.with_suffix(".csv"))
+    assert (labels == submitted).all()
+    assert ensemble.describe()["members"] == [m.name for m in ensemble.members]
+
+
+def test_moved_runs_folder_bad_trial_and_bad_ensemble_are_one_line(tuned_mlp, tmp_path, run_cli):
+    image = tmp_path / "x.png"
+    Image.new("L", (40, 40), 255).save(image)
+    not_trial = run_cli("predict", image, "--trial", tmp_path)
+    assert not_trial.code == 2 and "not a finished trial folder" in not_trial.err
+
+    no_models = tmp_path / "runs" / "s" / "trial-0"
+    no_models.mkdir(parents=True)
+    for name in ("params.json", "metrics.json"):
+        (no_models / name).write_bytes((tuned_mlp.best_trial / name).read_bytes())
+    bare = run_cli("predict", image, "--trial", no_models)
+    assert bare.code == 2 and "no saved fold models" in bare.err
+
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    for path, message in ((garbage, "not a JSON file"), (tmp_path / "none.json", "file not found")):
+        result = run_cli("predict", image, "--ensemble", path)
+        assert result.code == 2 and message in result.err and len(result.err.splitlines()) == 1
+
+    # A manifest whose recorded trial folders are gone still loads from --runs-dir by trial name...
+    moved = tmp_path / "moved.json"
+    manifest = read_json(tuned_mlp.ensemble_json)
+    for item in manifest["constituents"]:
+        item["path"] = str(tmp_path / "gone" / item["name"])
+    write_json(moved, manifest)
+    assert predict.load_ensemble(moved, tuned_mlp.runs_dir).members
+    # ...and without them, the line names the constituent and where it looked.
+    lost = run_cli("predict", image, "--ensemble", moved, "--runs-dir", tmp_path / "elsewhere")
+    assert lost.code == 2 and "constituent mlp/trial-" in lost.err and "--runs-dir" in lost.err
+
+
+def test_show_writes_one_png_atomically(tuned_mlp, mnist, tmp_path, run_cli):
+    X, _ = mnist
+    (tmp_path / "a.png").write_bytes(user_image(X[0], "PNG"))
+    (tmp_path / "b.jpg").write_bytes(user_image(X[1], "JPEG"))
+    out = tmp_path / "report" / "show.png"
+    started = time.time()
+    result = run_cli("predict", tmp_path / "a.png", tmp_path / "b.jpg", "--show", out, *tuned_mlp.folders())
+    assert result.code == 0, result.err
+    assert result.out.strip().endswith(f"wrote {out}")
+    with Image.open(out) as shown:
+        assert shown.format == "PNG" and shown.size[0] >= 600 and shown.size[1] >= 300
+    assert os.listdir(out.parent) == ["show.png"] and out.stat().st_mtime >= started - 1
