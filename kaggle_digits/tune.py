@@ -104,6 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sets trials/timeout/folds/epochs/subsample; explicit options win",
     )
     parser.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate",
+    )
+    parser.add_argument(
         "--precision",
         metavar="{" + ",".join(hardware.PRECISIONS) + "}",
         help="Keras dtype policy (default auto: mixed_float16 on a GPU, float32 on a CPU)",
@@ -265,7 +270,10 @@ def make_sampler(seed: int, n_existing: int, shared: bool = False) -> optuna.sam
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def make_pruner() -> optuna.pruners.BasePruner:
+def make_pruner(prune: bool = True) -> optuna.pruners.BasePruner:
+    """The percentile pruner (see PRUNE_*), or none: with --no-prune every trial runs to its end."""
+    if not prune:
+        return optuna.pruners.NopPruner()
     return optuna.pruners.PercentilePruner(
         PRUNE_KEEP_PERCENT, n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS
     )
@@ -278,6 +286,7 @@ def open_study(
     spec: models.ModelSpec,
     runs_dir: Path,
     url: str,
+    prune: bool = True,
 ) -> tuple[optuna.Study, bool]:
     """Create the study `name` (first trial: the family's default) or join it; True when created here.
 
@@ -296,7 +305,7 @@ def open_study(
             f"{Path(runs_dir) / name}/ holds finished trials of another study '{name}' (not in {shown_url}): "
             "pass another --study, or the --storage those trials came from"
         )
-    common = {"direction": "maximize", "sampler": make_sampler(seed, 0, shared), "pruner": make_pruner()}
+    common = {"direction": "maximize", "sampler": make_sampler(seed, 0, shared), "pruner": make_pruner(prune)}
     if not exists:
         try:
             study = optuna.create_study(storage=opened, study_name=name, **common)
@@ -708,7 +717,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     # Our own lines say what each trial did (Optuna would add a traceback for an interrupted trial).
     optuna.logging.set_verbosity(logging.ERROR)
     with storage.storage_errors(url):
-        study, created = open_study(opened, study_name, binding, spec, paths.runs_dir, url)
+        study, created = open_study(opened, study_name, binding, spec, paths.runs_dir, url, not args.no_prune)
         before = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
     if args.worker is None:
         print(
@@ -831,6 +840,8 @@ def command_args(
         if options[name] is not None:
             parts += [f"--{name}", str(options[name])]
     parts += ["--seed", str(seed)]
+    if getattr(args, "no_prune", False):
+        parts.append("--no-prune")
     jobs = args.jobs if jobs is None else jobs
     if jobs and jobs > 1:
         parts += ["--jobs", str(jobs)]

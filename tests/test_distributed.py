@@ -211,7 +211,7 @@ def test_two_processes_share_one_journal_study_and_the_ensemble_uses_all_four(ru
     runs_dir, artifacts = tmp_path / "runs", tmp_path / "artifact-store"
     runs_dir.mkdir()
     journal = runs_dir / "shared.log"
-    args = (*FAST, "--trials", "2", "--storage", str(journal), "--artifacts", str(artifacts))
+    args = (*FAST, "--trials", "2", "--no-prune", "--storage", str(journal), "--artifacts", str(artifacts))
     workers = [spawn(tiny_data, runs_dir, *args) for _ in range(2)]
     results = [finish(w) for w in workers]
     for code, out, err in results:
@@ -313,7 +313,7 @@ def test_jobs_share_the_trials_and_the_cores_and_survive_a_killed_worker_and_ctr
 
 def test_two_processes_share_one_postgres_study_and_the_ensemble_uses_all_four(postgres, run_cli, tiny_data, tmp_path):
     url, runs_dir = postgres.url(), tmp_path / "runs"
-    args = (*FAST, "--trials", "2", "--storage", url, "--study", "pg-mlp")
+    args = (*FAST, "--trials", "2", "--no-prune", "--storage", url, "--study", "pg-mlp")
     results = [finish(p) for p in [spawn(tiny_data, runs_dir, *args) for _ in range(2)]]
     for code, out, err in results:
         assert code == 0, err
@@ -334,7 +334,7 @@ def test_two_processes_share_one_postgres_study_and_the_ensemble_uses_all_four(p
 
 def test_a_killed_worker_is_found_by_its_heartbeat_and_a_new_worker_joins(postgres, tiny_data, tmp_path):
     url, runs_dir = postgres.url(), tmp_path / "runs"
-    common = ("--storage", url, "--study", "pg-kill", "--heartbeat", "1")
+    common = ("--storage", url, "--study", "pg-kill", "--heartbeat", "1", "--no-prune")
     victim_process, lines = spawn(tiny_data, runs_dir, *SLOW, "--trials", "1", *common), []
     other = spawn(tiny_data, runs_dir, *FAST, "--epochs", "3", "--trials", "2", *common)
     victim = int(read_until(victim_process, r"^trial (\d+) fold 1/2 epoch 2/", lines).group(1))
