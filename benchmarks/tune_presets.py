@@ -12,6 +12,8 @@ prints the wall time, the best trial's CV accuracy ± std, and the preset's targ
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -52,8 +54,13 @@ def main() -> int:
     start = time.monotonic()
     code = subprocess.call(command, cwd=CHECKOUT)
     seconds = time.monotonic() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime
     trials = runs.list_trials(runs_dir)
     print(f"\nexit code {code}; wall time {format_seconds(seconds)} ({seconds:.0f} s); {len(trials)} finished trials")
+    # The machine may be shared: CPU time and the load average say how much of the wall time was ours.
+    load = os.getloadavg()[0]
+    print(f"CPU time {cpu:.0f} s ({cpu / seconds:.2f} cores busy on average); load average at the end {load:.1f}")
     if trials:
         best = trials[0]
         print(f"best CV accuracy {best.cv_accuracy:.4f} ± {best.cv_std:.4f} ({best.name}, {best.model})")

