@@ -135,6 +135,7 @@ def open_storage(
     *,
     heartbeat: int | None = DEFAULT_HEARTBEAT,
     on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    must_exist: bool = False,
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage at `url` (see the module docstring for the kinds).
 
@@ -142,9 +143,14 @@ def open_storage(
     e.g. for a reader); a trial silent for 2 heartbeats counts as crashed. on_stale is called with each
     trial that Optuna fails for that reason. Every failure is a UserError of one line that never shows
     the password: a missing driver (and what to install), a bad URL, an unreachable server, a refused login.
+    must_exist : for readers: a journal or SQLite file that does not exist is an error (not a new empty one).
     """
     shown = display_url(url)
     what = kind(url)
+    if must_exist and what != "server":
+        path = Path(url) if what == "journal" else Path(url.split(":///", 1)[-1])
+        if not path.is_file():
+            raise UserError(f"--storage {shown}: no such file {path}")
     if what == "journal":
         return _open_journal(Path(url))
     try:
@@ -289,8 +295,8 @@ def fail_lost_trials(study: optuna.Study, url: str, log: LOG = _say, dead_pids: 
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
             optuna.storages.fail_stale_trials(study)  # its callback says which
-            after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        failed += sorted(before - after)
+        now_failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        failed += sorted(before & now_failed)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number in failed:
             continue
@@ -430,18 +436,18 @@ def list_trials(
         if top is not None:
             trials = _top_per_study(trials, top)
         return Listing(trials)
-    opened = open_storage(storage, heartbeat=None)
-    known = [s for s in study_names(opened)]
-    names = studies if studies else [s for s in known if _is_ours(opened, s)]
-    missing = [s for s in names if s not in known]
-    if missing:
-        raise UserError(
-            f"no study {', '.join(repr(s) for s in missing)} in {display_url(storage)} "
-            f"(studies there: {', '.join(known) or 'none'})"
-        )
+    opened = open_storage(storage, heartbeat=None, must_exist=True)
     store = open_artifact_store(artifacts) if artifacts else None
     listing = Listing([])
     with storage_errors(storage):
+        known = study_names(opened)
+        names = studies if studies else [s for s in known if _is_ours(opened, s)]
+        missing = [s for s in names if s not in known]
+        if missing:
+            raise UserError(
+                f"no study {', '.join(repr(s) for s in missing)} in {display_url(storage)} "
+                f"(studies there: {', '.join(known) or 'none'})"
+            )
         for name in names:
             study = optuna.load_study(study_name=name, storage=opened)
             done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]

@@ -254,6 +254,18 @@ def test_two_processes_share_one_journal_study_and_the_ensemble_uses_all_four(ru
     again = ensemble(run_cli, tiny_data, elsewhere, tmp_path / "subs4", "--storage", tmp_path / "shared.log")
     assert again.code == 0 and "downloaded" not in again.out  # the cache is reused
 
+    # The report reads the same way: the best trial's curves and the study's tuning plots.
+    report = run_cli(
+        "report", "--storage", tmp_path / "shared.log", "--data-dir", tiny_data, "--runs-dir", elsewhere,
+        "--submissions-dir", tmp_path / "subs4", "--out", tmp_path / "report",
+    )  # fmt: skip
+    assert report.code == 0, report.err
+    assert "training: skipped" not in report.out and "tuning: skipped" not in report.out, report.out
+
+    missing = ensemble(run_cli, tiny_data, elsewhere, tmp_path / "subs5", "--storage", tmp_path / "typo.log")
+    assert missing.code == 2 and f"no such file {tmp_path / 'typo.log'}" in missing.err
+    assert not (tmp_path / "typo.log").exists()
+
 
 # --- --jobs: workers on this machine ------------------------------------------------------------------
 
