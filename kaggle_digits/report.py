@@ -282,23 +282,34 @@ class Report:
         return read_ensemble(csv, self.paths.runs_dir)
 
     def best_trial(self, study: str) -> runs.TrialRun:
+        """The study's best finished trial: from the storage given with --storage (wherever its files are),
+        else from its folder in runs_dir."""
+        reasons = []
+        if self.trials_storage is not None:
+            shown = storage.display_url(self.trials_storage)
+            try:
+                found = storage.list_trials(
+                    self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
+                )
+            except UserError as exc:
+                reasons.append(str(exc))
+            else:
+                if found.trials:
+                    return found.trials[0]
+                unreachable = "; ".join(f"{name}: {why}" for name, why in found.unreachable)
+                reasons.append(
+                    f"no finished trial of it in {shown}" + (f" can be reached ({unreachable})" if unreachable else "")
+                )
         folder = self.paths.runs_dir / study
-        if self.trials_storage is None and not folder.is_dir():
+        if not folder.is_dir():
             known = ", ".join(runs.list_studies(self.paths.runs_dir)) or "none"
-            raise Skip(f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})")
-        try:
-            found = storage.list_trials(
-                self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
-            )
-        except UserError as exc:
-            raise Skip(str(exc)) from None
-        if not found.trials:
-            where = folder if self.trials_storage is None else storage.display_url(self.trials_storage)
-            unreachable = "; ".join(f"{name}: {why}" for name, why in found.unreachable)
             raise Skip(
-                f"no finished trial in {where}" + (f" that can be reached ({unreachable})" if unreachable else "")
+                "; ".join([f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})", *reasons])
             )
-        return found.trials[0]
+        trials = storage.list_trials(self.paths.runs_dir, [study], top=1).trials
+        if not trials:
+            raise Skip("; ".join([f"no finished trial in {folder}", *reasons]))
+        return trials[0]
 
     # Building.
 
