@@ -245,7 +245,8 @@ def plot_optimization_history(trials: list[Any], maximize: bool, name: str) -> F
     ax.set_xlabel("trial")
     ax.set_ylabel("objective: mean fold accuracy")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="lower right" if maximize else "upper right")
+    # Below the axes: inside, it would cover trials or the best-so-far line whatever corner it took.
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
     ax.set_title(f"Optimisation history — {name}")
     return fig
 
@@ -313,7 +314,7 @@ def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
     ]
     if kinds["other"]:
         handles.append(Line2D([], [], color="0.6", linestyle=":", label=f"failed or running ({kinds['other']})"))
-    ax.legend(handles=handles, loc="lower right")
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
     ax.set_ylabel("held-out fold accuracy" if n_folds > 1 else "intermediate value")
     ax.set_title(f"Intermediate values — {name}")
     return fig
