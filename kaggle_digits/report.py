@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import N_CLASSES, __version__, data, runs, submission
+from . import N_CLASSES, __version__, data, runs, storage, submission
 from .errors import UserError
 from .io import atomic_open, read_json
 from .paths import Paths
@@ -79,7 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         metavar="URL",
-        help="Optuna storage holding the studies (default: sqlite:///<runs-dir>/optuna.db)",
+        help="Optuna storage holding the studies; with it, trials are read from the storage wherever their files "
+        "are (default: sqlite:///<runs-dir>/optuna.db, or the journal file of `tune --jobs`, for the tuning plots)",
+    )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR|s3://BUCKET",
+        help="the artifact store tune uploaded trials to (default: the one each trial recorded)",
     )
 
 
@@ -88,8 +94,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.reports_dir / f"{datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    storage = args.storage or default_storage(paths.runs_dir)
-    report = Report(paths, out, storage, studies=args.studies, submission_file=args.submission)
+    report = Report(
+        paths,
+        out,
+        args.storage or default_storage(paths.runs_dir),
+        studies=args.studies,
+        submission_file=args.submission,
+        trials_storage=args.storage,
+        artifacts=args.artifacts,
+    )
     index = report.build()
     written = sum(len(s.plots) for s in report.sections)
     skipped = sum(s.skipped is not None for s in report.sections)
@@ -124,7 +137,11 @@ def command_line(
 
 
 def default_storage(runs_dir: Path) -> str:
-    """The Optuna storage URL tune uses when given none."""
+    """The Optuna storage URL tune uses when given none: SQLite, or the journal file of `tune --jobs`
+    when only that one exists."""
+    journal = Path(runs_dir) / storage.JOURNAL_FILE
+    if not (Path(runs_dir) / storage.DB_FILE).exists() and journal.is_file():
+        return str(journal)
     return f"sqlite:///{Path(runs_dir) / 'optuna.db'}"
 
 
@@ -210,8 +227,12 @@ class Report:
         storage: str,
         studies: list[str] | None = None,
         submission_file: str | os.PathLike | None = None,
+        trials_storage: str | None = None,
+        artifacts: str | None = None,
     ) -> None:
+        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders."""
         self.paths, self.out, self.storage_url = paths, Path(out), storage
+        self.trials_storage, self.artifacts = trials_storage, artifacts
         self.requested_studies = studies
         self.submission_file = Path(submission_file) if submission_file else None
         self.sections: list[Section] = []
@@ -261,13 +282,33 @@ class Report:
         return read_ensemble(csv, self.paths.runs_dir)
 
     def best_trial(self, study: str) -> runs.TrialRun:
+        """The study's best finished trial: from the storage given with --storage (wherever its files are),
+        else from its folder in runs_dir."""
+        reasons = []
+        if self.trials_storage is not None:
+            shown = storage.display_url(self.trials_storage)
+            try:
+                found = storage.list_trials(
+                    self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
+                )
+            except UserError as exc:
+                reasons.append(str(exc))
+            else:
+                if found.trials:
+                    return found.trials[0]
+                unreachable = "; ".join(f"{name}: {why}" for name, why in found.unreachable)
+                reasons.append(
+                    f"no finished trial of it in {shown}" + (f" can be reached ({unreachable})" if unreachable else "")
+                )
         folder = self.paths.runs_dir / study
         if not folder.is_dir():
             known = ", ".join(runs.list_studies(self.paths.runs_dir)) or "none"
-            raise Skip(f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})")
-        trials = runs.list_trials(self.paths.runs_dir, [study])
+            raise Skip(
+                "; ".join([f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})", *reasons])
+            )
+        trials = storage.list_trials(self.paths.runs_dir, [study], top=1).trials
         if not trials:
-            raise Skip(f"no finished trial in {folder}")
+            raise Skip("; ".join([f"no finished trial in {folder}", *reasons]))
         return trials[0]
 
     # Building.
@@ -463,16 +504,16 @@ class Report:
     # --- tuning ---
 
     def _tuning(self, section: Section) -> None:
-        storage = self.optuna_storage
+        opened = self.optuna_storage
         if not self.studies:
-            raise Skip(f"no study in {self.storage_url}: run `python scripts/tune.py --model mlp` first")
+            raise Skip(f"no study in {_display_url(self.storage_url)}: run `python scripts/tune.py --model mlp` first")
         section.intro = f"Optuna studies in {_display_url(self.storage_url)}."
         for name in self.studies:
             with self.part(section, f"study {name}"):
                 if name not in self.storage_studies:
                     known = ", ".join(self.storage_studies) or "none"
                     raise Skip(f"not in {_display_url(self.storage_url)} (studies there: {known})")
-                self._tuning_study(section, load_study(storage, name))
+                self._tuning_study(section, load_study(opened, name))
 
     def _tuning_study(self, section: Section, study: Any) -> None:
         import optuna
@@ -636,19 +677,16 @@ class _Part:
 
 
 def open_storage(url: str, runs_dir: Path) -> Any:
-    """The Optuna storage at `url`, opened as tune opens it; Skip when a SQLite file does not exist
-    (opening one would create an empty database) or the storage cannot be opened."""
+    """The Optuna storage at `url`, opened for reading (kaggle_digits.storage); Skip when a SQLite or journal
+    file does not exist (opening one would create an empty one) or the storage cannot be opened."""
     import optuna
 
-    from . import tune
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        if not path.exists():
-            raise Skip(f"no Optuna storage at {path}: run `python scripts/tune.py` first (or pass --storage URL)")
+    if storage.kind(url) != "server" and not Path(url.split(":///", 1)[-1]).exists():
+        path = url.split(":///", 1)[-1]
+        raise Skip(f"no Optuna storage at {path}: run `python scripts/tune.py` first (or pass --storage URL)")
     try:
-        return tune.open_storage(url, runs_dir)
+        return storage.open_storage(url, heartbeat=None)
     except UserError as exc:
         raise Skip(str(exc)) from None
 
