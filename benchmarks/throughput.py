@@ -135,15 +135,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
     print(f"\ncandidate precision: {policy}")
-    print(f"{'':8}{'baseline images/s':>20}{'candidate images/s':>21}{'ratio':>8}   cores busy (base / cand)")
+    # Images per CPU-second: the work each side does per image, less sensitive than wall time to how
+    # much of the machine other processes leave us.
+    print(
+        f"{'':8}{'baseline images/s':>20}{'candidate images/s':>21}{'ratio':>8}   cores busy (base / cand)"
+        "   images per CPU-second (base / cand, ratio)"
+    )
     for augmented in (True, False):
         base = results[("baseline", augmented)]
         cand = results[("candidate", augmented)]
         base_rate = statistics.median(r for r, _ in base)
         cand_rate = statistics.median(r for r, _ in cand)
+        base_work = statistics.median(r / c for r, c in base)
+        cand_work = statistics.median(r / c for r, c in cand)
         print(
             f"{'aug' if augmented else 'no-aug':8}{base_rate:>20,.0f}{cand_rate:>21,.0f}{cand_rate / base_rate:>7.2f}x"
             f"   {statistics.median(c for _, c in base):.2f} / {statistics.median(c for _, c in cand):.2f}"
+            f"{'':14}{base_work:,.0f} / {cand_work:,.0f}, {cand_work / base_work:.2f}x"
         )
     return 0
 

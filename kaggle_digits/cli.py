@@ -19,6 +19,7 @@ COMMANDS = {
     "pipeline": "kaggle_digits.pipeline",
     "submit": "kaggle_digits.submit",
     "kernel": "kaggle_digits.kernel",
+    "report": "kaggle_digits.report",
     "predict": "kaggle_digits.predict",
     "serve": "kaggle_digits.serve",
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import N_CLASSES, __version__, data, runs, submission
+from . import N_CLASSES, __version__, data, report, runs, storage, submission
 from .errors import UserError
 from .io import write_json
 from .paths import Paths
@@ -198,20 +198,29 @@ class Candidates:
     skipped: list[tuple[runs.TrialRun, str]] = field(default_factory=list)
 
 
-def candidates(runs_dir: Path, studies: list[str] | None, top: int) -> Candidates:
-    """The `top` best finished trials of each study, reduced to the largest group that can be blended."""
+def candidates(
+    runs_dir: Path,
+    studies: list[str] | None,
+    top: int,
+    storage_url: str | None = None,
+    artifacts: str | None = None,
+) -> Candidates:
+    """The `top` best finished trials of each study, reduced to the largest group that can be blended.
+
+    Trials come from the folders in runs_dir, or with `storage_url` from that Optuna storage, wherever their
+    files are (storage.list_trials: the trial folder, a shared runs folder, or the artifact store).
+    """
     if top < 1:
         raise UserError(f"--top {top}: must be at least 1")
-    finished = runs.list_trials(runs_dir, studies)
-    if not finished:
+    listing = storage.list_trials(runs_dir, studies, storage=storage_url, artifacts=artifacts, top=top)
+    for name, why in listing.unreachable:
+        print(f"  cannot use {name}: {why}")
+    chosen = listing.trials  # best CV first, at most `top` per study
+    if not chosen:
         where = f"studies {', '.join(studies)}" if studies else str(runs_dir)
+        if storage_url:
+            where += f" of {storage.display_url(storage_url)}"
         raise UserError(f"no finished trials in {where}: run `python scripts/tune.py --model cnn` first")
-    per_study: dict[str, int] = {}
-    chosen = []
-    for trial in finished:  # best CV first
-        per_study[trial.study] = per_study.get(trial.study, 0) + 1
-        if per_study[trial.study] <= top:
-            chosen.append(trial)
     groups: dict[tuple[str, str], list[runs.TrialRun]] = {}
     for trial in chosen:
         groups.setdefault(_compatibility_key(trial), []).append(trial)
@@ -264,7 +273,23 @@ class Result:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--studies", nargs="+", metavar="S", help="studies to draw trials from (default: all in --runs-dir)"
+        "--studies",
+        "--study",
+        nargs="+",
+        metavar="S",
+        help="studies to draw trials from (default: all in --runs-dir, or all in --storage)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="read the studies' finished trials from this Optuna storage (a database URL or a journal file), "
+        "wherever their files are: their folders, a shared --runs-dir, or the artifact store",
+    )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR|s3://BUCKET",
+        help="the artifact store tune uploaded to (default: the one each trial recorded); files are cached under "
+        f"<runs-dir>/{storage.CACHE_DIR}/",
     )
     parser.add_argument(
         "--top", type=int, default=DEFAULT_TOP, metavar="K", help=f"best trials per study (default {DEFAULT_TOP})"
@@ -282,7 +307,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    build(args.paths, studies=args.studies, top=args.top, method=args.method, name=args.name, seed=args.seed)
+    build(
+        args.paths,
+        studies=args.studies,
+        top=args.top,
+        method=args.method,
+        name=args.name,
+        seed=args.seed,
+        storage_url=args.storage,
+        artifacts=args.artifacts,
+    )
     return 0
 
 
@@ -293,11 +327,16 @@ def build(
     method: str = DEFAULT_METHOD,
     name: str = DEFAULT_NAME,
     seed: int = DEFAULT_SEED,
+    storage_url: str | None = None,
+    artifacts: str | None = None,
 ) -> Result:
-    """Choose trials and weights on OOF, write the blended submission, its JSON and a history row."""
+    """Choose trials and weights on OOF, write the blended submission, its JSON and a history row.
+
+    storage_url : read the trials from this Optuna storage instead of the folders in paths.runs_dir.
+    """
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    found = candidates(paths.runs_dir, studies, top)
+    found = candidates(paths.runs_dir, studies, top, storage_url, artifacts)
     n_studies = len({t.study for t in found.trials} | {t.study for t, _ in found.skipped})
     print(
         f"candidates: {len(found.trials) + len(found.skipped)} trials from {n_studies} studies "
@@ -398,6 +437,7 @@ def build(
         print(f"local leaderboard: {local}")
     else:
         print(f"no {paths.solution_csv}: submit the file to get its score (`python scripts/submit.py {out}`)")
+    print(f"plots: {report.command_line(paths, submission_file=out)}")
     return Result(out, manifest, cv_acc, singles[best][0], heldout, local, weights)
 
 

@@ -14,9 +14,15 @@ from pathlib import Path
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
-# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). See README "Models":
-# measured on this project's 2-core AVX512_BF16 machine, mixed_bfloat16 is not kept as the default
-# unless a benchmark over several seeds shows it costs no accuracy.
+# Threads this process may use, when it must not take every usable core: `tune --jobs N` runs N worker
+# processes with cores / N threads each (so N workers never oversubscribe the machine); `--threads` too.
+THREADS_ENV = "KAGGLE_DIGITS_THREADS"
+# The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
+POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). Measured on this project's
+# 2-core AVX512_BF16 machine (benchmarks/precision.py, 4 seeds): bf16 - float32 accuracy -0.0022 +- 0.0018
+# for 1.21x the speed; not shown to cost nothing, so float32 stays the default (README "Models").
 AUTO_CPU_BF16 = False
 
 _configured: str | None = None
@@ -64,11 +70,40 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def thread_budget() -> int:
+    """Threads this process should use: KAGGLE_DIGITS_THREADS when set (see limit_threads), else the
+    usable cores."""
+    value = os.environ.get(THREADS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
+
+
+def limit_threads(threads: int) -> None:
+    """Use at most `threads` threads in this process: TensorFlow's pools (sized by `configure` from
+    thread_budget), oneDNN/OpenMP/BLAS pools that load later (environment), and BLAS/OpenMP pools
+    already loaded (threadpoolctl). Call before the first model is built."""
+    threads = max(1, int(threads))
+    os.environ[THREADS_ENV] = str(threads)
+    for name in POOL_ENVS:
+        os.environ[name] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # scikit-learn brings threadpoolctl; without it only later pools are limited
+        pass
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment entries that give a child process `threads` threads (before anything loads)."""
+    threads = max(1, int(threads))
+    return {THREADS_ENV: str(threads), **{name: str(threads) for name in POOL_ENVS}}
+
+
 def detect() -> Hardware:
-    """Cores, GPUs (as TensorFlow sees them) and CPU flags."""
+    """Cores this process may use (thread_budget), GPUs (as TensorFlow sees them) and CPU flags."""
     import tensorflow as tf
 
-    return Hardware(usable_cores(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
+    return Hardware(thread_budget(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
 
 
 def choose_policy(precision: str, hardware: Hardware) -> str:
@@ -88,16 +123,22 @@ def choose_policy(precision: str, hardware: Hardware) -> str:
 
 
 def set_thread_env(cores: int | None = None) -> None:
-    """Size oneDNN's and OpenMP's thread pools to the usable cores before TensorFlow loads.
+    """Environment for TensorFlow, set before it loads (explicit user settings win).
 
-    Explicit user settings win (setdefault). Called by the Keras modules before `import tensorflow`.
+    TensorFlow's oneDNN kernels run on its own intra-op pool (sized by `configure`), not OpenMP;
+    OMP_NUM_THREADS is set to the thread budget only so that any OpenMP code in the process (NumPy's
+    BLAS, scikit-learn) does not start more threads than there are cores. Called by the Keras modules
+    before `import tensorflow`.
     """
-    cores = cores or usable_cores()
+    cores = cores or thread_budget()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("OMP_NUM_THREADS", str(cores))
 
 
 def _set_tf_threads(cores: int) -> None:
+    """One intra-op and one inter-op thread per core of the budget. Measured on the 2-core machine (recipe CNN
+    train step, batch 64, float32, median of 15 timings each on a loaded machine): intra 2 / inter 2
+    819 images/s, intra 2 / inter 1 621, intra 1 / inter 1 or 2 about 460."""
     import tensorflow as tf
 
     try:

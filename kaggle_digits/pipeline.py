@@ -11,7 +11,7 @@ import argparse
 import time
 from typing import Any
 
-from . import download, ensemble, models, runs, submit, tune
+from . import download, ensemble, models, report, runs, submit, tune
 from .cli import format_seconds
 from .errors import UserError
 
@@ -156,3 +156,4 @@ def _summary(
     else:
         print("  local leaderboard: no solution.csv (real Kaggle data)")
     print(f"  submission: {result.submission}")
+    print(f"  plots: {report.command_line(args.paths, submission_file=result.submission, studies=studies)}")

@@ -4,16 +4,22 @@ A trial samples the family's search space (the first trial of a new study is the
 default), cross-validates it (kaggle_digits.cv), reports each epoch's validation accuracy to a pruner,
 and leaves its artifacts in `runs/<study>/trial-<n>/` (see kaggle_digits.runs). Studies live in an
 Optuna storage (SQLite in the runs folder by default) and continue where they stopped when run again.
+Several processes tune one study together through a shared storage (kaggle_digits.storage): `--jobs N`
+starts N workers on this machine (kaggle_digits.workers), and any number of machines can run the same
+command against one database server.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import shlex
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, hardware, models, runs
+from . import N_CLASSES, cv, data, hardware, models, report, runs, storage
 from .cli import format_seconds
 from .errors import UserError
 from .paths import Paths
@@ -58,7 +64,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 DEFAULT_SEED = 0
-DB_FILE = "optuna.db"
+DB_FILE = storage.DB_FILE
 # The pruner's step: fold * STEP_STRIDE + epoch, one counter across folds that puts the same fold and
 # epoch of every trial on the same step (no fit runs 1,000 epochs).
 STEP_STRIDE = 1000
@@ -69,8 +75,11 @@ PRUNE_KEEP_PERCENT = 75.0
 PRUNE_STARTUP_TRIALS = 3
 PRUNE_WARMUP_EPOCHS = 3
 TOP_SHOWN = 5  # rows of the final table
-STUDY_ATTR = "kaggle_digits"  # study user attr: what the study was created for (checked on resume)
-PATH_ATTR = "path"  # trial user attr: the trial's artifact folder
+STUDY_ATTR = storage.STUDY_ATTR  # study user attr: what the study was created for (checked on resume)
+PATH_ATTR = storage.PATH_ATTR  # trial user attr: the trial's artifact folder
+# A worker joining a study that another worker is creating waits this long for its settings to appear.
+JOIN_WAIT = 15.0
+WORKER_ARG = re.compile(r"^(\d+)/(\d+)$")  # --worker K/N, given by `--jobs` to the processes it starts
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What a study is bound to: trials with other values would not be comparable (other rows, other folds).
 BINDING = ("model", "augment", "folds", "subsample", "seed", "train_sha256", "test_sha256")
@@ -95,12 +104,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sets trials/timeout/folds/epochs/subsample; explicit options win",
     )
     parser.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate",
+    )
+    parser.add_argument(
         "--precision",
         metavar="{" + ",".join(hardware.PRECISIONS) + "}",
         help="Keras dtype policy (default auto: mixed_float16 on a GPU, float32 on a CPU)",
     )
     parser.add_argument("--study", help="study name (default: the model, or <model>-aug with --augment)")
-    parser.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///<runs-dir>/optuna.db)")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage: sqlite:///FILE, a journal FILE path (several processes on one machine) or a database "
+        "URL such as postgresql+psycopg2://user@host/db (several machines). Default: sqlite:///<runs-dir>/optuna.db, "
+        f"or the journal file <runs-dir>/{storage.JOURNAL_FILE} with --jobs",
+    )
+    parser.add_argument(
+        "--jobs", type=int, metavar="N", help="worker processes on this machine tuning the study together (default 1)"
+    )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="threads per worker process (default: the usable cores / --jobs)"
+    )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR|s3://BUCKET",
+        help="also upload each finished trial's files to this Optuna artifact store, for an ensemble elsewhere",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        metavar="S",
+        help="with a database server: seconds between a running trial's heartbeats; a trial silent for 2 of them "
+        f"is taken as crashed and marked failed (default {storage.DEFAULT_HEARTBEAT})",
+    )
+    parser.add_argument("--worker", metavar="K/N", help=argparse.SUPPRESS)  # set by --jobs on its workers
 
 
 # --- options --------------------------------------------------------------------------------------
@@ -136,7 +175,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--model {args.model}: unknown model, choose one of {', '.join(MODEL_NAMES)}")
     if args.preset is not None and args.preset not in PRESETS:
         raise UserError(f"--preset {args.preset}: choose one of {', '.join(PRESETS)}")
-    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0}
+    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0, "jobs": 1, "threads": 1}
+    minimum["heartbeat"] = 1
     for name, low in minimum.items():
         value = getattr(args, name)
         if value is not None and value < low:
@@ -148,58 +188,62 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--timeout {args.timeout:g}: needs a positive number of seconds")
     if args.study is not None and not STUDY_NAME.match(args.study):
         raise UserError(f"--study {args.study!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if args.worker is not None and not WORKER_ARG.match(args.worker):
+        raise UserError(f"--worker {args.worker}: expected K/N")
+    if (args.jobs or 1) > 1 and args.storage and storage.kind(args.storage) == "sqlite":
+        raise UserError(
+            f"--jobs {args.jobs} with --storage {args.storage}: SQLite is for one process; leave --storage out (the "
+            f"workers share the journal file <runs-dir>/{storage.JOURNAL_FILE}) or give a database server URL"
+        )
 
 
 # --- storage and study ----------------------------------------------------------------------------
 
 
 def default_storage_url(runs_dir: Path) -> str:
-    return f"sqlite:///{Path(runs_dir) / DB_FILE}"
+    return storage.default_url(runs_dir)
 
 
 def display_url(url: str) -> str:
     """`url` with any password replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return storage.display_url(url)
 
 
-def open_storage(url: str | None, runs_dir: Path) -> optuna.storages.BaseStorage:
-    """The Optuna storage at `url` (None: SQLite at <runs_dir>/optuna.db, folder created).
-
-    The one place storages are opened: other kinds (a journal file for several processes, PostgreSQL
-    or MySQL for several machines) belong here. A bad or unreachable URL is a UserError of one line.
-    """
+def open_storage(
+    url: str | None, runs_dir: Path, heartbeat: int | None = storage.DEFAULT_HEARTBEAT
+) -> optuna.storages.BaseStorage:
+    """The Optuna storage at `url` (None: SQLite at <runs_dir>/optuna.db, folder created); see
+    kaggle_digits.storage. A bad or unreachable URL is a UserError of one line without the password."""
     if url is None:
         Path(runs_dir).mkdir(parents=True, exist_ok=True)
         url = default_storage_url(runs_dir)
-    shown = display_url(url)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except ImportError as exc:
-        cause = exc.__cause__ or exc.__context__ or exc
-        raise UserError(
-            f"--storage {shown}: its database driver is not installed ({cause}); for PostgreSQL use "
-            "postgresql+psycopg2://... after `pip install -e '.[distributed]'`"
-        ) from None
-    except Exception as exc:  # SQLAlchemy's errors for unparsable, unknown or unreachable URLs
-        message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        password = _password(url)
-        if password:
-            message = message.replace(password, "***")
-        raise UserError(f"--storage {shown}: cannot open it: {message}") from None
+    return storage.open_storage(url, heartbeat=heartbeat)
 
 
-def _password(url: str) -> str | None:
-    try:
-        from sqlalchemy.engine import make_url
+def choose_storage_url(given: str | None, runs_dir: Path, study_name: str, jobs: int) -> str:
+    """The storage of this run: --storage, else SQLite in runs_dir for one process and the journal file
+    for --jobs. A study that an earlier --jobs run left in the journal file is continued there; one that
+    lives in SQLite is not taken to several processes (SQLite is for one)."""
+    if given:
+        return given
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    sqlite_url, journal = storage.default_url(runs_dir), runs_dir / storage.JOURNAL_FILE
+    in_sqlite = (runs_dir / DB_FILE).is_file() and _has_study(sqlite_url, study_name)
+    if jobs > 1:
+        if in_sqlite:
+            raise UserError(
+                f"study '{study_name}' lives in {runs_dir / DB_FILE} (SQLite, one process at a time): continue it "
+                "without --jobs, or start a new --study for --jobs"
+            )
+        return str(journal)
+    if not in_sqlite and journal.is_file() and _has_study(str(journal), study_name):
+        return str(journal)
+    return sqlite_url
 
-        return make_url(url).password
-    except Exception:
-        return None
+
+def _has_study(url: str, name: str) -> bool:
+    return name in storage.study_names(storage.open_storage(url, heartbeat=None))
 
 
 def data_fingerprint(paths: Paths, subsample: int | None) -> dict[str, Any]:
@@ -211,56 +255,78 @@ def data_fingerprint(paths: Paths, subsample: int | None) -> dict[str, Any]:
     }
 
 
-def make_sampler(seed: int, n_existing: int) -> optuna.samplers.TPESampler:
+def make_sampler(seed: int, n_existing: int, shared: bool = False) -> optuna.samplers.TPESampler:
     """Seeded TPE. A continued study gets a seed derived from (seed, trials so far), so a second run
-    does not replay the first run's random start-up points."""
+    does not replay the first run's random start-up points.
+
+    shared : the storage is a journal file or a database server, where several workers sample at once:
+    each process then draws its own seed (two workers started together would otherwise sample the same
+    points) and TPE's constant liar keeps it away from the trials other workers are running.
+    """
+    if shared:
+        return optuna.samplers.TPESampler(seed=int(np.random.SeedSequence().generate_state(1)[0]), constant_liar=True)
     if n_existing:
         seed = int(np.random.SeedSequence([seed, n_existing]).generate_state(1)[0])
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def make_pruner() -> optuna.pruners.BasePruner:
+def make_pruner(prune: bool = True) -> optuna.pruners.BasePruner:
+    """The percentile pruner (see PRUNE_*), or none: with --no-prune every trial runs to its end."""
+    if not prune:
+        return optuna.pruners.NopPruner()
     return optuna.pruners.PercentilePruner(
         PRUNE_KEEP_PERCENT, n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS
     )
 
 
 def open_study(
-    storage: optuna.storages.BaseStorage,
+    opened: optuna.storages.BaseStorage,
     name: str,
     binding: dict[str, Any],
     spec: models.ModelSpec,
     runs_dir: Path,
-    shown_url: str,
-) -> optuna.Study:
-    """Create the study `name` (first trial: the family's default) or continue it.
+    url: str,
+    prune: bool = True,
+) -> tuple[optuna.Study, bool]:
+    """Create the study `name` (first trial: the family's default) or join it; True when created here.
 
     binding : model, augment, folds, subsample, seed, train_sha256, test_sha256 — a study continued with
     other values would mix incomparable trials, so that is a UserError naming the differences.
+    The study is created once: of several workers starting together, one creates it and records its
+    settings; the others join it (and wait up to JOIN_WAIT seconds for those settings). Trials left
+    running by workers that are gone are marked failed (storage.fail_lost_trials).
     """
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction="maximize",
-        sampler=make_sampler(int(binding["seed"]), 0),
-        pruner=make_pruner(),
-        load_if_exists=True,
-    )
+    shown_url = display_url(url)
+    shared = storage.is_shared(url)
+    seed = int(binding["seed"])
+    exists = name in storage.study_names(opened)
+    if not exists and runs.list_studies(runs_dir).count(name):
+        raise UserError(
+            f"{Path(runs_dir) / name}/ holds finished trials of another study '{name}' (not in {shown_url}): "
+            "pass another --study, or the --storage those trials came from"
+        )
+    common = {"direction": "maximize", "sampler": make_sampler(seed, 0, shared), "pruner": make_pruner(prune)}
+    if not exists:
+        try:
+            study = optuna.create_study(storage=opened, study_name=name, **common)
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
+            exists = True
+        else:
+            study.set_user_attr(STUDY_ATTR, binding)
+            study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
+            return study, True
+    study = optuna.load_study(study_name=name, storage=opened, sampler=common["sampler"], pruner=common["pruner"])
+    recorded = _recorded_binding(study)
     n_existing = len(study.get_trials(deepcopy=False))
-    if n_existing:
-        study.sampler = make_sampler(int(binding["seed"]), n_existing)
-    recorded = study.user_attrs.get(STUDY_ATTR)
+    if n_existing and not shared:
+        study.sampler = make_sampler(seed, n_existing)
     if recorded is None:
         if n_existing:
             raise UserError(f"study '{name}' in {shown_url} was not created by this tool: pick another --study")
-        if runs.list_studies(runs_dir).count(name):
-            raise UserError(
-                f"{Path(runs_dir) / name}/ holds finished trials of another study '{name}' (not in {shown_url}): "
-                "pass another --study, or the --storage those trials came from"
-            )
+        # Created by a process that stopped before recording its settings: finish the job.
         study.set_user_attr(STUDY_ATTR, binding)
         study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
-        return study
+        return study, True
     differences = [
         f"{key} {_fmt(recorded.get(key))} (asked: {_fmt(binding[key])})"
         for key in BINDING
@@ -271,7 +337,19 @@ def open_study(
             f"study '{name}' in {shown_url} was created with other settings: {'; '.join(differences)}. "
             "Pass the same options to continue it, or a new --study name"
         )
-    return study
+    storage.fail_lost_trials(study, url)
+    return study, False
+
+
+def _recorded_binding(study: optuna.Study) -> dict[str, Any] | None:
+    """The settings the study was created with; a study just created by another worker gets JOIN_WAIT
+    seconds to record them."""
+    deadline = time.monotonic() + JOIN_WAIT
+    while True:
+        recorded = study.user_attrs.get(STUDY_ATTR)
+        if recorded is not None or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+            return recorded
+        time.sleep(0.2)
 
 
 def _fmt(value: Any) -> str:
@@ -353,6 +431,59 @@ def default_suggestions(spec: models.ModelSpec, augment: bool) -> dict[str, Any]
 # --- one trial ------------------------------------------------------------------------------------
 
 
+class Interrupts:
+    """Ctrl-C (SIGINT) while tuning: a model being fitted stops at once, but a storage write in progress
+    (Optuna's bookkeeping, a journal file's lock, a trial's files) is never cut in half: a stop asked for
+    there waits for the next safe point (the next epoch report, the end of the trial)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._fitting = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT this way inside the block (only the main thread can; elsewhere nothing changes)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._fitting:
+            self._fitting = False
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """A safe point: stop here if Ctrl-C was pressed."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def fitting(self) -> Iterator[None]:
+        """Inside the block (pure computation) Ctrl-C stops at once."""
+        self.check()
+        self._fitting = True
+        try:
+            yield
+        finally:
+            self._fitting = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A storage write inside a `fitting` block: not interrupted; a stop asked for meanwhile follows it."""
+        was, self._fitting = self._fitting, False
+        try:
+            yield
+        finally:
+            self._fitting = was
+        self.check()
+
+
 @dataclass
 class Tuning:
     """Everything a trial needs; called by study.optimize once per trial."""
@@ -370,13 +501,19 @@ class Tuning:
     rows: np.ndarray
     info_data: dict[str, Any]
     trials: int | None
+    url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
+    artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
     log: Callable[[str], None] = cv.say
+    interrupts: Interrupts = field(default_factory=Interrupts)
     start: float = field(default_factory=time.monotonic)
     durations: list[float] = field(default_factory=list)  # finished trials of this run
     current: optuna.Trial | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial
+        self.interrupts.check()
+        # First thing: name this process, so that if it dies the trial is known to be lost (not running).
+        trial.set_user_attr(storage.WORKER_ATTR, storage.worker_identity())
         params = self.spec.search_space(trial, self.augment)
         folder = runs.trial_dir(self.runs_dir, self.study_name, trial.number)
         if (folder / runs.METRICS_FILE).exists():
@@ -387,20 +524,21 @@ class Tuning:
             + ("the family's default  " if trial.user_attrs.get("default") else "")
             + format_params(params)
         )
-        result = cv.cross_validate(
-            self.spec,
-            params,
-            self.X,
-            self.y,
-            self.X_test,
-            folds=self.folds,
-            seed=self.seed,
-            max_epochs=self.max_epochs,
-            rows=self.rows,
-            on_epoch=self._pruning_reporter(trial),
-            log=self.log,
-            label=f"trial {trial.number} ",
-        )
+        with self.interrupts.fitting():
+            result = cv.cross_validate(
+                self.spec,
+                params,
+                self.X,
+                self.y,
+                self.X_test,
+                folds=self.folds,
+                seed=self.seed,
+                max_epochs=self.max_epochs,
+                rows=self.rows,
+                on_epoch=self._pruning_reporter(trial),
+                log=self.log,
+                label=f"trial {trial.number} ",
+            )
         if not (np.isfinite(result.oof_proba).all() and np.isfinite(result.test_proba).all()):
             self.log(f"trial {trial.number} failed: the fit diverged (non-finite probabilities)")
             return float("nan")  # Optuna marks the trial failed
@@ -425,9 +563,11 @@ class Tuning:
         trial.set_user_attr("params", params)
         trial.set_user_attr("cv_std", result.cv_std)
         trial.set_user_attr("seconds", seconds)
+        uploaded = storage.upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
         self.log(
             f"trial {trial.number} done: CV accuracy {result.cv_accuracy:.4f} ± {result.cv_std:.4f} "
             f"in {format_seconds(seconds)} -> {folder}"
+            + (f" (+ {uploaded} files in {self.artifacts.location})" if uploaded else "")
         )
         return result.cv_accuracy
 
@@ -436,8 +576,10 @@ class Tuning:
             value = metrics.get("val_accuracy")
             if value is None:
                 return
-            trial.report(float(value), fold * STEP_STRIDE + epoch)
-            if trial.should_prune():
+            with self.interrupts.paused():
+                trial.report(float(value), fold * STEP_STRIDE + epoch)
+                prune = trial.should_prune()
+            if prune:
                 self.log(
                     f"trial {trial.number} pruned at fold {fold + 1}/{self.folds} epoch {epoch + 1}: "
                     f"validation accuracy {value:.4f}, its best so far is below the "
@@ -463,6 +605,8 @@ class Tuning:
             self.current = None
             if frozen.datetime_complete and frozen.datetime_start:
                 self.durations.append((frozen.datetime_complete - frozen.datetime_start).total_seconds())
+            if self.url:
+                storage.fail_lost_trials(study, self.url, self.log)  # workers that died meanwhile
             if timeout is None or not self.durations:
                 return
             elapsed = time.monotonic() - self.start
@@ -473,6 +617,7 @@ class Tuning:
                     f"of {format_seconds(timeout)} (elapsed {format_seconds(elapsed)})"
                 )
                 study.stop()
+            self.interrupts.check()  # the trial is stored: a good place to stop
 
         return callback
 
@@ -493,8 +638,40 @@ def format_params(params: dict[str, Any], limit: int = 0) -> str:
 # --- the command ----------------------------------------------------------------------------------
 
 
+@dataclass
+class Setup:
+    """A run's resolved options, storage, data and study: what one worker, or the --jobs launcher, needs."""
+
+    options: dict[str, Any]
+    seed: int
+    study_name: str
+    url: str  # the storage's real URL (never printed: shown_url is)
+    storage: optuna.storages.BaseStorage
+    study: optuna.Study
+    before: int  # trials the study had already (queued ones not counted)
+    tuning: Tuning
+
+    @property
+    def shown_url(self) -> str:
+        return display_url(self.url)
+
+
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
+    jobs = args.jobs or 1
+    if args.threads is not None and jobs == 1:
+        hardware.limit_threads(args.threads)
+    setup = prepare(args)
+    if jobs > 1:
+        from . import workers
+
+        return workers.run(args, setup)
+    return optimize(args, setup)
+
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Resolve the options, open the storage, load the data and create or join the study (printing what
+    it found), without running a trial."""
     options = resolve_options(
         args.model,
         args.preset,
@@ -504,8 +681,9 @@ def run(args: argparse.Namespace) -> int:
     augment = bool(args.augment)
     paths: Paths = args.paths
     study_name = args.study or (f"{args.model}-aug" if augment else args.model)
-    storage = open_storage(args.storage, paths.runs_dir)
-    shown_url = display_url(args.storage or default_storage_url(paths.runs_dir))
+    url = choose_storage_url(args.storage, paths.runs_dir, study_name, args.jobs or 1)
+    opened = storage.open_storage(url, heartbeat=args.heartbeat or storage.DEFAULT_HEARTBEAT)
+    artifacts = storage.open_artifact_store(args.artifacts, create=True) if args.artifacts else None
 
     t0 = time.monotonic()
     dataset = data.load_dataset(paths.data_dir)
@@ -532,28 +710,32 @@ def run(args: argparse.Namespace) -> int:
     )
 
     spec = models.get(args.model)
-    if args.precision is not None:
+    if args.precision is not None and (args.jobs or 1) == 1:
         print(f"precision: {hardware.configure(args.precision)}", flush=True)
     binding = {"model": args.model, "augment": augment, "folds": options["folds"], "subsample": subsample}
     binding |= {"seed": seed, "train_sha256": fingerprint["train_sha256"], "test_sha256": fingerprint["test_sha256"]}
     # Our own lines say what each trial did (Optuna would add a traceback for an interrupted trial).
     optuna.logging.set_verbosity(logging.ERROR)
-    study = open_study(storage, study_name, binding, spec, paths.runs_dir, shown_url)
-    before = len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
-    print(
-        f"study '{study_name}' in {shown_url}: "
-        + (
-            f"continuing after {_plural(before, 'trial')}"
-            if before
-            else "new (its first trial is the family's default)"
+    with storage.storage_errors(url):
+        study, created = open_study(opened, study_name, binding, spec, paths.runs_dir, url, not args.no_prune)
+        before = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    if args.worker is None:
+        print(
+            f"study '{study_name}' in {display_url(url)}: "
+            + (
+                "new (its first trial is the family's default)"
+                if created
+                else f"continuing after {_plural(before, 'trial')}"
+                if before
+                else "joining it (another worker created it a moment ago)"
+            )
+            + f"; {args.model}{' with augmentation' if augment else ''}, {len(rows):,} rows, "
+            f"{options['folds']} folds, seed {seed}"
+            + (f", epochs capped at {options['epochs']}" if options["epochs"] else "")
+            + (f", up to {_plural(options['trials'], 'trial')}" if options["trials"] else "")
+            + (f", time budget {format_seconds(options['timeout'])}" if options["timeout"] else ""),
+            flush=True,
         )
-        + f"; {args.model}{' with augmentation' if augment else ''}, {len(rows):,} rows, "
-        f"{options['folds']} folds, seed {seed}"
-        + (f", epochs capped at {options['epochs']}" if options["epochs"] else "")
-        + (f", up to {_plural(options['trials'], 'trial')}" if options["trials"] else "")
-        + (f", time budget {format_seconds(options['timeout'])}" if options["timeout"] else ""),
-        flush=True,
-    )
     tuning = Tuning(
         spec=spec,
         study_name=study_name,
@@ -568,28 +750,48 @@ def run(args: argparse.Namespace) -> int:
         rows=rows,
         info_data=fingerprint,
         trials=options["trials"],
+        url=url,
+        artifacts=artifacts,
     )
+    return Setup(options, seed, study_name, url, opened, study, before, tuning)
+
+
+def optimize(args: argparse.Namespace, setup: Setup) -> int:
+    """Run this process's trials of the study; on Ctrl-C mark the running trial failed and say how to resume."""
+    study, tuning, options = setup.study, setup.tuning, setup.options
+    paths: Paths = args.paths
     interrupted = False
     try:
-        study.optimize(
-            tuning,
-            n_trials=options["trials"],
-            timeout=options["timeout"],
-            callbacks=[tuning.after_trial(options["timeout"])],
-            gc_after_trial=True,
-        )
+        with storage.storage_errors(setup.url), tuning.interrupts.installed():
+            study.optimize(
+                tuning,
+                n_trials=options["trials"],
+                timeout=options["timeout"],
+                callbacks=[tuning.after_trial(options["timeout"])],
+                gc_after_trial=True,
+            )
     except KeyboardInterrupt:
         interrupted = True
         if tuning.current is not None:
             # Optuna marks a trial interrupted in the objective failed; one interrupted inside Optuna's own
             # bookkeeping could still read RUNNING: make sure the study never shows it running forever.
             study.tell(tuning.current.number, state=TrialState.FAIL, skip_if_finished=True)
-    _summary(study, study_name, paths, shown_url, args)
+    with storage.storage_errors(setup.url):
+        storage.fail_lost_trials(study, setup.url)
+    if args.worker is not None:
+        # A worker of `--jobs`: its launcher prints the study's summary and the resume command.
+        done = len(tuning.durations)
+        print(
+            f"worker {args.worker} {'stopped' if interrupted else 'done'}: {_plural(done, 'trial')} ended", flush=True
+        )
+        return 130 if interrupted else 0
+    _summary(study, setup.study_name, paths, setup.shown_url, args)
     if interrupted:
         remaining = None if options["trials"] is None else options["trials"] - len(tuning.durations)
         print(
             f"\ninterrupted: the running trial was marked failed; finished trials are kept in "
-            f"{paths.runs_dir / study_name}/. Resume with:\n  {resume_command(args, options, seed, remaining)}"
+            f"{paths.runs_dir / setup.study_name}/. Resume with:\n  "
+            f"{resume_command(args, options, setup.seed, remaining)}"
         )
         return 130
     return 0
@@ -604,16 +806,33 @@ def _rows_name(paths: Paths, subsample: int | None) -> str:
 
 
 def resume_command(args: argparse.Namespace, options: dict[str, Any], seed: int, remaining: int | None) -> str:
-    """The command that continues this study with the same settings (the storage password masked)."""
-    parts = ["python", "scripts/tune.py", "--model", args.model]
+    """The command that continues this study with the same settings (the storage password masked: pass
+    the password through PGPASSWORD or ~/.pgpass instead of the URL and the command is exact)."""
+    return shlex.join(["python", "scripts/tune.py", *command_args(args, options, seed, remaining, masked=True)])
+
+
+def command_args(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    seed: int,
+    trials: int | None,
+    *,
+    masked: bool,
+    storage_url: str | None = None,
+    jobs: int | None = None,
+) -> list[str]:
+    """`tune` arguments that repeat this run's settings: for the resume command (masked=True: the storage
+    password as ***) and for the worker processes of --jobs (storage_url: the storage they all share)."""
+    parts = ["--model", args.model]
     if args.augment:
         parts.append("--augment")
     if args.study:
         parts += ["--study", args.study]
-    if args.storage:
-        parts += ["--storage", display_url(args.storage)]
-    if remaining is not None:
-        parts += ["--trials", str(max(1, remaining))]
+    url = storage_url or args.storage
+    if url:
+        parts += ["--storage", display_url(url) if masked else url]
+    if trials is not None:
+        parts += ["--trials", str(max(1, trials))]
     if options["timeout"] is not None:
         parts += ["--timeout", f"{options['timeout']:g}"]
     parts += ["--folds", str(options["folds"])]
@@ -621,12 +840,18 @@ def resume_command(args: argparse.Namespace, options: dict[str, Any], seed: int,
         if options[name] is not None:
             parts += [f"--{name}", str(options[name])]
     parts += ["--seed", str(seed)]
-    if args.precision is not None:
-        parts += ["--precision", args.precision]
+    if getattr(args, "no_prune", False):
+        parts.append("--no-prune")
+    jobs = args.jobs if jobs is None else jobs
+    if jobs and jobs > 1:
+        parts += ["--jobs", str(jobs)]
+    for name in ("precision", "threads", "artifacts", "heartbeat"):
+        if getattr(args, name, None) is not None:
+            parts += [f"--{name}", str(getattr(args, name))]
     for name in ("data_dir", "runs_dir"):
         if getattr(args, name, None):
             parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return shlex.join(parts)
+    return parts
 
 
 def _summary(study: optuna.Study, name: str, paths: Paths, shown_url: str, args: argparse.Namespace) -> None:
@@ -655,4 +880,8 @@ def _summary(study: optuna.Study, name: str, paths: Paths, shown_url: str, args:
     print(f"storage: {shown_url} (study '{name}')")
     folders = [f"--{n.replace('_', '-')} {shlex.quote(str(getattr(args, n)))}" for n in ("data_dir", "runs_dir")]
     folders = [f for f, n in zip(folders, ("data_dir", "runs_dir")) if getattr(args, n, None)]
-    print("next: " + " ".join(["python scripts/ensemble.py --studies", shlex.quote(name), *folders]))
+    # On a database server the trials may be on other machines: the ensemble finds them through it.
+    where = ["--storage", shlex.quote(shown_url)] if storage.kind(shown_url) == "server" else []
+    print("next: " + " ".join(["python scripts/ensemble.py --studies", shlex.quote(name), *where, *folders]))
+    elsewhere = shown_url != storage.default_url(paths.runs_dir)  # e.g. the journal file of --jobs
+    print(f"plots: {report.command_line(paths, studies=[name], storage=shown_url if elsewhere else None)}")

@@ -51,7 +51,10 @@ def test_family_fits_predicts_and_round_trips(name, digits, tmp_path):
     assert 0.0 <= seen[0][1]["val_accuracy"] <= 1.0
     assert len(result.history["val_accuracy"]) == 1
 
+    # Augmentation belongs to training only: the fitted model does not hold it and predicts the same twice.
+    assert not any("Random" in layer.__class__.__name__ for layer in result.model.layers)
     proba = spec.predict_proba(result.model, X_val)
+    np.testing.assert_array_equal(spec.predict_proba(result.model, X_val), proba)
     assert proba.shape == (len(X_val), 10) and proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 

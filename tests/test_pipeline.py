@@ -44,6 +44,7 @@ def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, t
     assert f"ensemble CV {manifest['cv_accuracy']:.5f}" in summary
     local = submission.score_local(csv, small_data_copy / "solution.csv")
     assert f"local leaderboard {local}" in summary and f"submission: {csv}" in summary
+    assert f"plots: python scripts/report.py --studies mlp-quick dense-quick --submission {csv} " in summary
     assert {c["name"].split("/")[0] for c in manifest["constituents"]} <= {"mlp-quick", "dense-quick"}
     assert manifest["cv_accuracy"] >= manifest["best_single"]["oof_accuracy"]
     submission.read_submission(csv, n_test=500)

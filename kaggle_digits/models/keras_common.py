@@ -2,10 +2,12 @@
 the on_epoch bridge, seeding, save and load.
 
 The input path: the uint8 training images stay resident in one tensor; each epoch shuffles indices and
-gathers whole batches from it (no per-epoch Python copy), casts them to float and, for training batches
-only, applies one random affine transform per image (kaggle_digits.augment). The model itself scales
-pixels to [0, 1] (a Rescaling layer), so a saved model takes raw 0-255 pixels. Keras and TensorFlow are
-imported only here and in the family modules, after the thread environment is set.
+gathers whole batches from it (no per-epoch Python copy) and casts them to float. Augmentation
+(kaggle_digits.augment, one random affine transform per image) runs inside the compiled training step,
+in a layer wrapped around the model for fit only: the returned and saved model never holds it, and
+validation, prediction and test images never pass through it. The model itself scales pixels to [0, 1]
+(a Rescaling layer), so a saved model takes raw 0-255 pixels. Keras and TensorFlow are imported only
+here and in the family modules, after the thread environment is set.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ tf.get_logger().setLevel("ERROR")
 
 INPUT_SHAPE = (*IMAGE_SHAPE, 1)
 EVAL_BATCH = 1024  # validation and prediction: no gradients, so bigger batches are simply faster
-# Measured on the 2-core AVX-512 CPU (README "Models"): XLA (Keras' jit_compile="auto" default) trained
-# the CNN 5-7x slower than TensorFlow's own oneDNN kernels, and 16 steps per execution were no faster
-# than 1 (the in-graph loop serialises input and training), so both stay off.
+# Measured on the 2-core AVX-512 CPU (README "Models"): XLA with 16 steps per execution trained the CNN
+# about 5x slower (182-216 vs 1,088-1,177 images/s); at 1 step, plain Keras with XLA did the same work
+# per CPU-second as this loop without it; 16 steps per execution were no faster than 1. So both off.
 STEPS_PER_EXECUTION = 1
 JIT_COMPILE = False
 
@@ -111,6 +113,20 @@ class BatchNorm(keras.layers.Layer):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
+class _RandomAffine(keras.layers.Layer):
+    """Training-only augmentation inside the training step (never part of a returned or saved model).
+
+    Measured here, running it in the step beat running it in a parallel tf.data map: on 2 shared
+    cores the map's threads competed with the step's (README "Models")."""
+
+    def __init__(self, magnitudes: augment.Magnitudes, **kwargs: Any) -> None:
+        super().__init__(dtype="float32", **kwargs)
+        self.magnitudes = magnitudes
+
+    def call(self, inputs, training=None):
+        return augment.random_affine(inputs, self.magnitudes) if training else inputs
+
+
 def _check_images(X: np.ndarray, what: str) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim == 2 and X.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
@@ -120,26 +136,22 @@ def _check_images(X: np.ndarray, what: str) -> np.ndarray:
     return X.reshape(len(X), *INPUT_SHAPE)
 
 
-def train_dataset(
-    X: np.ndarray, y: np.ndarray, batch_size: int, magnitudes: augment.Magnitudes, seed: int
-) -> tf.data.Dataset:
-    """Shuffled, augmented training batches: (float32 (b, 28, 28, 1) in 0-255, int32 (b,)), one epoch per pass."""
+def train_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled training batches (float32 (b, 28, 28, 1) in 0-255, int32 (b,)), reshuffled each epoch."""
     images = tf.constant(_check_images(X, "X"))  # uint8, resident for the whole fit
     labels = tf.constant(np.asarray(y, dtype=np.int32))
     n = len(labels)
 
     def batch(indices):
         x = tf.cast(tf.gather(images, indices), tf.float32)
-        if magnitudes.active:
-            x = augment.random_affine(x, magnitudes)
         return x, tf.gather(labels, indices)
 
     return (
         tf.data.Dataset.range(n)
         .shuffle(n, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
-        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
+        .map(batch)  # a gather and a cast: cheap enough to run inline
+        .prefetch(2)
     )
 
 
@@ -203,7 +215,11 @@ def fit(
     batch_size = int(params["batch_size"])
     steps_per_epoch = math.ceil(len(X) / batch_size)
     model = build(params)
-    compile_model(model, params, steps_per_epoch)
+    magnitudes = augment.Magnitudes.from_params(params)
+    trainer = model
+    if magnitudes.active:
+        trainer = keras.Sequential([model_input(), _RandomAffine(magnitudes), model])
+    compile_model(trainer, params, steps_per_epoch)
 
     callbacks: list[keras.callbacks.Callback] = []
     validation = None
@@ -216,8 +232,8 @@ def fit(
             )
     if on_epoch is not None:
         callbacks.append(_EpochBridge(on_epoch))
-    history = model.fit(
-        train_dataset(X, y, batch_size, augment.Magnitudes.from_params(params), seed),
+    history = trainer.fit(
+        train_dataset(X, y, batch_size, seed),
         validation_data=validation,
         epochs=epochs,
         callbacks=callbacks,

@@ -1,0 +1,803 @@
+"""Plots a Kaggler looks at, on one page: `python scripts/report.py [--studies S ...] [--submission FILE] [--out DIR]`.
+
+Sections, each skipped with a one-line reason when its inputs are missing:
+  data       sample digits, class distribution and mean image per class of train.csv
+  training   per-fold loss/accuracy curves of the best trial of each study (history.json)
+  errors     out-of-fold confusion matrices, the most confidently misclassified training digits,
+             per-class precision/recall/F1 (of the submission's ensemble, else of the best trial)
+  tuning     Optuna optimisation history, parameter importances and intermediate values per study
+  ensemble   weights, CV of each constituent vs the ensemble, local score, test digits in dispute
+Every PNG and the index.html are written atomically into the report folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import N_CLASSES, __version__, data, runs, storage, submission
+from .errors import UserError
+from .io import atomic_open, read_json
+from .paths import Paths
+
+HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.html."
+
+DPI = 110
+N_WORST = 32  # digits shown in the misclassified and disagreement grids
+MAX_BALLOT = 3  # labels listed under a disputed test digit, most voted first
+# fANOVA importances from a handful of trials are noise: below this many finished trials, say so instead.
+MIN_TRIALS_FOR_IMPORTANCE = 5
+INDEX_FILE = "index.html"
+
+
+class Skip(Exception):
+    """Raised inside a section or figure whose inputs are missing; the message says why."""
+
+
+@dataclass
+class Plot:
+    file: str  # PNG file name inside the report folder
+    title: str
+    caption: str
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    intro: str = ""
+    numbers: list[tuple[str, str]] = field(default_factory=list)
+    plots: list[Plot] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # ready-made HTML
+    notes: list[str] = field(default_factory=list)  # parts skipped inside the section, with the reason
+    skipped: str | None = None  # the whole section skipped, with the reason
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--studies",
+        nargs="+",
+        metavar="S",
+        help="studies to show (default: every study in --runs-dir and in the Optuna storage)",
+    )
+    parser.add_argument(
+        "--submission",
+        metavar="FILE",
+        help="an ensemble's submission CSV, with its .json beside it (default: the newest in --submissions-dir)",
+    )
+    parser.add_argument("--out", metavar="DIR", help="report folder (default: <reports-dir>/<yyyymmdd-HHMMSS>)")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage holding the studies; with it, trials are read from the storage wherever their files "
+        "are (default: sqlite:///<runs-dir>/optuna.db, or the journal file of `tune --jobs`, for the tuning plots)",
+    )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR|s3://BUCKET",
+        help="the artifact store tune uploaded trials to (default: the one each trial recorded)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    paths: Paths = args.paths
+    out = Path(args.out) if args.out else paths.reports_dir / f"{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    report = Report(
+        paths,
+        out,
+        args.storage or default_storage(paths.runs_dir),
+        studies=args.studies,
+        submission_file=args.submission,
+        trials_storage=args.storage,
+        artifacts=args.artifacts,
+    )
+    index = report.build()
+    written = sum(len(s.plots) for s in report.sections)
+    skipped = sum(s.skipped is not None for s in report.sections)
+    print(f"report: wrote {written} figures and {index}; {skipped} of {len(report.sections)} sections skipped")
+    for name, value in report.headline():
+        print(f"  {name}: {value}")
+    print(f"open {index}")
+    return 0
+
+
+def command_line(
+    paths: Paths, submission_file: Path | None = None, studies: list[str] | None = None, storage: str | None = None
+) -> str:
+    """The `python scripts/report.py ...` line that reports on what a command just wrote; folder options
+    appear only where `paths` differ from what a plain invocation would use."""
+    import shlex
+
+    from .paths import resolve
+
+    parts = ["python", "scripts/report.py"]
+    if studies:
+        parts += ["--studies", *studies]
+    if submission_file is not None:
+        parts += ["--submission", str(submission_file)]
+    if storage:
+        parts += ["--storage", storage]
+    plain = resolve()
+    for name in ("data_dir", "runs_dir", "submissions_dir"):
+        if Path(getattr(paths, name)).resolve() != Path(getattr(plain, name)).resolve():
+            parts += [f"--{name.replace('_', '-')}", str(getattr(paths, name))]
+    return shlex.join(parts)
+
+
+def default_storage(runs_dir: Path) -> str:
+    """The Optuna storage URL tune uses when given none: SQLite, or the journal file of `tune --jobs`
+    when only that one exists."""
+    journal = Path(runs_dir) / storage.JOURNAL_FILE
+    if not (Path(runs_dir) / storage.DB_FILE).exists() and journal.is_file():
+        return str(journal)
+    return f"sqlite:///{Path(runs_dir) / 'optuna.db'}"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Constituent:
+    """One trial of an ensemble, as named in the submission's .json."""
+
+    name: str  # <study>/trial-<n>
+    weight: float
+    trial: runs.TrialRun
+
+
+@dataclass
+class Ensemble:
+    """A written submission and, from the .json beside it, the trials blended into it."""
+
+    csv: Path
+    info: dict[str, Any]
+    constituents: list[Constituent]
+
+    @property
+    def cv_accuracy(self) -> float | None:
+        value = self.info.get("cv_accuracy")
+        return None if value is None else float(value)
+
+    def oof(self) -> tuple[np.ndarray, np.ndarray]:
+        """Blended out-of-fold probabilities float32 (n, 10) and the train.csv rows they cover (n,)."""
+        first = self.constituents[0]
+        rows = np.sort(first.trial.oof_rows)
+        total = sum(c.weight for c in self.constituents)
+        blend = np.zeros((len(rows), N_CLASSES))
+        for c in self.constituents:
+            order = np.argsort(c.trial.oof_rows, kind="stable")
+            if not np.array_equal(c.trial.oof_rows[order], rows):
+                raise Skip(f"{c.name} and {first.name} cover different train.csv rows")
+            blend += c.weight / total * c.trial.oof_proba[order]
+        return blend.astype(np.float32), rows
+
+
+def read_ensemble(csv: Path, runs_dir: Path) -> Ensemble:
+    """The submission `csv` and its constituents, from the `.json` the ensemble command writes beside it."""
+    meta = csv.with_suffix(".json")
+    if not meta.exists():
+        raise Skip(f"{meta} not found: only submissions written by `python scripts/ensemble.py` name their trials")
+    info = read_json(meta)
+    constituents = []
+    for entry in info.get("constituents", []):
+        name = entry.get("trial") or entry.get("name")
+        folder = Path(entry.get("folder") or entry.get("path") or runs_dir / name)
+        if not folder.is_absolute() and not folder.exists():
+            folder = runs_dir / name
+        try:
+            trial = runs.load_trial(folder)
+        except UserError as exc:
+            raise Skip(f"constituent {name}: {exc}") from None
+        constituents.append(Constituent(name=name, weight=float(entry.get("weight", 1.0)), trial=trial))
+    if not constituents:
+        raise Skip(f"{meta} names no constituents")
+    return Ensemble(csv=csv, info=info, constituents=constituents)
+
+
+def newest_submission(submissions_dir: Path) -> Path | None:
+    """The most recent submission CSV with an ensemble .json beside it."""
+    if not submissions_dir.is_dir():
+        return None
+    found = [p for p in submissions_dir.glob("*.csv") if p.with_suffix(".json").exists()]
+    return max(found, key=lambda p: (p.stat().st_mtime, p.name)) if found else None
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+class Report:
+    """Builds every section into `out`; `build()` writes the PNGs, then index.html, and returns its path."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        out: Path,
+        storage: str,
+        studies: list[str] | None = None,
+        submission_file: str | os.PathLike | None = None,
+        trials_storage: str | None = None,
+        artifacts: str | None = None,
+    ) -> None:
+        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders."""
+        self.paths, self.out, self.storage_url = paths, Path(out), storage
+        self.trials_storage, self.artifacts = trials_storage, artifacts
+        self.requested_studies = studies
+        self.submission_file = Path(submission_file) if submission_file else None
+        self.sections: list[Section] = []
+        self.key_numbers: list[tuple[str, str]] = []  # shown at the top of the page and printed at the end
+
+    # Inputs are loaded once, on first use; a missing one raises Skip with the reason.
+
+    @cached_property
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.paths.train_csv.exists():
+            raise Skip(f"{self.paths.train_csv} not found: run `python scripts/download.py` (or pass --data-dir)")
+        return data.load_train(self.paths.train_csv)
+
+    @cached_property
+    def test_images(self) -> np.ndarray:
+        if not self.paths.test_csv.exists():
+            raise Skip(f"{self.paths.test_csv} not found: run `python scripts/download.py` (or pass --data-dir)")
+        return data.load_test(self.paths.test_csv)
+
+    @cached_property
+    def optuna_storage(self) -> Any:
+        return open_storage(self.storage_url, self.paths.runs_dir)
+
+    @cached_property
+    def storage_studies(self) -> list[str]:
+        try:
+            return sorted(s.study_name for s in self.optuna_storage.get_all_studies())
+        except Skip:
+            return []
+
+    @cached_property
+    def studies(self) -> list[str]:
+        if self.requested_studies:
+            return list(dict.fromkeys(self.requested_studies))
+        return sorted(set(runs.list_studies(self.paths.runs_dir)) | set(self.storage_studies))
+
+    @cached_property
+    def ensemble(self) -> Ensemble:
+        csv = self.submission_file or newest_submission(self.paths.submissions_dir)
+        if csv is None:
+            raise Skip(
+                f"no ensemble submission in {self.paths.submissions_dir}: run `python scripts/ensemble.py` "
+                "or pass --submission FILE"
+            )
+        if not csv.exists():
+            raise Skip(f"--submission {csv}: file not found")
+        return read_ensemble(csv, self.paths.runs_dir)
+
+    def best_trial(self, study: str) -> runs.TrialRun:
+        """The study's best finished trial: from the storage given with --storage (wherever its files are),
+        else from its folder in runs_dir."""
+        reasons = []
+        if self.trials_storage is not None:
+            shown = storage.display_url(self.trials_storage)
+            try:
+                found = storage.list_trials(
+                    self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
+                )
+            except UserError as exc:
+                reasons.append(str(exc))
+            else:
+                if found.trials:
+                    return found.trials[0]
+                unreachable = "; ".join(f"{name}: {why}" for name, why in found.unreachable)
+                reasons.append(
+                    f"no finished trial of it in {shown}" + (f" can be reached ({unreachable})" if unreachable else "")
+                )
+        folder = self.paths.runs_dir / study
+        if not folder.is_dir():
+            known = ", ".join(runs.list_studies(self.paths.runs_dir)) or "none"
+            raise Skip(
+                "; ".join([f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})", *reasons])
+            )
+        trials = storage.list_trials(self.paths.runs_dir, [study], top=1).trials
+        if not trials:
+            raise Skip("; ".join([f"no finished trial in {folder}", *reasons]))
+        return trials[0]
+
+    # Building.
+
+    def build(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        builders: list[tuple[str, str, Callable[[Section], None]]] = [
+            ("data", "Data", self._data),
+            ("training", "Training curves", self._training),
+            ("errors", "Errors", self._errors),
+            ("tuning", "Tuning", self._tuning),
+            ("ensemble", "Ensemble", self._ensemble),
+        ]
+        with self.plots.theme(DPI):
+            for key, title, build in builders:
+                section = Section(key, title)
+                try:
+                    build(section)
+                except Skip as exc:
+                    section.skipped = str(exc)
+                self.sections.append(section)
+                self._print(section)
+        index = self.out / INDEX_FILE
+        with atomic_open(index, "w", encoding="utf-8") as f:
+            f.write(render_html(self.sections, self.headline(), self.out))
+        return index
+
+    def _print(self, section: Section) -> None:
+        if section.skipped is not None:
+            print(f"{section.key}: skipped: {section.skipped}", flush=True)
+            return
+        print(f"{section.key}: {len(section.plots)} figure(s)", flush=True)
+        for note in section.notes:
+            print(f"  skipped: {note}", flush=True)
+
+    def headline(self) -> list[tuple[str, str]]:
+        """The key numbers of the whole report, for the top of the page and the command's last lines."""
+        return list(self.key_numbers)
+
+    @cached_property
+    def plots(self) -> Any:
+        from . import plots  # matplotlib and seaborn load only when a report is drawn
+
+        return plots
+
+    def save(self, section: Section, fig: Any, file: str, title: str, caption: str) -> None:
+        """Write `fig` as out/<file> atomically and list it in `section`."""
+        with atomic_open(self.out / file, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+        section.plots.append(Plot(file, title, caption))
+
+    def part(self, section: Section, what: str) -> _Part:
+        """Context for one optional part of a section: a Skip inside becomes a note, the rest goes on."""
+        return _Part(section, what)
+
+    # --- data ---
+
+    def _data(self, section: Section) -> None:
+        X, y = self.train
+        counts = np.bincount(y, minlength=N_CLASSES)
+        section.intro = f"{self.paths.train_csv}: {len(y):,} labelled images."
+        section.numbers += [("training images", f"{len(y):,}")]
+        if self.paths.test_csv.exists():
+            section.numbers += [("test images", f"{len(self.test_images):,}")]
+        section.numbers += [
+            ("rarest class", f"{counts.argmin()} ({counts.min() / len(y):.1%})"),
+            ("commonest class", f"{counts.argmax()} ({counts.max() / len(y):.1%})"),
+        ]
+        self.save(
+            section,
+            self.plots.plot_sample_grid(X, y),
+            "data-samples.png",
+            "Sample digits",
+            f"The first {self.plots.SAMPLES_PER_CLASS} training images of each class, one row per label.",
+        )
+        self.save(
+            section,
+            self.plots.plot_class_distribution(counts),
+            "data-classes.png",
+            "Class distribution",
+            "Images per label in train.csv; the dashed line is a uniform split.",
+        )
+        self.save(
+            section,
+            self.plots.plot_mean_images(X, y),
+            "data-means.png",
+            "Mean image per class",
+            "Pixel-wise mean of every training image of each label.",
+        )
+
+    # --- training curves ---
+
+    def _training(self, section: Section) -> None:
+        if not self.studies:
+            raise Skip(f"no study in {self.paths.runs_dir}: run `python scripts/tune.py --model mlp` first")
+        for study in self.studies:
+            with self.part(section, f"study {study}"):
+                trial = self.best_trial(study)
+                number = (f"best {study}", f"{trial.name} CV {trial.cv_accuracy:.5f} ± {trial.cv_std:.5f}")
+                section.numbers.append(number)
+                self.key_numbers.append(number)
+                if not trial.history:
+                    raise Skip(f"{trial.path / 'history.json'} not found or empty")
+                self.save(
+                    section,
+                    self.plots.plot_training(trial.history, f"{trial.name} ({trial.model})"),
+                    f"training-{_slug(study)}.png",
+                    f"{trial.name}: loss and accuracy per fold",
+                    f"Best trial of study {study}: {trial.model}, CV accuracy {trial.cv_accuracy:.5f} "
+                    f"± {trial.cv_std:.5f} over {len(trial.history)} folds. Colour: fold; solid: "
+                    "training, dashed: the held-out fold, dotted: any other curve the model records.",
+                )
+
+    # --- errors ---
+
+    def _errors(self, section: Section) -> None:
+        subject, oof, rows, fingerprint = self._oof_subject(section)
+        X, y = self.train
+        if isinstance(fingerprint, dict) and fingerprint.get("train_sha256"):
+            if data.sha256(self.paths.train_csv) != fingerprint["train_sha256"]:
+                raise Skip(
+                    f"{self.paths.train_csv} is not the file {subject} was tuned on (SHA-256 differs): "
+                    "pass the --data-dir used by tune"
+                )
+        if rows.max() >= len(y):
+            raise Skip(f"{subject} covers train.csv rows up to {rows.max()}, but {self.paths.train_csv} has {len(y)}")
+        truth = y[rows].astype(np.int64)
+        pred = oof.argmax(axis=1)
+        accuracy = float((pred == truth).mean())
+        section.intro = f"Out-of-fold predictions of {subject} on {len(rows):,} training images."
+        section.numbers += [("OOF accuracy", f"{accuracy:.5f}"), ("OOF errors", f"{int((pred != truth).sum()):,}")]
+        self.save(
+            section,
+            self.plots.plot_confusion(truth, pred, subject),
+            "errors-confusion.png",
+            "Out-of-fold confusion matrix",
+            "Rows: true label, columns: prediction. Left: counts; right: each row divided by its total "
+            "(the diagonal is each class's recall).",
+        )
+        with self.part(section, "misclassified digits"):
+            wrong = np.flatnonzero(pred != truth)
+            if not wrong.size:
+                raise Skip(f"{subject} gets every out-of-fold image right")
+            confidence = oof[wrong, pred[wrong]]
+            worst = wrong[np.argsort(-confidence, kind="stable")[:N_WORST]]
+            self.save(
+                section,
+                self.plots.plot_digit_grid(
+                    X[rows[worst]],
+                    [f"true {truth[i]}, pred {pred[i]}\np = {oof[i, pred[i]]:.3f}" for i in worst],
+                    f"Most confidently misclassified training digits ({subject})",
+                ),
+                "errors-misclassified.png",
+                "Most confident mistakes",
+                f"The {len(worst)} out-of-fold errors with the highest predicted probability (of "
+                f"{len(wrong):,} errors): true label, prediction and its probability.",
+            )
+        report = per_class_report(truth, pred)
+        section.tables.append(render_class_table(report))
+        self.save(
+            section,
+            self.plots.plot_per_class(report),
+            "errors-per-class.png",
+            "Precision, recall and F1 per class",
+            "scikit-learn's classification_report of the out-of-fold predictions.",
+        )
+
+    def _oof_subject(self, section: Section) -> tuple[str, np.ndarray, np.ndarray, Any]:
+        """Whose OOF predictions the errors section shows: the submission's ensemble, else the best trial.
+
+        Returns a name, OOF probabilities float32 (n, 10), the train.csv rows they cover (n,) and the
+        data fingerprint of params.json.
+        """
+        try:
+            ensemble = self.ensemble
+            oof, rows = ensemble.oof()
+            fingerprint = ensemble.constituents[0].trial.info.get("data")
+            return f"the ensemble {ensemble.csv.name}", oof, rows, fingerprint
+        except Skip as exc:
+            reason = str(exc)
+        best = []
+        for study in self.studies:
+            try:
+                best.append(self.best_trial(study))
+            except Skip:
+                continue
+        if not best:
+            raise Skip(f"no ensemble ({reason}) and no finished trial in the studies shown")
+        trial = max(best, key=lambda t: t.cv_accuracy)
+        section.notes.append(f"showing the best trial instead of an ensemble: {reason}")
+        return f"{trial.name} ({trial.model})", trial.oof_proba, trial.oof_rows, trial.info.get("data")
+
+    # --- tuning ---
+
+    def _tuning(self, section: Section) -> None:
+        opened = self.optuna_storage
+        if not self.studies:
+            raise Skip(f"no study in {_display_url(self.storage_url)}: run `python scripts/tune.py --model mlp` first")
+        section.intro = f"Optuna studies in {_display_url(self.storage_url)}."
+        for name in self.studies:
+            with self.part(section, f"study {name}"):
+                if name not in self.storage_studies:
+                    known = ", ".join(self.storage_studies) or "none"
+                    raise Skip(f"not in {_display_url(self.storage_url)} (studies there: {known})")
+                self._tuning_study(section, load_study(opened, name))
+
+    def _tuning_study(self, section: Section, study: Any) -> None:
+        import optuna
+
+        states = optuna.trial.TrialState
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state == states.COMPLETE]
+        pruned = [t for t in trials if t.state == states.PRUNED]
+        failed = [t for t in trials if t.state == states.FAIL]
+        name = study.study_name
+        counts = f"{len(done)} complete, {len(pruned)} pruned, {len(failed)} failed"
+        section.numbers.append((f"trials of {name}", counts))
+        if not done:
+            raise Skip(f"no complete trial yet ({counts})")
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = study.best_trial
+        section.numbers.append((f"best {name} value", f"{best.value:.5f} (trial {best.number})"))
+        self.save(
+            section,
+            self.plots.plot_optimization_history(trials, maximize, name),
+            f"tuning-history-{_slug(name)}.png",
+            f"{name}: optimisation history",
+            f"Objective (mean fold accuracy) of each trial and the best so far; {counts}. Pruned trials "
+            "are drawn at the last value they reported.",
+        )
+        with self.part(section, f"parameter importances of {name}"):
+            if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+                raise Skip(
+                    f"{len(done)} complete trial(s); importances need at least {MIN_TRIALS_FOR_IMPORTANCE} to mean anything"
+                )
+            try:
+                importances = optuna.importance.get_param_importances(study)
+            except (RuntimeError, ValueError) as exc:
+                raise Skip(f"Optuna cannot rank the parameters: {exc}") from None
+            if not importances:
+                raise Skip("the complete trials share no varying parameter")
+            self.save(
+                section,
+                self.plots.plot_importances(importances, name),
+                f"tuning-importance-{_slug(name)}.png",
+                f"{name}: parameter importances",
+                f"fANOVA importance of each hyperparameter for the objective, over {len(done)} complete trials.",
+            )
+        with self.part(section, f"intermediate values of {name}"):
+            if not any(t.intermediate_values for t in trials):
+                raise Skip("no trial reported intermediate values")
+            self.save(
+                section,
+                self.plots.plot_intermediate(trials, name, _step_stride()),
+                f"tuning-intermediate-{_slug(name)}.png",
+                f"{name}: intermediate values",
+                "What each trial reported to the pruner: the held-out fold's accuracy after each epoch, fold "
+                "after fold. Pruned trials in red, stopped at the cross.",
+            )
+
+    # --- ensemble ---
+
+    def _ensemble(self, section: Section) -> None:
+        ensemble = self.ensemble
+        section.intro = f"{ensemble.csv}: {len(ensemble.constituents)} constituent(s)."
+        names = [c.name for c in ensemble.constituents]
+        weights = np.array([c.weight for c in ensemble.constituents])
+        cvs = np.array([c.trial.cv_accuracy for c in ensemble.constituents])
+        ens_cv = ensemble.cv_accuracy
+        if ens_cv is None:
+            oof, rows = ensemble.oof()
+            ens_cv = float((oof.argmax(axis=1) == self.train[1][rows]).mean())
+        self.key_numbers.append(("ensemble CV", f"{ens_cv:.5f} ({ensemble.csv.name})"))
+        section.numbers += [
+            ("ensemble CV", f"{ens_cv:.5f}"),
+            ("best constituent CV", f"{cvs.max():.5f} ({names[int(cvs.argmax())]})"),
+            ("gain over the best constituent", f"{ens_cv - cvs.max():+.5f}"),
+        ]
+        local = None
+        if self.paths.solution_csv.exists():
+            try:
+                local = submission.score_local(ensemble.csv, self.paths.solution_csv)
+                section.numbers.append(("local leaderboard", str(local)))
+                self.key_numbers.append(("local leaderboard", str(local)))
+            except UserError as exc:
+                section.notes.append(f"local score: {exc}")
+        else:
+            section.notes.append(f"local score: {self.paths.solution_csv} not found (real Kaggle data)")
+        # The family under the name, unless the study's name already says it (mlp, cnn-aug, ...).
+        labels = [
+            n if c.trial.study.startswith(c.trial.model) else f"{n}\n{c.trial.model}"
+            for n, c in zip(names, ensemble.constituents)
+        ]
+        self.save(
+            section,
+            self.plots.plot_weights(labels, weights / weights.sum()),
+            "ensemble-weights.png",
+            "Weights",
+            "Each constituent's share of the blended probabilities (chosen on out-of-fold predictions only).",
+        )
+        self.save(
+            section,
+            self.plots.plot_ensemble_scores(labels, cvs, ens_cv, None if local is None else local.accuracy),
+            "ensemble-cv.png",
+            "Constituents vs ensemble",
+            "Cross-validated accuracy of each constituent and of the ensemble"
+            + ("; the local leaderboard score of the submission on the hidden test labels." if local else "."),
+        )
+        with self.part(section, "disputed test digits"):
+            self._disagreement(section, ensemble)
+
+    def _disagreement(self, section: Section, ensemble: Ensemble) -> None:
+        if len(ensemble.constituents) < 2:
+            raise Skip("a single constituent cannot disagree with itself")
+        X_test = self.test_images
+        submitted = submission.read_submission(ensemble.csv, n_test=len(X_test))
+        votes = np.stack([c.trial.test_proba.argmax(axis=1) for c in ensemble.constituents], axis=1)
+        if votes.shape[0] != len(X_test):
+            raise Skip(f"constituents predict {votes.shape[0]} test images, {self.paths.test_csv} has {len(X_test)}")
+        weights = np.array([c.weight for c in ensemble.constituents], dtype=np.float64)
+        weights /= weights.sum()
+        # Weighted share of the most popular label: 1.0 is unanimity.
+        share = np.zeros((len(votes), N_CLASSES))
+        for j, w in enumerate(weights):
+            share[np.arange(len(votes)), votes[:, j]] += w
+        agreement = share.max(axis=1)
+        disputed = np.flatnonzero(agreement < 1.0)
+        if not disputed.size:
+            raise Skip("the constituents agree on every test image")
+        order = disputed[np.lexsort((disputed, agreement[disputed]))][:N_WORST]
+        titles = []
+        for i in order:
+            tally = np.bincount(votes[i], minlength=N_CLASSES)
+            ranked = [d for d in np.argsort(-tally, kind="stable") if tally[d]]
+            ballot = " ".join(f"{d}×{tally[d]}" for d in ranked[:MAX_BALLOT])
+            more = len(ranked) - MAX_BALLOT
+            titles.append(f"id {i + 1} → {submitted[i]}\n{ballot}" + (f" +{more}" if more > 0 else ""))
+        section.numbers.append(("test images in dispute", f"{disputed.size:,} of {len(votes):,}"))
+        self.save(
+            section,
+            self.plots.plot_digit_grid(X_test[order], titles, "Test digits the constituents disagree on most"),
+            "ensemble-disagreement.png",
+            "Disputed test digits",
+            f"The {len(order)} test images with the weakest weighted majority among the constituents' "
+            f"predictions ({disputed.size:,} test images are not unanimous). Above each: its ImageId → the "
+            "submitted label, then the labels voted for with their number of votes (at most "
+            f"{MAX_BALLOT} shown).",
+        )
+
+
+class _Part:
+    def __init__(self, section: Section, what: str) -> None:
+        self.section, self.what = section, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, Skip):
+            self.section.notes.append(f"{self.what}: {exc}")
+            return True
+        return False
+
+
+# --- Optuna ---------------------------------------------------------------------------------
+
+
+def open_storage(url: str, runs_dir: Path) -> Any:
+    """The Optuna storage at `url`, opened for reading (kaggle_digits.storage); Skip when a SQLite or journal
+    file does not exist (opening one would create an empty one) or the storage cannot be opened."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage.kind(url) != "server" and not Path(url.split(":///", 1)[-1]).exists():
+        path = url.split(":///", 1)[-1]
+        raise Skip(f"no Optuna storage at {path}: run `python scripts/tune.py` first (or pass --storage URL)")
+    try:
+        return storage.open_storage(url, heartbeat=None)
+    except UserError as exc:
+        raise Skip(str(exc)) from None
+
+
+def _step_stride() -> int:
+    from .tune import STEP_STRIDE  # how tune numbers the pruner's steps: fold * STEP_STRIDE + epoch
+
+    return STEP_STRIDE
+
+
+def _display_url(url: str) -> str:
+    """The URL with any password hidden."""
+    from .tune import display_url
+
+    return display_url(url)
+
+
+def load_study(storage: Any, name: str) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def per_class_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """scikit-learn's classification_report as a dict (per class "0".."9", accuracy, averages)."""
+    from sklearn.metrics import classification_report
+
+    return classification_report(
+        truth,
+        pred,
+        labels=np.arange(N_CLASSES),
+        target_names=[str(d) for d in range(N_CLASSES)],
+        output_dict=True,
+        zero_division=0,
+    )
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1200px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.meta { color: #666; font-size: 0.9em; }
+table.numbers, table.classes { border-collapse: collapse; margin: 0.8em 0; }
+table.numbers td, table.classes td, table.classes th { padding: 0.2em 0.9em; border-bottom: 1px solid #eee; }
+table.numbers td:first-child { color: #555; }
+table.classes td { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; font-size: 0.92em; margin-top: 0.3em; }
+.skip { color: #8a5a00; background: #fff8e6; padding: 0.4em 0.8em; border-left: 3px solid #e0a800; }
+"""
+
+
+def render_html(sections: list[Section], headline: list[tuple[str, str]], out: Path) -> str:
+    """The report page: key numbers, then each section's numbers, figures (relative links) and notes."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>kaggle-digits report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>kaggle-digits report</h1>",
+        f'<p class="meta">{e(str(out))} · written {datetime.now():%Y-%m-%d %H:%M} · kaggle-digits {__version__}</p>',
+    ]
+    if headline:
+        parts.append(_numbers_table(headline))
+    parts.append("<ul>" + "".join(f'<li><a href="#{s.key}">{e(s.title)}</a></li>' for s in sections) + "</ul>")
+    for s in sections:
+        parts.append(f'<section id="{s.key}"><h2>{e(s.title)}</h2>')
+        if s.skipped is not None:
+            parts.append(f'<p class="skip">Skipped: {e(s.skipped)}</p></section>')
+            continue
+        if s.intro:
+            parts.append(f"<p>{e(s.intro)}</p>")
+        if s.numbers:
+            parts.append(_numbers_table(s.numbers))
+        for note in s.notes:
+            parts.append(f'<p class="skip">Skipped: {e(note)}</p>')
+        for plot in s.plots:
+            parts.append(
+                f'<figure><a href="{e(plot.file)}"><img src="{e(plot.file)}" alt="{e(plot.title)}"></a>'
+                f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>"
+            )
+        parts.extend(s.tables)
+        parts.append("</section>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _numbers_table(numbers: list[tuple[str, str]]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(v)}</td></tr>" for n, v in numbers)
+    return f'<table class="numbers">{rows}</table>'
+
+
+def render_class_table(report: dict[str, Any]) -> str:
+    """classification_report's dict as an HTML table."""
+    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+    body = []
+    for key in [*(str(d) for d in range(N_CLASSES)), "macro avg", "weighted avg"]:
+        r = report[key]
+        body.append(
+            f"<tr><th>{html.escape(key)}</th><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td>"
+            f"<td>{r['f1-score']:.4f}</td><td>{int(r['support']):,}</td></tr>"
+        )
+    body.append(f'<tr><th>accuracy</th><td colspan="3">{report["accuracy"]:.5f}</td><td></td></tr>')
+    return f'<table class="classes">{head}{"".join(body)}</table>'
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "study"
