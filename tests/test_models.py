@@ -320,3 +320,16 @@ def test_configure_sets_the_keras_policy():
         assert hardware.configure(before) == before
     assert keras.mixed_precision.dtype_policy().name == before
     assert tf.config.threading.get_intra_op_parallelism_threads() in (0, hardware.usable_cores())
+
+
+def test_an_epoch_cap_compresses_the_learning_rate_schedule():
+    """Capped at 6 of 45 epochs, the recipe's schedule still ends at 0.95**45 of its first rate."""
+    from kaggle_digits.models import keras_common as kc
+
+    params = models.get("cnn").default_params(augment=True)
+    assert kc.epoch_decay(params, 45) == 0.95 and kc.epoch_decay(params, 60) == 0.95
+    model = models.get("cnn").build(params)
+    kc.compile_model(model, params, steps_per_epoch=10, epochs=6)
+    schedule = model.optimizer._learning_rate  # the schedule object (learning_rate is its current value)
+    assert float(schedule(60)) == pytest.approx(1e-3 * 0.95**45, rel=1e-4)
+    assert float(schedule(9)) == pytest.approx(1e-3)  # staircase: constant within the first epoch
