@@ -13,6 +13,7 @@ measured without augmentation (both sides unaugmented).
 
     python benchmarks/throughput.py                  # ~8 minutes on a quiet 2-core CPU
     python benchmarks/throughput.py --rounds 2 --images 3200   # a quick look
+    python benchmarks/throughput.py --precision auto,mixed_bfloat16   # one candidate per precision
 """
 
 from __future__ import annotations
@@ -102,57 +103,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=6400, help="training images per epoch (default 6400)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed (default 3)")
     parser.add_argument("--rounds", type=int, default=4, help="baseline/candidate alternations (default 4)")
-    parser.add_argument("--precision", default="auto", choices=hardware.PRECISIONS)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help=f"the candidate's precision; several, comma-separated, make one candidate each ({', '.join(hardware.PRECISIONS)})",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is not timed)")
+    precisions = args.precision.split(",")
+    for precision in precisions:
+        if precision not in hardware.PRECISIONS:
+            parser.error(f"--precision {precision!r}: choose from {', '.join(hardware.PRECISIONS)}")
 
     X, y = data.load_mnist(REPO / "data" / "mnist")
     X, y = X[: args.images], y[: args.images]
     print(f"machine: {hardware.detect().describe()}")
     print(f"{args.images} images x {args.epochs - 1} timed epochs x {args.rounds} rounds, batch 64")
     results: dict[tuple[str, bool], list[tuple[float, float]]] = {}
-    policy = ""
+    policies: dict[str, str] = {}
+    sides = ["baseline", *precisions]
     for round_number in range(1, args.rounds + 1):
         for augmented in (True, False):
             params = cnn.SPEC.default_params(augment=augmented)
-            # Alternate which side goes first so neither always runs in the warmer (or busier) slot.
-            order = ("baseline", "candidate") if round_number % 2 else ("candidate", "baseline")
+            # Alternate the order so no side always runs in the warmer (or busier) slot.
+            order = sides if round_number % 2 else sides[::-1]
             for side in order:
                 started = time.perf_counter()
                 if side == "baseline":
                     clock = baseline(params, X, y, args.epochs, args.seed + round_number)
                 else:
-                    clock, policy = candidate(params, X, y, args.epochs, args.precision, args.seed + round_number)
+                    clock, policies[side] = candidate(params, X, y, args.epochs, side, args.seed + round_number)
                 epochs = clock.epochs(args.images)
                 results.setdefault((side, augmented), []).extend(epochs)
                 rates = " ".join(f"{rate:,.0f}" for rate, _ in epochs)
+                name = side if side == "baseline" else f"ours {side}"
                 print(
-                    f"round {round_number}/{args.rounds} {'aug' if augmented else 'no-aug':6} {side:9}: "
+                    f"round {round_number}/{args.rounds} {'aug' if augmented else 'no-aug':6} {name:20}: "
                     f"{rates} images/s  ({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
-
-    print(f"\ncandidate precision: {policy}")
     # Images per CPU-second: the work each side does per image, less sensitive than wall time to how
     # much of the machine other processes leave us.
-    print(
-        f"{'':8}{'baseline images/s':>20}{'candidate images/s':>21}{'ratio':>8}   cores busy (base / cand)"
-        "   images per CPU-second (base / cand, ratio)"
-    )
-    for augmented in (True, False):
-        base = results[("baseline", augmented)]
-        cand = results[("candidate", augmented)]
-        base_rate = statistics.median(r for r, _ in base)
-        cand_rate = statistics.median(r for r, _ in cand)
-        base_work = statistics.median(r / c for r, c in base)
-        cand_work = statistics.median(r / c for r, c in cand)
+    for precision in precisions:
+        print(f"\ncandidate: ours, --precision {precision} (policy {policies[precision]})")
         print(
-            f"{'aug' if augmented else 'no-aug':8}{base_rate:>20,.0f}{cand_rate:>21,.0f}{cand_rate / base_rate:>7.2f}x"
-            f"   {statistics.median(c for _, c in base):.2f} / {statistics.median(c for _, c in cand):.2f}"
-            f"{'':14}{base_work:,.0f} / {cand_work:,.0f}, {cand_work / base_work:.2f}x"
+            f"{'':8}{'baseline images/s':>20}{'candidate images/s':>21}{'ratio':>8}   cores busy (base / cand)"
+            "   images per CPU-second (base / cand, ratio)"
         )
+        for augmented in (True, False):
+            base = results[("baseline", augmented)]
+            cand = results[(precision, augmented)]
+            base_rate = statistics.median(r for r, _ in base)
+            cand_rate = statistics.median(r for r, _ in cand)
+            base_work = statistics.median(r / c for r, c in base)
+            cand_work = statistics.median(r / c for r, c in cand)
+            print(
+                f"{'aug' if augmented else 'no-aug':8}{base_rate:>20,.0f}{cand_rate:>21,.0f}"
+                f"{cand_rate / base_rate:>7.2f}x"
+                f"   {statistics.median(c for _, c in base):.2f} / {statistics.median(c for _, c in cand):.2f}"
+                f"{'':14}{base_work:,.0f} / {cand_work:,.0f}, {cand_work / base_work:.2f}x"
+            )
     return 0
 
 

@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# auto: accuracy first (mixed_float16 on a GPU, float32 on a CPU unless AUTO_CPU_BF16); fast: mixed
+# precision wherever the hardware computes it natively (mixed_bfloat16 on an AVX512_BF16/AMX CPU too).
+PRECISIONS = ("auto", "fast", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Threads this process may use, when it must not take every usable core: `tune --jobs N` runs N worker
 # processes with cores / N threads each (so N workers never oversubscribe the machine); `--threads` too.
@@ -108,16 +110,17 @@ def detect() -> Hardware:
 
 def choose_policy(precision: str, hardware: Hardware) -> str:
     """The Keras dtype policy for `precision` on `hardware` (`auto`: mixed_float16 on a GPU,
-    mixed_bfloat16 on a bf16 CPU if AUTO_CPU_BF16, else float32)."""
+    mixed_bfloat16 on a bf16 CPU if AUTO_CPU_BF16, else float32; `fast`: mixed_float16 on a GPU,
+    mixed_bfloat16 on a bf16 CPU, else float32)."""
     if precision not in PRECISIONS:
         from .errors import UserError
 
         raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
+    if precision not in ("auto", "fast"):
         return precision
     if hardware.gpus:
         return "mixed_float16"
-    if hardware.cpu_bf16 and AUTO_CPU_BF16:
+    if hardware.cpu_bf16 and (AUTO_CPU_BF16 or precision == "fast"):
         return "mixed_bfloat16"
     return "float32"
 
@@ -152,7 +155,7 @@ def _set_tf_threads(cores: int) -> None:
 def configure(precision: str = "auto") -> str:
     """Set Keras' global dtype policy for `precision` and, the first time, TensorFlow's thread pools.
 
-    precision : auto | float32 | mixed_bfloat16 | mixed_float16 (a bad value is a UserError).
+    precision : auto | fast | float32 | mixed_bfloat16 | mixed_float16 (a bad value is a UserError).
     Returns the policy name now in force. Safe to call again (e.g. to change the precision).
     """
     global _configured
@@ -165,6 +168,11 @@ def configure(precision: str = "auto") -> str:
     keras.mixed_precision.set_dtype_policy(policy)
     _configured = policy
     return policy
+
+
+def is_configured() -> bool:
+    """Whether this process has chosen a precision already."""
+    return _configured is not None
 
 
 def ensure_configured() -> str:

@@ -3,7 +3,8 @@
 `kaggle-digits kernel bundle` writes this file, with SETTINGS filled in, as the kernel's code file.
 On Kaggle the source dataset is mounted under /kaggle/input (the package folder, unpacked by Kaggle, or
 still a zip) and the competition's files under /kaggle/input/digit-recognizer. The pipeline writes to
-/kaggle/working; the chosen submission is copied to /kaggle/working/submission.csv.
+/kaggle/working; the chosen submission is copied to /kaggle/working/submission.csv and the report on
+the run (plots and index.html) is written to /kaggle/working/reports/.
 Extra command-line arguments go to the pipeline unchanged. KAGGLE_DIGITS_KAGGLE_ROOT moves /kaggle.
 
 This file imports nothing from kaggle_digits at module level: it has to find the package first.
@@ -121,6 +122,15 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     submission.read_submission(chosen, n_test=expected_rows(folders.test_csv))
     with io.atomic_path(working / "submission.csv") as tmp:
         shutil.copyfile(chosen, tmp)
+    # The plots of the run, in working/reports/ (what `kernel.py output` brings back with the submission).
+    # The submission is already safe: a failing report is a warning, not a failed kernel.
+    reports = working / "reports"
+    print(f"running: kaggle-digits report --submission {chosen} --out {reports}", flush=True)
+    try:
+        if cli.main(["report", "--submission", str(chosen), "--out", str(reports)]) != 0:
+            print("warning: the report failed; the submission is written", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - any plotting failure must not lose the kernel's result
+        print(f"warning: the report failed ({type(exc).__name__}: {exc}); the submission is written", file=sys.stderr)
     record = {
         "submission": chosen.name,
         "version": kaggle_digits.__version__,

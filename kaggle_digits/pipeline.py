@@ -27,6 +27,11 @@ PRESET_MODELS: dict[str, tuple[str, ...]] = {
 }
 # Options handed to every `tune` run unchanged (None = the preset's value).
 TUNE_OPTIONS = ("subsample", "epochs", "folds", "trials", "seed", "precision")
+# Where the pipeline departs from tune's preset (options given on the command line still win). The
+# submission averages the fold models, so the quick cnn uses 3 folds (each model trained on 2/3 of the
+# rows, three of them averaged) rather than tune's 2: measured on the offline mirror, local leaderboard
+# 0.9930 against 0.9900 with 2 folds (README "pipeline").
+PIPELINE_TUNE: dict[str, dict[str, dict[str, Any]]] = {"quick": {"cnn": {"folds": 3}}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--seed", type=int, help=f"seed of folds, sampler, fits and ensemble (default {tune.DEFAULT_SEED})"
     )
-    group.add_argument("--precision", help="Keras precision policy: auto, float32, mixed_bfloat16, mixed_float16")
+    group.add_argument(
+        "--precision", help="Keras precision policy: auto, fast, float32, mixed_bfloat16, mixed_float16 (see tune)"
+    )
 
 
 def study_name(model: str, augment: bool, preset: str) -> str:
@@ -77,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
         _step(i, steps, f"tune {model} (study '{name}', preset {args.preset})", start)
         argv = ["--model", model, "--preset", args.preset, "--study", name, "--seed", str(seed)]
         argv += ["--augment"] if args.augment else []
-        for option in TUNE_OPTIONS:
-            value = getattr(args, option)
-            if value is not None and option != "seed":
+        chosen = dict(PIPELINE_TUNE.get(args.preset, {}).get(model, {}))
+        chosen |= {option: getattr(args, option) for option in TUNE_OPTIONS if getattr(args, option) is not None}
+        for option, value in chosen.items():
+            if option != "seed":
                 argv += [f"--{option}", str(value)]
         code = tune.run(_namespace(tune, argv, args))
         if code != 0:

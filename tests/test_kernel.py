@@ -304,3 +304,6 @@ def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
     record = json.loads((working / "kaggle-digits-run.json").read_text())
     assert (working / "submissions" / record["submission"]).read_bytes() == (working / "submission.csv").read_bytes()
     assert (working / "data" / "train.csv").is_file() and not (working / "data" / "solution.csv").exists()
+    index = (working / "reports" / "index.html").read_text()
+    pngs = sorted((working / "reports").glob("*.png"))
+    assert pngs and all(p.name in index for p in pngs), "the run's plots, for `kernel.py output` to bring back"

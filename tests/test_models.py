@@ -303,6 +303,11 @@ def test_cpu_flags_and_policy_choice(tmp_path):
     assert hardware.choose_policy("auto", plain_cpu) == "float32"
     assert hardware.choose_policy("auto", bf16_cpu) == ("mixed_bfloat16" if hardware.AUTO_CPU_BF16 else "float32")
     assert hardware.choose_policy("mixed_bfloat16", plain_cpu) == "mixed_bfloat16"
+    assert hardware.choose_policy("fast", bf16_cpu) == "mixed_bfloat16"
+    assert (
+        hardware.choose_policy("fast", plain_cpu) == "float32"
+        and hardware.choose_policy("fast", gpu) == "mixed_float16"
+    )
     with pytest.raises(UserError, match="--precision 'half'"):
         hardware.choose_policy("half", plain_cpu)
 
