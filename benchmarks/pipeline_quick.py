@@ -14,19 +14,16 @@ leaderboard).
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
-from kaggle_digits.cli import format_seconds  # noqa: E402
+import _timed  # noqa: E402  (benchmarks/_timed.py)
+
 from kaggle_digits.io import read_json  # noqa: E402
 
 BUDGET_SECONDS = 600
@@ -43,18 +40,10 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="pipeline-quick-"))
     folders = {name: work / name for name in ("runs", "submissions", "reports")}
-    command = [sys.executable, "scripts/pipeline.py", "--preset", "quick", "--data-dir", args.data_dir]
+    command = ["scripts/pipeline.py", "--preset", "quick", "--data-dir", args.data_dir]
     for name, folder in folders.items():
         command += [f"--{name}-dir", str(folder)]
-    command += args.extra
-    print("$ " + " ".join(command[1:]), flush=True)
-    start = time.monotonic()
-    code = subprocess.call(command, cwd=CHECKOUT)
-    seconds = time.monotonic() - start
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = usage.ru_utime + usage.ru_stime
-    print(f"\nexit code {code}; wall time {format_seconds(seconds)} ({seconds:.0f} s)")
-    print(f"CPU time {cpu:.0f} s ({cpu / seconds:.2f} cores busy on average); load average {os.getloadavg()[0]:.1f}")
+    code, seconds = _timed.run(command + args.extra)
     manifests = sorted(folders["submissions"].glob("*.json"))
     if code == 0 and manifests:
         manifest = read_json(manifests[-1])

@@ -12,19 +12,16 @@ prints the wall time, the CPU time, the best trial's CV accuracy ± std and the 
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
+import _timed  # noqa: E402  (benchmarks/_timed.py)
+
 from kaggle_digits import runs  # noqa: E402
-from kaggle_digits.cli import format_seconds  # noqa: E402
 
 # (model, preset, augment) -> (seconds at most, best CV accuracy at least); None = no target.
 TARGETS = {
@@ -47,20 +44,12 @@ def main() -> int:
         return 2
 
     runs_dir = Path(tempfile.mkdtemp(prefix="tune-preset-"))
-    command = [sys.executable, "scripts/tune.py", "--model", args.model, "--preset", args.preset]
+    command = ["scripts/tune.py", "--model", args.model, "--preset", args.preset]
     command += ["--augment"] if args.augment else []
     command += ["--data-dir", args.data_dir, "--runs-dir", str(runs_dir), *args.extra]
-    print("$ " + " ".join(command[1:]), flush=True)
-    start = time.monotonic()
-    code = subprocess.call(command, cwd=CHECKOUT)
-    seconds = time.monotonic() - start
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = usage.ru_utime + usage.ru_stime
+    code, seconds = _timed.run(command)
     trials = runs.list_trials(runs_dir)
-    print(f"\nexit code {code}; wall time {format_seconds(seconds)} ({seconds:.0f} s); {len(trials)} finished trials")
-    # The machine may be shared: CPU time and the load average say how much of the wall time was ours.
-    load = os.getloadavg()[0]
-    print(f"CPU time {cpu:.0f} s ({cpu / seconds:.2f} cores busy on average); load average at the end {load:.1f}")
+    print(f"{len(trials)} finished trials")
     if trials:
         best = trials[0]
         print(f"best CV accuracy {best.cv_accuracy:.4f} ± {best.cv_std:.4f} ({best.name}, {best.model})")
