@@ -13,6 +13,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+# What `--augment` searches, in every family, and the public recipe's magnitudes (DESIGN.md).
+RANGES = {"rotation": (0.0, 15.0), "zoom": (0.0, 0.15), "shift": (0.0, 0.15)}
+RECIPE = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
+
+
+def search_space(trial: Any) -> dict[str, float]:
+    """Augmentation magnitudes for a family's search space (when --augment is on): uniform in RANGES."""
+    return {name: trial.suggest_float(name, low, high) for name, (low, high) in RANGES.items()}
+
 
 @dataclass(frozen=True)
 class Magnitudes:

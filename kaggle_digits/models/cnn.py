@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..augment import RECIPE as RECIPE_AUGMENT
+from ..augment import search_space as augment_space
 from . import keras_common as kc
 from .keras_common import keras
 
@@ -84,7 +86,7 @@ class CnnSpec(kc.KerasSpec):
             "patience": 0,
         }
         if augment:
-            params.update(kc.augment_space(trial))
+            params.update(augment_space(trial))
         return params
 
     def default_params(self, augment: bool) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class CnnSpec(kc.KerasSpec):
             "patience": 0,
         }
         if augment:
-            params.update(kc.RECIPE_AUGMENT)
+            params.update(RECIPE_AUGMENT)
         return params
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..augment import RECIPE as RECIPE_AUGMENT
+from ..augment import search_space as augment_space
 from . import keras_common as kc
 from .keras_common import keras
 
@@ -49,7 +51,7 @@ class DenseSpec(kc.KerasSpec):
             "patience": 5,
         }
         if augment:
-            params.update(kc.augment_space(trial))
+            params.update(augment_space(trial))
         return params
 
     def default_params(self, augment: bool) -> dict[str, Any]:
@@ -65,7 +67,7 @@ class DenseSpec(kc.KerasSpec):
             "patience": 5,
         }
         if augment:
-            params.update(kc.RECIPE_AUGMENT)
+            params.update(RECIPE_AUGMENT)
         return params
 
 

@@ -333,16 +333,3 @@ class KerasSpec:
 
     def load(self, path: Path) -> keras.Model:
         return load(path)
-
-
-def augment_space(trial: Any) -> dict[str, float]:
-    """Augmentation magnitudes for a search space (used when --augment is on)."""
-    return {
-        "rotation": trial.suggest_float("rotation", 0.0, 15.0),
-        "zoom": trial.suggest_float("zoom", 0.0, 0.15),
-        "shift": trial.suggest_float("shift", 0.0, 0.15),
-    }
-
-
-# The public recipe's magnitudes (DESIGN.md): rotation 10 degrees, zoom 0.1, shift 0.1.
-RECIPE_AUGMENT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}

@@ -23,6 +23,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import N_CLASSES, N_PIXELS
+from ..augment import RANGES as AUGMENT_RANGES
+from ..augment import RECIPE as RECIPE_AUGMENT
+from ..augment import search_space as augment_space
 from ..io import atomic_path
 from .base import EpochCallback, FitResult
 
@@ -33,8 +36,6 @@ BATCH_SIZES = (64, 128, 200, 256)
 MAX_EPOCHS = 200  # scikit-learn's max_iter default; early stopping ends most fits long before
 PATIENCE = 10  # scikit-learn's n_iter_no_change default
 VALIDATION_FRACTION = 0.1  # of the training fold, for early stopping (scikit-learn's default)
-AUGMENT_RANGES = {"rotation": (0.0, 15.0), "zoom": (0.0, 0.15), "shift": (0.0, 0.15)}
-AUGMENT_DEFAULT = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
 # scikit-learn catches KeyboardInterrupt inside its training loop and only warns with this text.
 _INTERRUPTED = "Training interrupted by user"
 
@@ -83,7 +84,7 @@ class MlpSpec:
             "epochs": MAX_EPOCHS,
         }
         if augment:
-            params.update({name: trial.suggest_float(name, lo, hi) for name, (lo, hi) in AUGMENT_RANGES.items()})
+            params.update(augment_space(trial))
         return params
 
     def default_params(self, augment: bool) -> dict[str, Any]:
@@ -97,7 +98,7 @@ class MlpSpec:
             "epochs": MAX_EPOCHS,
         }
         if augment:
-            params.update(AUGMENT_DEFAULT)
+            params.update(RECIPE_AUGMENT)
         return params
 
     def fit(
