@@ -177,8 +177,8 @@ class _EpochBridge(keras.callbacks.Callback):
         self._on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
 
 
-def epoch_decay(params: dict[str, Any], epochs: int) -> float:
-    """The learning rate's factor per epoch when a fit runs `epochs` of the params' `epochs`.
+def epoch_decay(params: dict[str, Any], epochs: int | None = None) -> float:
+    """The learning rate's factor per epoch when a fit runs `epochs` of the params' `epochs` (None: all).
 
     A schedule is tuned for its full length (the recipe: x0.95 per epoch over 45 epochs ends at 0.1x the
     first rate). An epoch cap (`--epochs`, a preset) cuts training short; keeping x0.95 would stop it
@@ -186,16 +186,15 @@ def epoch_decay(params: dict[str, Any], epochs: int) -> float:
     over the epochs that run: lr_decay ** (planned / run) per epoch.
     """
     decay = float(params.get("lr_decay", 1.0))
-    planned = int(params.get("epochs", epochs))
-    return decay ** (planned / epochs) if 0 < epochs < planned else decay
+    planned = int(params.get("epochs", epochs or 0))
+    return decay ** (planned / epochs) if epochs and 0 < epochs < planned else decay
 
 
 def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> None:
     """Adam with lr * decay**epoch (a staircase schedule stepped once per epoch; see epoch_decay),
     sparse cross-entropy."""
-    decay = epoch_decay(params, epochs) if epochs else float(params.get("lr_decay", 1.0))
     schedule = keras.optimizers.schedules.ExponentialDecay(
-        float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=decay, staircase=True
+        float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=schedule),
