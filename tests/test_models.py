@@ -338,3 +338,28 @@ def test_an_epoch_cap_compresses_the_learning_rate_schedule():
     schedule = model.optimizer._learning_rate  # the schedule object (learning_rate is its current value)
     assert float(schedule(60)) == pytest.approx(1e-3 * 0.95**45, rel=1e-4)
     assert float(schedule(9)) == pytest.approx(1e-3)  # staircase: constant within the first epoch
+
+
+def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():
+    """The training dataset repeats (one iterator for the whole fit): each run of steps_per_epoch batches
+    is one pass over all rows, a partial last batch included, in a new order each pass."""
+    from kaggle_digits.models import keras_common as kc
+
+    n, batch_size = 150, 64
+    X = np.zeros((n, 28, 28), dtype=np.uint8)
+    X[:, 0, 0] = np.arange(n)  # each image carries its row number
+    y = np.arange(n) % 10
+    batches = iter(kc.train_dataset(X, y, batch_size, seed=0))
+    steps = math.ceil(n / batch_size)
+    passes = []
+    for _ in range(2):
+        sizes, rows = [], []
+        for _ in range(steps):
+            images, labels = next(batches)
+            sizes.append(len(labels))
+            rows.extend(images.numpy()[:, 0, 0, 0].astype(int).tolist())
+            assert np.array_equal(labels.numpy(), images.numpy()[:, 0, 0, 0].astype(int) % 10)
+        assert sizes == [64, 64, 22]
+        assert sorted(rows) == list(range(n))
+        passes.append(rows)
+    assert passes[0] != passes[1]
