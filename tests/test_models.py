@@ -363,3 +363,12 @@ def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():
         assert sorted(rows) == list(range(n))
         passes.append(rows)
     assert passes[0] != passes[1]
+
+
+def test_steps_per_execution_divides_the_epoch():
+    from kaggle_digits.models import keras_common as kc
+
+    for steps in (1, 2, 3, 100, 329, 438, 525):
+        k = kc.steps_per_execution(steps)
+        assert 1 <= k <= kc.STEPS_PER_EXECUTION and steps % k == 0
+    assert kc.steps_per_execution(100) == 4 and kc.steps_per_execution(438) == 3
