@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "mlp": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
         "dense": {"trials": 2, "folds": 3, "epochs": 10},
         # fast: bf16 on a CPU that has it (README "Models": 1.2-1.3x the speed of float32 here).
-        "cnn": {"trials": 1, "folds": 2, "epochs": 6, "precision": "fast"},
+        "cnn": {"trials": 1, "folds": 2, "epochs": 8, "precision": "fast"},
     },
     "standard": {
         "mlp": {"trials": None, "timeout": 3600, "folds": 5},
