@@ -372,3 +372,23 @@ def test_steps_per_execution_divides_the_epoch():
         k = kc.steps_per_execution(steps)
         assert 1 <= k <= kc.STEPS_PER_EXECUTION and steps % k == 0
     assert kc.steps_per_execution(100) == 4 and kc.steps_per_execution(438) == 3
+
+
+def test_fused_adam_matches_keras_adam():
+    """Five steps under a decaying schedule: FusedAdam lands where keras.optimizers.Adam does."""
+    from kaggle_digits.models import keras_common as kc
+
+    keras = kc.keras
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(5, 3)).astype("float32")
+    grads = [rng.normal(size=(5, 3)).astype("float32") for _ in range(5)]
+    ends = []
+    for optimizer_class in (keras.optimizers.Adam, kc.FusedAdam):
+        variable = keras.Variable(start.copy())
+        schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, 2, 0.9, staircase=True)
+        optimizer = optimizer_class(learning_rate=schedule)
+        for grad in grads:
+            optimizer.apply_gradients([(tf.constant(grad), variable)])
+        ends.append(np.array(variable))
+    assert np.abs(ends[0] - start).max() > 0.01  # the steps moved the variable
+    np.testing.assert_allclose(ends[1], ends[0], atol=1e-6)

@@ -117,6 +117,37 @@ class BatchNorm(keras.layers.Layer):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
+@keras.saving.register_keras_serializable(package="kaggle_digits")
+class FusedAdam(keras.optimizers.Adam):
+    """keras.optimizers.Adam's update (same formula, bias correction and epsilon) in one TensorFlow
+    kernel per variable, ResourceApplyAdam, instead of a dozen element-wise ops and assignments.
+
+    Keras 3 writes Adam as separate subtract/multiply/square/sqrt/divide ops plus three assignments per
+    variable, each a kernel launch; in a profile of the bf16 CNN step they were about 4% of op time.
+    AMSGrad falls back to Keras' own update."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
 class _RandomAffine(keras.layers.Layer):
     """Training-only augmentation inside the training step (never part of a returned or saved model).
 
@@ -211,7 +242,7 @@ def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: i
         float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        optimizer=FusedAdam(learning_rate=schedule),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution(steps_per_epoch),
