@@ -56,13 +56,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "mlp": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
         "dense": {"trials": 2, "folds": 3, "epochs": 10},
-        # fast: bf16 on a CPU that has it (README "Models": 1.2-1.3x the speed of float32 here).
+        # fast: bf16 on a CPU that has it (README "Benchmarks": about 1.5x the speed of float32 here).
         "cnn": {"trials": 1, "folds": 2, "epochs": 8, "precision": "fast"},
     },
     "standard": {
         "mlp": {"trials": None, "timeout": 3600, "folds": 5},
         "dense": {"trials": None, "timeout": 3600, "folds": 5, "epochs": 30},
-        # The recipe in full (45 epochs with --augment) on 5 folds; bf16 (fast) makes that about an hour here.
+        # The recipe in full (45 epochs with --augment) on 5 folds; in bf16 (fast) one trial took 70 min here.
         "cnn": {"trials": None, "timeout": 3600, "folds": 5, "precision": "fast"},
     },
     "full": {

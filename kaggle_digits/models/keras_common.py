@@ -5,10 +5,10 @@ The input path: the uint8 training images stay resident in one tensor; each epoc
 gathers whole batches from it (no per-epoch Python copy) and casts them to float. The dataset repeats
 and fit runs a fixed number of steps per epoch, so one iterator serves the whole fit: Keras otherwise
 builds a new iterator every epoch, which measured here stalled some epochs' first step by about 1 s
-(a 6,400-image epoch takes 3 s). Augmentation
-(kaggle_digits.augment, one random affine transform per image) runs inside the compiled training step,
-in a layer wrapped around the model for fit only: the returned and saved model never holds it, and
-validation, prediction and test images never pass through it. The model itself scales pixels to [0, 1]
+(a 6,400-image epoch takes 3 s). Augmentation (kaggle_digits.augment, one random affine transform per
+image) runs inside the compiled training step, in a layer wrapped around the model for fit only: the
+returned and saved model never holds it, and validation, prediction and test images never pass
+through it. The model itself scales pixels to [0, 1]
 (a Rescaling layer), so a saved model takes raw 0-255 pixels. Keras and TensorFlow are imported only
 here and in the family modules, after the thread environment is set.
 """
@@ -236,8 +236,8 @@ def steps_per_execution(steps_per_epoch: int) -> int:
 
 
 def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> None:
-    """Adam with lr * decay**epoch (a staircase schedule stepped once per epoch; see epoch_decay),
-    sparse cross-entropy."""
+    """Adam (FusedAdam) with lr * decay**epoch (a staircase schedule stepped once per epoch; see
+    epoch_decay), sparse cross-entropy, steps_per_execution(steps_per_epoch) train steps per graph call."""
     schedule = keras.optimizers.schedules.ExponentialDecay(
         float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
     )
