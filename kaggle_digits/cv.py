@@ -6,6 +6,7 @@ set is predicted by every fold model and the probabilities are averaged. Works f
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,8 +70,13 @@ class CVResult:
 
 
 def say(line: str) -> None:
-    """Print a progress line now (also when stdout is a pipe or a file)."""
-    print(line, flush=True)
+    """Print a progress line now (also when stdout is a pipe or a file).
+
+    The line and its newline go out in one write: print() writes them separately, and a Ctrl-C between
+    the two left a `tune --jobs` worker's last progress line open, so that the worker's next line (its
+    "stopped" message) was joined to it and lost its place at the start of a line."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
