@@ -22,8 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .. import N_CLASSES, N_PIXELS
-from ..augment import RANGES as AUGMENT_RANGES
+from .. import N_CLASSES, N_PIXELS, augment
 from ..augment import RECIPE as RECIPE_AUGMENT
 from ..augment import search_space as augment_space
 from ..io import atomic_path
@@ -60,8 +59,6 @@ def _flat(X: np.ndarray) -> np.ndarray:
 def _augmented_copy(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     """One randomly rotated/zoomed/shifted copy of uint8 images (n, 28, 28), same shape and dtype."""
     import tensorflow as tf
-
-    from .. import augment
 
     magnitudes = augment.Magnitudes.from_params(params)
     images = tf.constant(np.asarray(X, dtype=np.float32).reshape(len(X), 28, 28, 1))
@@ -118,7 +115,7 @@ class MlpSpec:
         epochs = int(params.get("epochs", MAX_EPOCHS))
         if max_epochs is not None:
             epochs = min(epochs, int(max_epochs))
-        if any(params.get(k, 0) for k in AUGMENT_RANGES):
+        if augment.Magnitudes.from_params(params).active:
             X = np.concatenate([X, _augmented_copy(X, params, seed)])
             y = np.concatenate([y, y])
         mlp = _ReportingMLP(
