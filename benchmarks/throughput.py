@@ -2,18 +2,21 @@
 
 Candidate: `cnn.SPEC.fit` with the public recipe's parameters (batch 64, rotation 10 / zoom 0.1 /
 shift 0.1), exactly as cross-validation runs it (precision from `--precision`, default auto).
-Baseline: the same architecture in float32, trained by a plain `model.fit` on a float32 NumPy array,
-with augmentation the plain Keras 3 way: RandomRotation, RandomZoom and RandomTranslation layers
-(fill_mode="constant") in front of the network; same batch size, same images.
+Baseline ("plain Keras"): the same architecture built from Keras' own layers (Conv2D, Keras'
+BatchNormalization, ReLU, Dropout, Dense) in float32, trained by a plain `model.fit` with Keras' Adam on
+a float32 NumPy array, with augmentation the plain Keras 3 way: RandomRotation, RandomZoom and
+RandomTranslation layers (fill_mode="constant") in front of the network; same batch size, same images.
+A second reference ("plain fit, our layers") is the same plain float32 fit of `cnn.build`, i.e. with our
+fused batch norm: the candidate's ratio to it is what precision, input pipeline and optimizer add.
 
-Both run in this one process, alternating baseline and candidate `--rounds` times; each run trains
-`--epochs` epochs on `--images` images and the first epoch (graph tracing) is not timed. Timing on a
-shared 2-core machine is noisy and bimodal, so the figures are medians over all timed epochs. Also
-measured without augmentation (both sides unaugmented).
+All sides run in this one process, alternating `--rounds` times; each run trains `--epochs` epochs on
+`--images` images and the first epoch (graph tracing) is not timed. Timing on a shared 2-core machine
+is noisy, so the figures are medians over all timed epochs. Also measured without augmentation (all
+sides unaugmented).
 
-    python benchmarks/throughput.py                  # ~8 minutes on a quiet 2-core CPU
+    python benchmarks/throughput.py                  # ~12 minutes on a quiet 2-core CPU
     python benchmarks/throughput.py --rounds 2 --images 3200   # a quick look
-    python benchmarks/throughput.py --precision auto,mixed_bfloat16   # one candidate per precision
+    python benchmarks/throughput.py --precision auto,fast   # one candidate per precision
 """
 
 from __future__ import annotations
@@ -64,9 +67,14 @@ class _KerasClock(keras.callbacks.Callback):
         self.clock.tick()
 
 
-def baseline(params: dict, X: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> _Clock:
-    """A plain float32 Keras model.fit of the same network, with Random* layers in front when `params`
-    has augmentation magnitudes. Keras' defaults otherwise (jit_compile="auto", steps_per_execution=1)."""
+PLAIN = "plain Keras"
+OUR_LAYERS = "plain fit, our layers"
+
+
+def baseline(params: dict, X: np.ndarray, y: np.ndarray, epochs: int, seed: int, our_layers: bool) -> _Clock:
+    """A plain float32 Keras model.fit of the same network (from Keras' layers, or with `our_layers` from
+    cnn.build's), with Random* layers in front when `params` has augmentation magnitudes. Keras'
+    defaults otherwise (Adam, jit_compile="auto", steps_per_execution=1)."""
     hardware.configure("float32")
     keras.utils.set_random_seed(seed)
     layers = [keras.Input(shape=(28, 28, 1))]
@@ -76,7 +84,8 @@ def baseline(params: dict, X: np.ndarray, y: np.ndarray, epochs: int, seed: int)
             keras.layers.RandomZoom(params["zoom"], fill_mode="constant"),
             keras.layers.RandomTranslation(params["shift"], params["shift"], fill_mode="constant"),
         ]
-    model = keras.Sequential([*layers, cnn.build(params)])
+    network = cnn.build(params) if our_layers else cnn.build(params, batchnorm_layer=keras.layers.BatchNormalization)
+    model = keras.Sequential([*layers, network])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clock = _Clock()
     model.fit(
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.images} images x {args.epochs - 1} timed epochs x {args.rounds} rounds, batch 64")
     results: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     policies: dict[str, str] = {}
-    sides = ["baseline", *precisions]
+    sides = [PLAIN, OUR_LAYERS, *precisions]
     for round_number in range(1, args.rounds + 1):
         for augmented in (True, False):
             params = cnn.SPEC.default_params(augment=augmented)
@@ -131,40 +140,45 @@ def main(argv: list[str] | None = None) -> int:
             order = sides if round_number % 2 else sides[::-1]
             for side in order:
                 started = time.perf_counter()
-                if side == "baseline":
-                    clock = baseline(params, X, y, args.epochs, args.seed + round_number)
+                if side in (PLAIN, OUR_LAYERS):
+                    clock = baseline(params, X, y, args.epochs, args.seed + round_number, side == OUR_LAYERS)
                 else:
                     clock, policies[side] = candidate(params, X, y, args.epochs, side, args.seed + round_number)
                 epochs = clock.epochs(args.images)
                 results.setdefault((side, augmented), []).extend(epochs)
                 rates = " ".join(f"{rate:,.0f}" for rate, _ in epochs)
-                name = side if side == "baseline" else f"ours {side}"
+                name = side if side in (PLAIN, OUR_LAYERS) else f"ours {side}"
                 print(
-                    f"round {round_number}/{args.rounds} {'aug' if augmented else 'no-aug':6} {name:20}: "
+                    f"round {round_number}/{args.rounds} {'aug' if augmented else 'no-aug':6} {name:22}: "
                     f"{rates} images/s  ({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
+
     # Images per CPU-second: the work each side does per image, less sensitive than wall time to how
     # much of the machine other processes leave us.
+    def medians(side: str, augmented: bool) -> tuple[float, float, float]:
+        timings = results[(side, augmented)]
+        return (
+            statistics.median(r for r, _ in timings),
+            statistics.median(c for _, c in timings),
+            statistics.median(r / c for r, c in timings),
+        )
+
     for precision in precisions:
         print(f"\ncandidate: ours, --precision {precision} (policy {policies[precision]})")
-        print(
-            f"{'':8}{'baseline images/s':>20}{'candidate images/s':>21}{'ratio':>8}   cores busy (base / cand)"
-            "   images per CPU-second (base / cand, ratio)"
-        )
-        for augmented in (True, False):
-            base = results[("baseline", augmented)]
-            cand = results[(precision, augmented)]
-            base_rate = statistics.median(r for r, _ in base)
-            cand_rate = statistics.median(r for r, _ in cand)
-            base_work = statistics.median(r / c for r, c in base)
-            cand_work = statistics.median(r / c for r, c in cand)
+        for reference in (PLAIN, OUR_LAYERS):
             print(
-                f"{'aug' if augmented else 'no-aug':8}{base_rate:>20,.0f}{cand_rate:>21,.0f}"
-                f"{cand_rate / base_rate:>7.2f}x"
-                f"   {statistics.median(c for _, c in base):.2f} / {statistics.median(c for _, c in cand):.2f}"
-                f"{'':14}{base_work:,.0f} / {cand_work:,.0f}, {cand_work / base_work:.2f}x"
+                f"  against {reference + ':':24}{'baseline images/s':>18}{'candidate images/s':>21}{'ratio':>8}"
+                "   cores busy (base / cand)   images per CPU-second (base / cand, ratio)"
             )
+            for augmented in (True, False):
+                base_rate, base_cores, base_work = medians(reference, augmented)
+                cand_rate, cand_cores, cand_work = medians(precision, augmented)
+                print(
+                    f"  {'aug' if augmented else 'no-aug':32}{base_rate:>18,.0f}{cand_rate:>21,.0f}"
+                    f"{cand_rate / base_rate:>7.2f}x   {base_cores:.2f} / {cand_cores:.2f}"
+                    f"{'':14}{base_work:,.0f} / {cand_work:,.0f}, {cand_work / base_work:.2f}x"
+                )
     return 0
 
 

@@ -5,6 +5,7 @@ batch 64, 45 epochs, rotation 10 degrees / zoom 0.1 / shift 0.1 with augmentatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..augment import RECIPE as RECIPE_AUGMENT
@@ -17,20 +18,23 @@ DENSE_UNITS = (0, 128, 256)
 DOWNSAMPLE = ("stride", "maxpool")
 
 
-def _conv(x, filters: int, kernel: int, batchnorm: bool, strides: int = 1, padding: str = "valid"):
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=not batchnorm)(x)
-    if batchnorm:
-        x = kc.BatchNorm()(x)
+def _conv(x, filters: int, kernel: int, norm, strides: int = 1, padding: str = "valid"):
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=norm is None)(x)
+    if norm is not None:
+        x = norm()(x)
     return keras.layers.Activation("relu")(x)
 
 
-def build(params: dict[str, Any]) -> keras.Model:
+def build(params: dict[str, Any], batchnorm_layer: Callable[[], keras.layers.Layer] = kc.BatchNorm) -> keras.Model:
     """Per block of `filters`: convs_per_block x conv3x3 (valid), then a 5x5 stride-2 conv ("stride")
     or 2x2 max-pooling ("maxpool"), then dropout. Then an optional 4x4 conv of `final_conv` filters,
-    flatten, an optional Dense(dense_units), dropout, 10 softmax."""
+    flatten, an optional Dense(dense_units), dropout, 10 softmax.
+
+    batchnorm_layer makes each batch-norm layer: ours (fused) by default; benchmarks/throughput.py
+    passes keras.layers.BatchNormalization to build the same network from plain Keras layers."""
     inputs = kc.model_input()
     x = kc.images_in(inputs)
-    batchnorm = bool(params.get("batchnorm", True))
+    batchnorm = batchnorm_layer if params.get("batchnorm", True) else None
     dropout = float(params.get("dropout", 0.0))
     for filters in params["filters"]:
         for _ in range(int(params["convs_per_block"])):
@@ -53,10 +57,10 @@ def build(params: dict[str, Any]) -> keras.Model:
     return keras.Model(inputs, kc.classifier_out(x), name="cnn")
 
 
-def _dense(x, units: int, batchnorm: bool):
-    x = keras.layers.Dense(units, use_bias=not batchnorm)(x)
-    if batchnorm:
-        x = kc.BatchNorm()(x)
+def _dense(x, units: int, norm):
+    x = keras.layers.Dense(units, use_bias=norm is None)(x)
+    if norm is not None:
+        x = norm()(x)
     return keras.layers.Activation("relu")(x)
 
 
