@@ -178,6 +178,22 @@ def test_cnn_default_is_the_public_recipe_and_in_the_space(augmented):
     assert convs[-1].output.shape[1:3] == (1, 1)
 
 
+def test_cnn_from_keras_batchnorm_is_the_same_network():
+    """benchmarks/throughput.py's baseline: cnn.build with Keras' BatchNormalization in place of ours."""
+    import keras
+
+    from kaggle_digits.models import cnn
+
+    params = cnn.SPEC.default_params(augment=False)
+    ours, plain = cnn.build(params), cnn.build(params, batchnorm_layer=keras.layers.BatchNormalization)
+    kinds = [layer.__class__.__name__ for layer in plain.layers]
+    assert "BatchNorm" not in kinds and kinds.count("BatchNormalization") == 7
+    assert [layer.__class__.__name__ for layer in ours.layers] == [
+        "BatchNorm" if kind == "BatchNormalization" else kind for kind in kinds
+    ]
+    assert ours.count_params() == plain.count_params()
+
+
 def test_cnn_space_covers_the_simple_net():
     spec = models.get("cnn")
     simple = {
