@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; user mistakes become one line on stderr and exit code 2."""
+    """Run one command; user mistakes become one line on stderr and exit code 2 (1 for a file or folder
+    that cannot be read or written)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished files are kept; partial files were not written", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A file or folder the command was given cannot be read or written: a path through a file, no
+        # permission, a full or read-only disk. Errors without a path (a network failure) still raise.
+        if not exc.filename:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def run_script(command: str) -> None:

@@ -101,6 +101,15 @@ def test_download_never_overwrites_user_files(run_cli, tmp_path):
     assert path.read_bytes() == before
 
 
+def test_unwritable_data_dir_is_one_clear_line(run_cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    result = run_cli("download", "--data-dir", blocker / "data")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert result.err.strip().splitlines() == [f"error: {blocker / 'data'}: Not a directory"]
+    assert blocker.read_text() == "not a folder\n"
+
+
 def test_zip_import_validates_before_installing(run_cli, small_data, tmp_path):
     good = tmp_path / "digit-recognizer.zip"
     with zipfile.ZipFile(good, "w") as z:
