@@ -15,7 +15,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
-from kaggle_digits.cli import format_seconds  # noqa: E402
+from kaggle_digits.units import format_seconds
 
 
 def run(command: list[str]) -> tuple[int, float]:

@@ -22,8 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from kaggle_digits import data, hardware  # noqa: E402
-from kaggle_digits.models import cnn  # noqa: E402
+from kaggle_digits.data import dataset as data
+from kaggle_digits.models import (
+    cnn,  # noqa: E402
+    hardware,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("float32", "mixed_bfloat16")

@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from kaggle_digits import data, predict  # noqa: E402
-from kaggle_digits.paths import BUNDLED_MNIST_DIR  # noqa: E402
+from kaggle_digits.data import dataset as data
+from kaggle_digits.data.paths import BUNDLED_MNIST_DIR
+from kaggle_digits.predict import predictor as predict
 
 BLOCK = 20  # requests per block; blocks of HTTP and in-process calls alternate
 WARMUP = 10

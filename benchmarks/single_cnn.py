@@ -25,9 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-from kaggle_digits import data, hardware, submission  # noqa: E402
-from kaggle_digits.cli import Progress, format_seconds  # noqa: E402
-from kaggle_digits.models import cnn  # noqa: E402
+from kaggle_digits.blend import submission
+from kaggle_digits.cli import Progress
+from kaggle_digits.data import dataset as data
+from kaggle_digits.models import (
+    cnn,  # noqa: E402
+    hardware,
+)
+from kaggle_digits.units import format_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_ACCURACY = 0.9944

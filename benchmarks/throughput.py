@@ -32,8 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from kaggle_digits import data, hardware  # noqa: E402
-from kaggle_digits.models import cnn  # noqa: E402
+from kaggle_digits.data import dataset as data
+from kaggle_digits.models import (
+    cnn,  # noqa: E402
+    hardware,
+)
 from kaggle_digits.models.keras_common import keras  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

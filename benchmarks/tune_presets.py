@@ -21,7 +21,7 @@ sys.path.insert(0, str(CHECKOUT))
 
 import _timed  # noqa: E402  (benchmarks/_timed.py)
 
-from kaggle_digits import runs  # noqa: E402
+from kaggle_digits.search import runs
 
 # (model, preset, augment) -> (seconds at most, best CV accuracy at least); None = no target.
 TARGETS = {

@@ -11,9 +11,14 @@ import argparse
 import time
 from typing import Any
 
-from . import download, ensemble, models, report, runs, submit, tune
-from .cli import format_seconds
-from .errors import UserError
+from kaggle_digits import models
+from kaggle_digits.blend import ensemble
+from kaggle_digits.cli import submit
+from kaggle_digits.data import download
+from kaggle_digits.errors import UserError
+from kaggle_digits.report import page as report
+from kaggle_digits.search import runs, tune
+from kaggle_digits.units import format_seconds
 
 HELP = "download, tune each model family with a preset, ensemble, write (and with --submit upload) a submission"
 
@@ -127,7 +132,7 @@ def _check_submit(args: argparse.Namespace) -> None:
         return
     if not args.message or not args.message.strip():
         raise UserError('--submit needs -m "message": the submission\'s description on Kaggle')
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     if not kaggle_api.has_credentials():
         raise UserError(f"--submit needs Kaggle credentials: put them in {kaggle_api.CREDENTIAL_PLACES}")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kaggle_digits import cli, data
+from kaggle_digits import cli
+from kaggle_digits.data import dataset as data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +133,7 @@ def tuned_mlp(tmp_path_factory, small_data) -> TunedStudy:
     folders = ["--data-dir", str(small_data), "--runs-dir", str(root / "runs"), "--submissions-dir", str(root / "subs")]
     assert cli.main(["tune", "--model", "mlp", "--folds", "2", "--trials", "2", *folders]) == 0
     assert cli.main(["ensemble", *folders]) == 0
-    from kaggle_digits import runs
+    from kaggle_digits.search import runs
 
     best = runs.list_trials(root / "runs")[0]
     (ensemble_json,) = (root / "subs").glob("*.json")

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from kaggle_digits import data
+from kaggle_digits.data import dataset as data
 from tests.conftest import REPO
 
 

@@ -28,8 +28,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kaggle_digits import runs, storage
-from kaggle_digits.submission import read_submission
+from kaggle_digits.blend.submission import read_submission
+from kaggle_digits.search import runs, storage
 from tests.conftest import REPO, make_slice
 
 FAST = ("--model", "mlp", "--folds", "2", "--epochs", "1")

@@ -11,8 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from kaggle_digits import cli, data, ensemble, runs, submission
+from kaggle_digits import cli
+from kaggle_digits.blend import ensemble, submission
+from kaggle_digits.data import dataset as data
 from kaggle_digits.io import read_json
+from kaggle_digits.search import runs
 from tests.conftest import make_slice
 
 # Trial folders written from real scikit-learn predictions on the small slice; each "view" is the part

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from kaggle_digits import data
-from kaggle_digits.kaggle_api import RULES_URL
+from kaggle_digits.data import dataset as data
+from kaggle_digits.kaggle.api import RULES_URL
 from tests.conftest import plant_kaggle_json
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kaggle_digits import paths, submission
-from kaggle_digits.kernel import RUNNER_NAME
+from kaggle_digits.blend import submission
+from kaggle_digits.data import paths
+from kaggle_digits.kaggle.kernel import RUNNER_NAME
 from tests.conftest import make_slice, plant_kaggle_json
 from tests.test_kaggle_download import assert_one_line_error
 

@@ -9,8 +9,10 @@ import numpy as np
 import optuna
 import pytest
 
-from kaggle_digits import augment, data, hardware, models
+from kaggle_digits import models
+from kaggle_digits.data import dataset as data
 from kaggle_digits.errors import UserError
+from kaggle_digits.models import augment, hardware
 
 tf = pytest.importorskip("tensorflow")
 ndimage = pytest.importorskip("scipy.ndimage")

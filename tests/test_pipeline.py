@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from kaggle_digits import runs, submission
+from kaggle_digits.blend import submission
 from kaggle_digits.io import read_json
+from kaggle_digits.search import runs
 
 TINY = ("--trials", "2", "--folds", "2", "--epochs", "1", "--subsample", "1200")
 
@@ -83,7 +84,8 @@ def test_bad_options_stop_before_any_work(run_cli, tmp_path, args, message, caps
 def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next_family_does_not_inherit_it(
     run_cli, small_data_copy, tmp_path
 ):
-    from kaggle_digits import hardware, tune
+    from kaggle_digits.models import hardware
+    from kaggle_digits.search import tune
 
     runs_dir = tmp_path / "runs"
     folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", tmp_path / "subs")

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from kaggle_digits import data, predict, runs, submission
+from kaggle_digits.blend import submission
+from kaggle_digits.data import dataset as data
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json
+from kaggle_digits.predict import predictor as predict
+from kaggle_digits.search import runs
 from tests.conftest import REPO
 
 

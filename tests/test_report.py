@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kaggle_digits import cli, runs
+from kaggle_digits import cli
 from kaggle_digits.io import read_json
+from kaggle_digits.search import runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 8_000  # an empty 8x5-inch figure is ~5 kB; every real plot here is well above
@@ -188,7 +189,7 @@ def test_a_study_in_another_storage_with_enough_trials_for_importances(run_cli, 
     import optuna
     from sklearn.neighbors import KNeighborsClassifier
 
-    from kaggle_digits import data
+    from kaggle_digits.data import dataset as data
 
     X, y = data.load_train(small_data / "train.csv")
     X = X.reshape(len(X), -1)[:600] / 255.0

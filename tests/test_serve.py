@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kaggle_digits import predict, runs, serve
+from kaggle_digits.predict import predictor as predict
+from kaggle_digits.predict import serve
+from kaggle_digits.search import runs
 from tests.conftest import REPO
 from tests.test_predict import user_image
 
@@ -46,7 +48,7 @@ def client(predictor):
 @pytest.fixture(scope="module")
 def digit_png():
     """A real MNIST test-split 3, as dark ink on a white 260x200 PNG, and its label."""
-    from kaggle_digits import data
+    from kaggle_digits.data import dataset as data
 
     X, y = data.load_mnist(REPO / "data" / "mnist")
     _, test_idx = data.mirror_split(len(X))

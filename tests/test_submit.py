@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from kaggle_digits import data, submission
-from kaggle_digits.kaggle_api import RULES_URL
+from kaggle_digits.blend import submission
+from kaggle_digits.data import dataset as data
+from kaggle_digits.kaggle.api import RULES_URL
 from tests.conftest import plant_kaggle_json
 from tests.test_kaggle_download import assert_one_line_error
 
@@ -165,7 +166,7 @@ def test_usage_mistakes(run_cli, folders, tmp_path):
 
 
 def test_expected_rows_counts_test_csv(small_data, tmp_path):
-    from kaggle_digits.submit import expected_rows
+    from kaggle_digits.cli.submit import expected_rows
 
     assert expected_rows(small_data / "test.csv") == 500
     assert expected_rows(tmp_path / "missing.csv") == data.N_TEST

@@ -13,7 +13,9 @@ import optuna
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
-from kaggle_digits import data, models, runs, tune
+from kaggle_digits import models
+from kaggle_digits.data import dataset as data
+from kaggle_digits.search import runs, tune
 from tests.conftest import REPO
 
 FAST = ("--folds", "2", "--epochs", "1")  # every test: 2 folds, 1 epoch

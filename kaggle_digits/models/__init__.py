@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import UserError
-from .base import FitResult, ModelSpec
+from kaggle_digits.errors import UserError
+from kaggle_digits.models.base import FitResult, ModelSpec
 
 # name -> module defining SPEC (a ModelSpec). Modules are imported on first use: Keras is slow to load.
 FAMILIES = {

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..augment import RECIPE as RECIPE_AUGMENT
-from ..augment import search_space as augment_space
-from . import keras_common as kc
-from .keras_common import keras
+from kaggle_digits.models import keras_common as kc
+from kaggle_digits.models.augment import RECIPE as RECIPE_AUGMENT
+from kaggle_digits.models.augment import search_space as augment_space
+from kaggle_digits.models.keras_common import keras
 
 BATCH_SIZES = (32, 64, 128, 256)
 DENSE_UNITS = (0, 128, 256)

@@ -5,7 +5,7 @@ The input path: the uint8 training images stay resident in one tensor; each epoc
 gathers whole batches from it (no per-epoch Python copy) and casts them to float. The dataset repeats
 and fit runs a fixed number of steps per epoch, so one iterator serves the whole fit: Keras otherwise
 builds a new iterator every epoch, which measured here stalled some epochs' first step by about 1 s
-(a 6,400-image epoch takes 3 s). Augmentation (kaggle_digits.augment, one random affine transform per
+(a 6,400-image epoch takes 3 s). Augmentation (kaggle_digits.models.augment, one random affine transform per
 image) runs inside the compiled training step, in a layer wrapped around the model for fit only: the
 returned and saved model never holds it, and validation, prediction and test images never pass
 through it. The model itself scales pixels to [0, 1]
@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import IMAGE_SHAPE, N_CLASSES, augment, hardware
-from .base import EpochCallback, FitResult
+from kaggle_digits import IMAGE_SHAPE, N_CLASSES
+from kaggle_digits.models import augment, hardware
+from kaggle_digits.models.base import EpochCallback, FitResult
 
 hardware.set_thread_env()
 

@@ -2,7 +2,7 @@
 
 The classic one-hidden-layer-of-100 net (about 0.97) is the default; the search space goes up to two
 layers of 1024-512 units. With `--augment` each training fold gets one augmented copy of every image
-(rotation, zoom and shift through kaggle_digits.augment), so the net trains on twice the rows.
+(rotation, zoom and shift through kaggle_digits.models.augment), so the net trains on twice the rows.
 Early stopping uses scikit-learn's own 10% split of the training fold; the held-out fold only feeds the
 per-epoch report (on_epoch), never training or stopping.
 """
@@ -22,11 +22,12 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .. import N_CLASSES, N_PIXELS, augment
-from ..augment import RECIPE as RECIPE_AUGMENT
-from ..augment import search_space as augment_space
-from ..io import atomic_path
-from .base import EpochCallback, FitResult
+from kaggle_digits import N_CLASSES, N_PIXELS
+from kaggle_digits.io import atomic_path
+from kaggle_digits.models import augment
+from kaggle_digits.models.augment import RECIPE as RECIPE_AUGMENT
+from kaggle_digits.models.augment import search_space as augment_space
+from kaggle_digits.models.base import EpochCallback, FitResult
 
 # Hidden layers as "units-units": one categorical keeps the space small and the params readable.
 HIDDEN = ("100", "256", "512", "1024", "256-128", "512-256", "1024-512")

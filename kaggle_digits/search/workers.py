@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from optuna.trial import TrialState
 
-from . import hardware, storage
-from .errors import UserError
-from .paths import PACKAGE_DIR
+from kaggle_digits.data.paths import PACKAGE_DIR
+from kaggle_digits.errors import UserError
+from kaggle_digits.models import hardware
+from kaggle_digits.search import storage
 
 # Seconds the workers get, after Ctrl-C, to mark their running trials failed and exit; then they are killed.
 STOP_WAIT = 60.0
@@ -74,7 +75,7 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace, setup) -> int:  # setup: tune.Setup
     """Start the workers, relay their lines, handle deaths and Ctrl-C, then print the study's summary."""
-    from . import tune
+    from kaggle_digits.search import tune
 
     jobs = args.jobs
     ended_before = _ended(setup.study)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, paths
-from .errors import UserError
-from .io import read_json, write_json
+from kaggle_digits.data import dataset as data
+from kaggle_digits.data import paths
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import read_json, write_json
 
 HELP = "get the competition's CSV files (Kaggle kernel, Kaggle API, a zip, or the offline MNIST mirror)"
 MANIFEST = ".kaggle-digits.json"
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 if src.exists():
                     shutil.copyfile(src, staging / name)
         elif source == "kaggle":
-            from . import kaggle_api
+            from kaggle_digits.kaggle import api as kaggle_api
 
             print("downloading digit-recognizer.zip with the Kaggle API", flush=True)
             zip_path = kaggle_api.download_competition_zip(data_dir, force=args.force)
@@ -88,7 +89,7 @@ def _choose_source(args: argparse.Namespace) -> str:
         return args.source
     if (paths.kaggle_input_dir() / "train.csv").exists():
         return "kernel"
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     if kaggle_api.has_credentials():
         return "kaggle"

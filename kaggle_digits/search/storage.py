@@ -37,9 +37,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import runs
-from .errors import UserError
-from .io import read_json, write_json
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import read_json, write_json
+from kaggle_digits.search import runs
 
 DB_FILE = "optuna.db"  # tune's default storage: SQLite, one process
 JOURNAL_FILE = "optuna-journal.log"  # the default with `tune --jobs N`

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .io import atomic_open
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import atomic_open
 
 HEADER = ["ImageId", "Label"]
 HISTORY_COLUMNS = ["time", "file", "cv_accuracy", "local_score", "public_score", "message"]

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import IMAGE_SHAPE, N_CLASSES, models
-from .errors import UserError
-from .io import atomic_path, read_json
-from .runs import TrialRun, list_trials, load_trial
+from kaggle_digits import IMAGE_SHAPE, N_CLASSES, models
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import atomic_path, read_json
+from kaggle_digits.search.runs import TrialRun, list_trials, load_trial
 
 HELP = "predict the digit in your own PNG/JPG images with a tuned trial or an ensemble"
 

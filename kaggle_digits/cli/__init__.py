@@ -7,21 +7,23 @@ import importlib
 import sys
 import time
 
-from . import __version__, paths
-from .errors import UserError
+from kaggle_digits import __version__
+from kaggle_digits.data import paths
+from kaggle_digits.errors import UserError
+from kaggle_digits.units import format_seconds
 
 # name -> module; each module defines HELP, add_arguments(parser) and run(args) -> int.
 # Adding a command is one line here and one module.
 COMMANDS = {
-    "download": "kaggle_digits.download",
-    "tune": "kaggle_digits.tune",
-    "ensemble": "kaggle_digits.ensemble",
+    "download": "kaggle_digits.data.download",
+    "tune": "kaggle_digits.search.tune",
+    "ensemble": "kaggle_digits.blend.ensemble",
     "pipeline": "kaggle_digits.pipeline",
-    "submit": "kaggle_digits.submit",
-    "kernel": "kaggle_digits.kernel",
-    "report": "kaggle_digits.report",
-    "predict": "kaggle_digits.predict",
-    "serve": "kaggle_digits.serve",
+    "submit": "kaggle_digits.cli.submit",
+    "kernel": "kaggle_digits.kaggle.kernel",
+    "report": "kaggle_digits.report.page",
+    "predict": "kaggle_digits.predict.predictor",
+    "serve": "kaggle_digits.predict.serve",
 }
 
 
@@ -98,17 +100,6 @@ class Progress:
             + (f"  {extra}" if extra else ""),
             flush=True,
         )
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds != seconds:  # NaN
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def main_entry() -> None:

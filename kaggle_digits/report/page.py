@@ -25,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from . import N_CLASSES, __version__, data, runs, storage, submission
-from .errors import UserError
-from .io import atomic_open, read_json
-from .paths import Paths
+from kaggle_digits import N_CLASSES, __version__
+from kaggle_digits.blend import submission
+from kaggle_digits.data import dataset as data
+from kaggle_digits.data.paths import Paths
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import atomic_open, read_json
+from kaggle_digits.search import runs, storage
 
 HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.html."
 
@@ -120,7 +123,7 @@ def command_line(
     appear only where `paths` differ from what a plain invocation would use."""
     import shlex
 
-    from .paths import resolve
+    from kaggle_digits.data.paths import resolve
 
     parts = ["python", "scripts/report.py"]
     if studies:
@@ -350,7 +353,7 @@ class Report:
 
     @cached_property
     def plots(self) -> Any:
-        from . import plots  # matplotlib and seaborn load only when a report is drawn
+        from kaggle_digits.report import plots
 
         return plots
 
@@ -677,7 +680,7 @@ class _Part:
 
 
 def open_storage(url: str, runs_dir: Path) -> Any:
-    """The Optuna storage at `url`, opened for reading (kaggle_digits.storage); Skip when a SQLite or journal
+    """The Optuna storage at `url`, opened for reading (kaggle_digits.search.storage); Skip when a SQLite or journal
     file does not exist (opening one would create an empty one) or the storage cannot be opened."""
     import optuna
 
@@ -692,14 +695,14 @@ def open_storage(url: str, runs_dir: Path) -> Any:
 
 
 def _step_stride() -> int:
-    from .tune import STEP_STRIDE  # how tune numbers the pruner's steps: fold * STEP_STRIDE + epoch
+    from kaggle_digits.search.tune import STEP_STRIDE
 
     return STEP_STRIDE
 
 
 def _display_url(url: str) -> str:
     """The URL with any password hidden."""
-    from .tune import display_url
+    from kaggle_digits.search.tune import display_url
 
     return display_url(url)
 

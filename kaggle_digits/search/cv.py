@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from . import N_CLASSES
-from .cli import format_seconds
-from .errors import UserError
-from .models.base import ModelSpec
+from kaggle_digits import N_CLASSES
+from kaggle_digits.errors import UserError
+from kaggle_digits.models.base import ModelSpec
+from kaggle_digits.units import format_seconds
 
 # Called after each epoch of each fold with (fold, epoch, metrics), both 0-based; may raise
 # optuna.TrialPruned (or KeyboardInterrupt) to stop the cross-validation.

@@ -14,9 +14,10 @@ import argparse
 import re
 from pathlib import Path
 
-from . import data, submission
-from .cli import format_seconds
-from .errors import UserError
+from kaggle_digits.blend import submission
+from kaggle_digits.data import dataset as data
+from kaggle_digits.errors import UserError
+from kaggle_digits.units import format_seconds
 
 HELP = "upload a submission to Kaggle (--wait for its score), score it locally (--local), or --list submissions"
 DEFAULT_TIMEOUT = 900.0  # Kaggle usually scores this competition within a minute or two
@@ -92,7 +93,7 @@ def _local_score_if_any(args: argparse.Namespace) -> submission.Score | None:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     if not args.message or not args.message.strip():
         raise UserError('-m "message" is required to upload: it is the submission\'s description on Kaggle')
@@ -143,7 +144,7 @@ def _progress(ref: str):
 
 
 def _list() -> int:
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     rows = kaggle_api.list_submissions()
     if not rows:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CHECKOUT_DIR = PACKAGE_DIR.parent
 BUNDLED_MNIST_DIR = CHECKOUT_DIR / "data" / "mnist"
 

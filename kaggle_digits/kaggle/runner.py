@@ -96,8 +96,10 @@ def main(argv: list) -> int:
 
 def _run(argv: list, input_dir: Path, working: Path) -> int:
     import kaggle_digits
-    from kaggle_digits import cli, io, paths, submission
-    from kaggle_digits.submit import expected_rows
+    from kaggle_digits import cli, io
+    from kaggle_digits.blend import submission
+    from kaggle_digits.cli.submit import expected_rows
+    from kaggle_digits.data import paths
 
     print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)
     folders = paths.resolve()

@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .predict import Predictor, load_predictor, read_gray, summary, to_mnist
+from kaggle_digits.errors import UserError
+from kaggle_digits.predict.predictor import Predictor, load_predictor, read_gray, summary, to_mnist
 
 HELP = "serve a local page to draw a digit and see the model's probabilities (needs the extra `serve`)"
 
 HOST = "127.0.0.1"  # loopback only: the page is for the person at this machine
 DEFAULT_PORT = 8000
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a 280x280 drawing is ~10 kB; a phone photo as JPEG fits too
-PAGE = Path(__file__).resolve().parent / "static" / "draw.html"
+PAGE = Path(__file__).resolve().parents[1] / "static" / "draw.html"
 INSTALL_HINT = 'pip install -e ".[serve]"'
 
 

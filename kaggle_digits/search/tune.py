@@ -1,11 +1,11 @@
 """`tune`: an Optuna study over one model family, every trial judged by stratified k-fold CV.
 
 A trial samples the family's search space (the first trial of a new study is the family's known-good
-default), cross-validates it (kaggle_digits.cv), reports each epoch's validation accuracy to a pruner,
-and leaves its artifacts in `runs/<study>/trial-<n>/` (see kaggle_digits.runs). Studies live in an
+default), cross-validates it (kaggle_digits.search.cv), reports each epoch's validation accuracy to a pruner,
+and leaves its artifacts in `runs/<study>/trial-<n>/` (see kaggle_digits.search.runs). Studies live in an
 Optuna storage (SQLite in the runs folder by default) and continue where they stopped when run again.
-Several processes tune one study together through a shared storage (kaggle_digits.storage): `--jobs N`
-starts N workers on this machine (kaggle_digits.workers), and any number of machines can run the same
+Several processes tune one study together through a shared storage (kaggle_digits.search.storage): `--jobs N`
+starts N workers on this machine (kaggle_digits.search.workers), and any number of machines can run the same
 command against one database server.
 """
 
@@ -28,10 +28,14 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, hardware, models, report, runs, storage
-from .cli import format_seconds
-from .errors import UserError
-from .paths import Paths
+from kaggle_digits import N_CLASSES, models
+from kaggle_digits.data import dataset as data
+from kaggle_digits.data.paths import Paths
+from kaggle_digits.errors import UserError
+from kaggle_digits.models import hardware
+from kaggle_digits.report import page as report
+from kaggle_digits.search import cv, runs, storage
+from kaggle_digits.units import format_seconds
 
 HELP = "tune a model family with Optuna and stratified k-fold cross-validation (OOF + test probabilities)"
 
@@ -224,7 +228,7 @@ def open_storage(
     url: str | None, runs_dir: Path, heartbeat: int | None = storage.DEFAULT_HEARTBEAT
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage at `url` (None: SQLite at <runs_dir>/optuna.db, folder created); see
-    kaggle_digits.storage. A bad or unreachable URL is a UserError of one line without the password."""
+    kaggle_digits.search.storage. A bad or unreachable URL is a UserError of one line without the password."""
     if url is None:
         Path(runs_dir).mkdir(parents=True, exist_ok=True)
         url = default_storage_url(runs_dir)
@@ -674,7 +678,7 @@ def run(args: argparse.Namespace) -> int:
         hardware.limit_threads(args.threads)
     setup = prepare(args)
     if jobs > 1:
-        from . import workers
+        from kaggle_digits.search import workers
 
         return workers.run(args, setup)
     return optimize(args, setup)

@@ -20,10 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import N_CLASSES, __version__, data, report, runs, storage, submission
-from .errors import UserError
-from .io import write_json
-from .paths import Paths
+from kaggle_digits import N_CLASSES, __version__
+from kaggle_digits.blend import submission
+from kaggle_digits.data import dataset as data
+from kaggle_digits.data.paths import Paths
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import write_json
+from kaggle_digits.report import page as report
+from kaggle_digits.search import runs, storage
 
 HELP = "blend the best tuned trials (weights chosen on out-of-fold predictions) and write a submission"
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import COMPETITION
-from .errors import UserError
+from kaggle_digits import COMPETITION
+from kaggle_digits.errors import UserError
 
 CREDENTIAL_PLACES = (
     "the KAGGLE_API_TOKEN or KAGGLE_USERNAME/KAGGLE_KEY environment variables, "

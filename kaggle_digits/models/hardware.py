@@ -114,7 +114,7 @@ def choose_policy(precision: str, hardware: Hardware) -> str:
     mixed_bfloat16 on a bf16 CPU if AUTO_CPU_BF16, else float32; `fast`: mixed_float16 on a GPU,
     mixed_bfloat16 on a bf16 CPU, else float32)."""
     if precision not in PRECISIONS:
-        from .errors import UserError
+        from kaggle_digits.errors import UserError
 
         raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision not in ("auto", "fast"):

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .io import read_json, write_json, write_npy
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import read_json, write_json, write_npy
 
 METRICS_FILE = "metrics.json"
 

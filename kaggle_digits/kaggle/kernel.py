@@ -19,10 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import COMPETITION, __version__, paths, submission
-from .cli import format_seconds
-from .errors import UserError
-from .io import atomic_path, read_json, write_json
+from kaggle_digits import COMPETITION, __version__
+from kaggle_digits.blend import submission
+from kaggle_digits.data import paths
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import atomic_path, read_json, write_json
+from kaggle_digits.units import format_seconds
 
 HELP = "run the pipeline as a Kaggle kernel: bundle, push, status [--wait], output"
 DATASET_SLUG = "kaggle-digits-src"
@@ -30,7 +32,7 @@ DATASET_TITLE = "kaggle-digits source"
 KERNEL_SLUG = "kaggle-digits"
 KERNEL_TITLE = "kaggle-digits"  # Kaggle derives the slug from the title: keep them equal
 RUNNER_NAME = "run_kaggle_digits.py"
-RUNNER_SOURCE = paths.PACKAGE_DIR / "kernel_runner.py"
+RUNNER_SOURCE = paths.PACKAGE_DIR / "kaggle" / "runner.py"
 PRESETS = ("quick", "standard", "full")
 DEFAULT_PRESET = "standard"
 # Only source files are bundled: no data, runs, caches or anything else that may sit in the package folder.
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resolve_user(user: str | None) -> str:
     """The Kaggle user name from --user, else from the credentials; a clear error when neither exists."""
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     if user is None:
         if not kaggle_api.has_credentials():
@@ -189,7 +191,7 @@ def _write_kernel(folder: Path, user: str, preset: str, models: str | None, augm
 
 
 def _refuse_credentials(folder: Path) -> None:
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     found = kaggle_api.find_credential(folder)
     if found is not None:
@@ -217,7 +219,7 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     user = resolve_user(args.user)
     dataset_dir, kernel_dir = write_bundle(args.out, user, args.preset, args.models, args.augment)
@@ -234,7 +236,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from . import kaggle_api
+    from kaggle_digits.kaggle import api as kaggle_api
 
     ref = kernel_ref(resolve_user(args.user))
     start = time.monotonic()
@@ -262,8 +264,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _output(args: argparse.Namespace) -> int:
-    from . import kaggle_api
-    from .submit import cv_from_name, expected_rows
+    from kaggle_digits.cli.submit import cv_from_name, expected_rows
+    from kaggle_digits.kaggle import api as kaggle_api
 
     ref = kernel_ref(resolve_user(args.user))
     target = Path(args.out) / "output"

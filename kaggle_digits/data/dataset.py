@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import N_PIXELS
-from .errors import UserError
-from .io import atomic_open
+from kaggle_digits import N_PIXELS
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import atomic_open
 
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]

@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from . import IMAGE_SHAPE, N_CLASSES  # noqa: E402
+from kaggle_digits import IMAGE_SHAPE, N_CLASSES
 
 SAMPLES_PER_CLASS = 10  # the sample grid is N_CLASSES rows of this many digits
 GRID_COLUMNS = 8  # digits per row in the misclassified and disagreement grids

@@ -1,0 +1,1 @@
+"""The report: figures (plots) and the HTML page that gathers them (page)."""
