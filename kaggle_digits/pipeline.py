@@ -42,7 +42,7 @@ PIPELINE_TUNE: dict[str, dict[str, dict[str, Any]]] = {"quick": {"cnn": {"folds"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
-        choices=list(tune.PRESETS),
+        choices=list(models.PRESET_NAMES),
         default=DEFAULT_PRESET,
         help=f"tuning budget of every family (default {DEFAULT_PRESET}): "
         + "; ".join(f"{p}: {', '.join(m)}" for p, m in PRESET_MODELS.items()),

@@ -84,8 +84,8 @@ def test_bad_options_stop_before_any_work(run_cli, tmp_path, args, message, caps
 def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next_family_does_not_inherit_it(
     run_cli, small_data_copy, tmp_path
 ):
+    from kaggle_digits import models
     from kaggle_digits.models import hardware
-    from kaggle_digits.search import tune
 
     runs_dir = tmp_path / "runs"
     folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", tmp_path / "subs")
@@ -94,7 +94,7 @@ def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next
     assert result.code == 0, result.err
     (cnn,) = runs.list_trials(runs_dir, ["cnn-quick"])
     (dense,) = runs.list_trials(runs_dir, ["dense-quick"])
-    assert cnn.info["folds"] == 3 and tune.PRESETS["quick"]["cnn"]["folds"] == 2  # the pipeline's, not tune's
+    assert cnn.info["folds"] == 3 and models.get("cnn").presets["quick"]["folds"] == 2  # the pipeline's, not tune's
     fast = hardware.choose_policy("fast", hardware.detect())
     cnn_part, dense_part = result.out.split("tune dense", 1)
     assert f"precision: {fast}" in cnn_part

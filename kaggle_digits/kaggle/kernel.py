@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kaggle_digits import COMPETITION, __version__
+from kaggle_digits import COMPETITION, __version__, models
 from kaggle_digits.blend import submission
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
@@ -33,7 +33,7 @@ KERNEL_SLUG = "kaggle-digits"
 KERNEL_TITLE = "kaggle-digits"  # Kaggle derives the slug from the title: keep them equal
 RUNNER_NAME = "run_kaggle_digits.py"
 RUNNER_SOURCE = paths.PACKAGE_DIR / "kaggle" / "runner.py"
-PRESETS = ("quick", "standard", "full")
+PRESETS = models.PRESET_NAMES
 DEFAULT_PRESET = "standard"
 # Only source files are bundled: no data, runs, caches or anything else that may sit in the package folder.
 BUNDLED_SUFFIXES = {".py", ".html", ".css", ".js"}

@@ -14,6 +14,15 @@ FAMILIES = {
     "cnn": "kaggle_digits.models.cnn",
 }
 
+# quick: minutes; standard: about an hour per family on a 2-core CPU; full: hours. Each family says what
+# they mean for it (its SPEC.presets).
+PRESET_NAMES = ("quick", "standard", "full")
+
+
+def names() -> tuple[str, ...]:
+    """The registered family names."""
+    return tuple(FAMILIES)
+
 
 def get(name: str) -> ModelSpec:
     """The ModelSpec registered as `name`; an unknown name is a UserError listing the known ones."""
@@ -22,4 +31,4 @@ def get(name: str) -> ModelSpec:
     return importlib.import_module(FAMILIES[name]).SPEC
 
 
-__all__ = ["FAMILIES", "FitResult", "ModelSpec", "get"]
+__all__ = ["FAMILIES", "PRESET_NAMES", "FitResult", "ModelSpec", "get", "names"]

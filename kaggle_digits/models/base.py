@@ -33,6 +33,9 @@ class ModelSpec(Protocol):
 
     name: str
     model_suffix: str  # file suffix of a saved fold model: ".keras" or ".joblib"
+    # preset name (models.PRESET_NAMES) -> tune options it sets: trials, timeout, folds, epochs, subsample,
+    # precision; a preset the family does not name sets nothing.
+    presets: dict[str, dict[str, Any]]
 
     def search_space(self, trial: Any, augment: bool) -> dict[str, Any]:
         """Sample this family's hyperparameters from an optuna Trial (define-by-run); JSON-serialisable."""

@@ -66,6 +66,13 @@ def _dense(x, units: int, norm):
 
 class CnnSpec(kc.KerasSpec):
     name = "cnn"
+    # quick: `fast` precision (bf16 on a CPU that has it) for a run bounded by minutes; standard: the
+    # recipe in full (45 epochs with --augment) on 5 folds in `auto` precision; full: a real search.
+    presets = {
+        "quick": {"trials": 1, "folds": 2, "epochs": 8, "precision": "fast"},
+        "standard": {"trials": None, "timeout": 3600, "folds": 5},
+        "full": {"trials": 20, "folds": 5},
+    }
 
     def build(self, params: dict[str, Any]) -> keras.Model:
         return build(params)

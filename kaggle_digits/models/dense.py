@@ -33,6 +33,11 @@ def build(params: dict[str, Any]) -> keras.Model:
 
 class DenseSpec(kc.KerasSpec):
     name = "dense"
+    presets = {
+        "quick": {"trials": 2, "folds": 3, "epochs": 10},
+        "standard": {"trials": None, "timeout": 3600, "folds": 5, "epochs": 30},
+        "full": {"trials": 50, "folds": 5},
+    }
 
     def build(self, params: dict[str, Any]) -> keras.Model:
         return build(params)

@@ -70,6 +70,11 @@ def _augmented_copy(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndar
 class MlpSpec:
     name = "mlp"
     model_suffix = ".joblib"
+    presets = {
+        "quick": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
+        "standard": {"trials": None, "timeout": 3600, "folds": 5},
+        "full": {"trials": 50, "folds": 5},
+    }
 
     def search_space(self, trial: Any, augment: bool) -> dict[str, Any]:
         """Hidden layers 100 .. 1024-512, optional PCA, L2 alpha, Adam learning rate and batch size."""

@@ -193,7 +193,7 @@ class TrialPredictor:
         paths = trial.fold_model_paths()
         if not paths:
             raise UserError(
-                f"{trial.path}: no saved fold models (fold-<k>.keras or fold-<k>.joblib); "
+                f"{trial.path}: no saved fold models (fold-<k>.keras, fold-<k>.joblib, ...); "
                 "tuning keeps them for the best trials: pick one of those"
             )
         spec = models.get(trial.model)

@@ -14,6 +14,7 @@ metrics.json is written last: a folder without it is an unfinished trial and is 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json, write_npy
+
+_FOLD_MODEL = re.compile(r"^fold-(\d+)\.[A-Za-z0-9]+$")
 
 METRICS_FILE = "metrics.json"
 
@@ -92,11 +95,9 @@ class TrialRun:
         return read_json(path) if path.exists() else []
 
     def fold_model_paths(self) -> list[Path]:
-        """Saved fold models, in fold order (empty when none were kept)."""
-        return sorted(
-            (p for p in self.path.glob("fold-*") if p.suffix in (".keras", ".joblib")),
-            key=lambda p: int(p.stem.split("-")[1]),
-        )
+        """Saved fold models `fold-<k>.<the family's suffix>`, in fold order (empty when none were kept)."""
+        found = (p for p in self.path.glob("fold-*.*") if _FOLD_MODEL.match(p.name) and p.is_file())
+        return sorted(found, key=lambda p: int(_FOLD_MODEL.match(p.name).group(1)))
 
 
 def save_trial(

@@ -39,11 +39,10 @@ from kaggle_digits.units import format_seconds
 
 HELP = "tune a model family with Optuna and stratified k-fold cross-validation (OOF + test probabilities)"
 
-MODEL_NAMES = tuple(models.FAMILIES)
-PRESET_NAMES = ("quick", "standard", "full")
 OPTION_NAMES = ("trials", "timeout", "folds", "epochs", "subsample", "precision")
 
-# Without a preset. trials=None runs until --timeout (or Ctrl-C) when a timeout is given.
+# Without a preset. trials=None runs until --timeout (or Ctrl-C) when a timeout is given. A preset's
+# options come from the family (models.get(model).presets); explicit options win.
 DEFAULTS: dict[str, Any] = {
     "trials": 20,
     "timeout": None,
@@ -51,30 +50,6 @@ DEFAULTS: dict[str, Any] = {
     "epochs": None,
     "subsample": None,
     "precision": None,  # None: hardware's `auto`
-}
-
-# preset -> model -> options; anything not named falls back to DEFAULTS, and explicit options win.
-# quick: minutes (the first trial is the family's default, so one trial is already a good model);
-# standard: about an hour on a 2-core CPU (the cnn: 1 h 42 min); full: the 0.9975-class recipe, uncapped (hours on a CPU).
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {
-        "mlp": {"trials": 2, "folds": 3, "epochs": 20, "subsample": 20_000},
-        "dense": {"trials": 2, "folds": 3, "epochs": 10},
-        # fast: bf16 on a CPU that has it (README "Benchmarks": about 1.5x the speed of float32 here).
-        "cnn": {"trials": 1, "folds": 2, "epochs": 8, "precision": "fast"},
-    },
-    "standard": {
-        "mlp": {"trials": None, "timeout": 3600, "folds": 5},
-        "dense": {"trials": None, "timeout": 3600, "folds": 5, "epochs": 30},
-        # The recipe in full (45 epochs with --augment) on 5 folds, in auto precision (float32 on a CPU):
-        # one trial took 1 h 42 min here, CV 0.9960 (in bf16, --precision fast: 70 min, CV 0.9954).
-        "cnn": {"trials": None, "timeout": 3600, "folds": 5},
-    },
-    "full": {
-        "mlp": {"trials": 50, "folds": 5},
-        "dense": {"trials": 50, "folds": 5},
-        "cnn": {"trials": 20, "folds": 5},
-    },
 }
 
 DEFAULT_SEED = 0
@@ -161,23 +136,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_options(model: str, preset: str | None = None, **given: Any) -> dict[str, Any]:
-    """trials, timeout, folds, epochs, subsample, precision for `model`: DEFAULTS, then PRESETS[preset][model],
+    """trials, timeout, folds, epochs, subsample, precision for `model`: DEFAULTS, then the family's preset,
     then every given value that is not None. trials becomes None (unlimited) when only a timeout bounds the run.
     """
-    if preset is not None and preset not in PRESETS:
-        raise UserError(f"--preset {preset}: choose one of {', '.join(PRESETS)}")
+    if preset is not None and preset not in models.PRESET_NAMES:
+        raise UserError(f"--preset {preset}: choose one of {', '.join(models.PRESET_NAMES)}")
     unknown = set(given) - set(OPTION_NAMES)
     if unknown:
         raise TypeError(f"unknown options: {sorted(unknown)}")
     options = dict(DEFAULTS)
-    if preset is not None:
-        options.update(PRESETS[preset].get(model, {}))
+    chosen = models.get(model).presets.get(preset, {}) if preset is not None else {}
+    options.update(chosen)
     explicit = {k: v for k, v in given.items() if v is not None}
-    if (
-        "timeout" in explicit
-        and "trials" not in explicit
-        and (preset is None or "trials" not in PRESETS[preset][model])
-    ):
+    if "timeout" in explicit and "trials" not in explicit and "trials" not in chosen:
         options["trials"] = None
     options.update(explicit)
     return options
@@ -185,11 +156,11 @@ def resolve_options(model: str, preset: str | None = None, **given: Any) -> dict
 
 def _check_options(args: argparse.Namespace) -> None:
     if args.model is None:
-        raise UserError(f"--model is required: choose one of {', '.join(MODEL_NAMES)}")
-    if args.model not in MODEL_NAMES:
-        raise UserError(f"--model {args.model}: unknown model, choose one of {', '.join(MODEL_NAMES)}")
-    if args.preset is not None and args.preset not in PRESETS:
-        raise UserError(f"--preset {args.preset}: choose one of {', '.join(PRESETS)}")
+        raise UserError(f"--model is required: choose one of {', '.join(models.names())}")
+    if args.model not in models.names():
+        raise UserError(f"--model {args.model}: unknown model, choose one of {', '.join(models.names())}")
+    if args.preset is not None and args.preset not in models.PRESET_NAMES:
+        raise UserError(f"--preset {args.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
     minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0, "jobs": 1, "threads": 1}
     minimum["heartbeat"] = 1
     for name, low in minimum.items():
