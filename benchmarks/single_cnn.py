@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from kaggle_digits.blend import submission
-from kaggle_digits.cli import Progress
+from kaggle_digits.cli.output import Progress
 from kaggle_digits.data import dataset as data
 from kaggle_digits.models import (
     cnn,  # noqa: E402

@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from kaggle_digits import models
 from kaggle_digits.data import dataset as data
-from kaggle_digits.search import runs, tune
+from kaggle_digits.search import runs, storage, tune
 from tests.conftest import REPO
 
 FAST = ("--folds", "2", "--epochs", "1")  # every test: 2 folds, 1 epoch
@@ -26,7 +26,7 @@ def _tune(run_cli, small_data, runs_dir, *args):
 
 
 def _study(runs_dir, name):
-    return optuna.load_study(study_name=name, storage=tune.default_storage_url(runs_dir))
+    return optuna.load_study(study_name=name, storage=storage.default_url(runs_dir))
 
 
 @pytest.mark.parametrize("model, augment", [("mlp", False), ("mlp", True), ("dense", False), ("cnn", True)])

@@ -10,7 +10,6 @@ Test labels (solution.csv) are read only afterwards, by `submission.score_local`
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -21,15 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from kaggle_digits import N_CLASSES, __version__
-from kaggle_digits.blend import submission
+from kaggle_digits.blend import manifest, submission
+from kaggle_digits.blend.manifest import blend
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import write_json
-from kaggle_digits.report import page as report
 from kaggle_digits.search import runs, storage
-
-HELP = "blend the best tuned trials (weights chosen on out-of-fold predictions) and write a submission"
 
 METHODS = {
     "greedy": "greedy ensemble selection with replacement on OOF log-loss (Caruana et al. 2004), bagged",
@@ -49,16 +45,6 @@ TIE = 1e-12  # log-losses closer than this are a tie, broken by accuracy
 
 
 # --- the math: probabilities in, weights out ------------------------------------------------------
-
-
-def blend(probas: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of class probabilities.
-
-    probas : float array of shape (m, n, 10), one slice per trial
-    weights : float array of shape (m,), non-negative, summing to 1
-    Returns float32 of shape (n, 10), rows summing to 1.
-    """
-    return np.tensordot(np.asarray(weights, dtype=np.float64), probas, axes=1).astype(np.float32)
 
 
 def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
@@ -200,6 +186,7 @@ class Candidates:
     trials: list[runs.TrialRun]
     rows: np.ndarray  # int64 (n,): sorted train.csv rows that every trial's OOF covers
     skipped: list[tuple[runs.TrialRun, str]] = field(default_factory=list)
+    unreachable: list[tuple[str, str]] = field(default_factory=list)  # (name, why): trials whose files are missing
 
 
 def candidates(
@@ -217,8 +204,6 @@ def candidates(
     if top < 1:
         raise UserError(f"--top {top}: must be at least 1")
     listing = storage.list_trials(runs_dir, studies, storage=storage_url, artifacts=artifacts, top=top)
-    for name, why in listing.unreachable:
-        print(f"  cannot use {name}: {why}")
     chosen = listing.trials  # best CV first, at most `top` per study
     if not chosen:
         where = f"studies {', '.join(studies)}" if studies else str(runs_dir)
@@ -232,7 +217,7 @@ def candidates(
     key = max(groups, key=lambda k: (len(groups[k]), -chosen.index(groups[k][0])))
     kept = groups[key]
     skipped = [(t, _why_not(t, kept[0])) for t in chosen if _compatibility_key(t) != key]
-    return Candidates(kept, np.sort(kept[0].oof_rows), skipped)
+    return Candidates(kept, np.sort(kept[0].oof_rows), skipped, list(listing.unreachable))
 
 
 def _compatibility_key(trial: runs.TrialRun) -> tuple[str, str]:
@@ -262,66 +247,38 @@ def _aligned(trial: runs.TrialRun) -> np.ndarray:
 # --- the command -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Member:
+    """One blendable trial, how it scores alone on the OOF rows, and its weight in the blend."""
+
+    trial: runs.TrialRun
+    oof_accuracy: float
+    oof_log_loss: float
+    weight: float
+
+
 @dataclass
 class Result:
-    """What `build` wrote and measured."""
+    """What `build` chose, wrote and measured."""
 
     submission: Path
     manifest: Path
+    method: str
+    note: str  # why the method's blend was replaced, or ""
+    found: Candidates
+    members: list[Member]  # every blendable trial, weight 0 included, in candidate order
     cv_accuracy: float  # the blend's OOF accuracy
-    best_single: float  # the best constituent candidate's OOF accuracy
+    cv_log_loss: float
+    best_single: Member  # the best blendable trial alone
     heldout_accuracy: float
     local_score: submission.Score | None
-    weights: dict[str, float]  # `<study>/trial-<n>` -> weight (non-zero only)
+    n_test: int
+    seconds: float  # fitting the weights
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--studies",
-        "--study",
-        nargs="+",
-        metavar="S",
-        help="studies to draw trials from (default: all in --runs-dir, or all in --storage)",
-    )
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="read the studies' finished trials from this Optuna storage (a database URL or a journal file), "
-        "wherever their files are: their folders, a shared --runs-dir, or the artifact store",
-    )
-    parser.add_argument(
-        "--artifacts",
-        metavar="DIR|s3://BUCKET",
-        help="the artifact store tune uploaded to (default: the one each trial recorded); files are cached under "
-        f"<runs-dir>/{storage.CACHE_DIR}/",
-    )
-    parser.add_argument(
-        "--top", type=int, default=DEFAULT_TOP, metavar="K", help=f"best trials per study (default {DEFAULT_TOP})"
-    )
-    parser.add_argument(
-        "--method",
-        choices=list(METHODS),
-        default=DEFAULT_METHOD,
-        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()) + f" (default {DEFAULT_METHOD})",
-    )
-    parser.add_argument("--name", default=DEFAULT_NAME, help=f"part of the file name (default '{DEFAULT_NAME}')")
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help=f"seed of the greedy bags and checks (default {DEFAULT_SEED})"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    build(
-        args.paths,
-        studies=args.studies,
-        top=args.top,
-        method=args.method,
-        name=args.name,
-        seed=args.seed,
-        storage_url=args.storage,
-        artifacts=args.artifacts,
-    )
-    return 0
+    @property
+    def weights(self) -> dict[str, float]:
+        """`<study>/trial-<n>` -> weight, non-zero only."""
+        return {m.trial.name: m.weight for m in self.members if m.weight > 0}
 
 
 def build(
@@ -334,21 +291,13 @@ def build(
     storage_url: str | None = None,
     artifacts: str | None = None,
 ) -> Result:
-    """Choose trials and weights on OOF, write the blended submission, its JSON and a history row.
+    """Choose trials and weights on OOF, write the blended submission, its manifest and a history row.
 
     storage_url : read the trials from this Optuna storage instead of the folders in paths.runs_dir.
     """
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
     found = candidates(paths.runs_dir, studies, top, storage_url, artifacts)
-    n_studies = len({t.study for t in found.trials} | {t.study for t, _ in found.skipped})
-    print(
-        f"candidates: {len(found.trials) + len(found.skipped)} trials from {n_studies} studies "
-        f"(best {top} per study); {len(found.trials)} blendable on the same {len(found.rows):,} OOF rows"
-    )
-    for trial, why in found.skipped:
-        print(f"  skipped {trial.name}: {why}")
-
     y_train = _train_labels(paths, found.rows, found.trials[0])
     oof = np.stack([_aligned(t) for t in found.trials])
     n_test = _check_test(paths, found.trials)
@@ -357,92 +306,65 @@ def build(
     started = time.monotonic()
     chosen = fit_weights(oof, y_train, method, seed)
     heldout = heldout_accuracy(oof, y_train, method, seed)
+    seconds = time.monotonic() - started
     blended_oof = blend(oof, chosen.weights)
     cv_acc, cv_loss = accuracy(blended_oof, y_train), log_loss(blended_oof, y_train)
-    singles = [(accuracy(p, y_train), log_loss(p, y_train)) for p in oof]
-    best = int(np.argmax([acc for acc, _ in singles]))
-    print(f"method {method}: {METHODS[method]} ({time.monotonic() - started:.1f}s)")
-    if chosen.note:
-        print(f"  {chosen.note}")
-
-    _print_table(found.trials, singles, chosen.weights)
-    print(
-        f"ensemble OOF accuracy {cv_acc:.5f} (log-loss {cv_loss:.4f}) on {len(y_train):,} rows; "
-        f"best single trial {found.trials[best].name} {singles[best][0]:.5f}: gain {cv_acc - singles[best][0]:+.5f}"
-    )
-    print(
-        f"held-out check: weights fitted on {HELDOUT_SPLITS - 1}/{HELDOUT_SPLITS} of the OOF rows score "
-        f"{heldout:.5f} on the rest (the OOF figure above is measured on the rows the weights were fitted on)"
-    )
+    members = [
+        Member(t, accuracy(p, y_train), log_loss(p, y_train), float(w))
+        for t, p, w in zip(found.trials, oof, chosen.weights)
+    ]
+    best = max(members, key=lambda m: m.oof_accuracy)
 
     labels = blend(test, chosen.weights).argmax(axis=1).astype(np.int64)
     out = _write_unique(paths.submissions_dir, name, cv_acc, labels)
     local = submission.score_local(out, paths.solution_csv) if paths.solution_csv.exists() else None
-    manifest = out.with_suffix(".json")
-    weights = {t.name: float(w) for t, w in zip(found.trials, chosen.weights) if w > 0}
-    write_json(
-        manifest,
-        {
-            "kind": "ensemble",
-            "submission": out.name,
-            "created": datetime.now().isoformat(timespec="seconds"),
-            "toolkit_version": __version__,
-            "method": method,
-            "method_description": METHODS[method],
-            "note": chosen.note,
-            "seed": seed,
-            "combine": "weighted mean of each constituent's class probabilities (each the mean over its fold "
-            "models); the label is the argmax",
-            "constituents": [
-                {
-                    "name": t.name,
-                    "path": str(t.path.resolve()),
-                    "model": t.model,
-                    "augment": bool(t.info.get("augment", False)),
-                    "params": t.params,
-                    "weight": float(w),
-                    "cv_accuracy": t.cv_accuracy,
-                    "cv_std": t.cv_std,
-                    "oof_accuracy": acc,
-                    "oof_log_loss": loss,
-                }
-                for t, w, (acc, loss) in zip(found.trials, chosen.weights, singles)
-                if w > 0
-            ],
-            "candidates_with_zero_weight": [t.name for t, w in zip(found.trials, chosen.weights) if w == 0],
-            "skipped": [{"name": t.name, "path": str(t.path.resolve()), "reason": why} for t, why in found.skipped],
-            "data": found.trials[0].info.get("data"),
-            "oof_rows": len(y_train),
-            "n_test": n_test,
-            "cv_accuracy": cv_acc,
-            "oof_log_loss": cv_loss,
-            "heldout_accuracy": heldout,
-            "best_single": {"name": found.trials[best].name, "oof_accuracy": singles[best][0]},
-            "gain_over_best_single": cv_acc - singles[best][0],
-            "local_score": None
-            if local is None
-            else {
-                "accuracy": local.accuracy,
-                "correct": local.correct,
-                "total": local.total,
-                "ci95": [local.ci_low, local.ci_high],
-            },
-        },
+    written = manifest.write(
+        manifest.path_for(out),
+        [
+            manifest.Member(
+                name=m.trial.name,
+                weight=m.weight,
+                path=m.trial.path,
+                model=m.trial.model,
+                augment=bool(m.trial.info.get("augment", False)),
+                params=m.trial.params,
+                cv_accuracy=m.trial.cv_accuracy,
+                cv_std=m.trial.cv_std,
+                oof_accuracy=m.oof_accuracy,
+                oof_log_loss=m.oof_log_loss,
+            )
+            for m in members
+        ],
+        submission=out.name,
+        created=datetime.now().isoformat(timespec="seconds"),
+        toolkit_version=__version__,
+        method=method,
+        method_description=METHODS[method],
+        note=chosen.note,
+        seed=seed,
+        candidates_with_zero_weight=[m.trial.name for m in members if m.weight == 0],
+        skipped=[{"name": t.name, "path": str(t.path.resolve()), "reason": why} for t, why in found.skipped],
+        data=found.trials[0].info.get("data"),
+        oof_rows=len(y_train),
+        n_test=n_test,
+        cv_accuracy=cv_acc,
+        oof_log_loss=cv_loss,
+        heldout_accuracy=heldout,
+        best_single={"name": best.trial.name, "oof_accuracy": best.oof_accuracy},
+        gain_over_best_single=cv_acc - best.oof_accuracy,
+        local_score=None if local is None else local.as_dict(),
+    )
+    result = Result(
+        out, written, method, chosen.note, found, members, cv_acc, cv_loss, best, heldout, local, n_test, seconds
     )
     submission.append_history(
         paths.history_csv,
         out,
         cv_accuracy=cv_acc,
         local_score=None if local is None else local.accuracy,
-        message=f"ensemble ({method}) of {', '.join(weights)}",
+        message=f"ensemble ({method}) of {', '.join(result.weights)}",
     )
-    print(f"wrote {out} ({n_test:,} rows) and {manifest.name}")
-    if local is not None:
-        print(f"local leaderboard: {local}")
-    else:
-        print(f"no {paths.solution_csv}: submit the file to get its score (`python scripts/submit.py {out}`)")
-    print(f"plots: {report.command_line(paths, submission_file=out)}")
-    return Result(out, manifest, cv_acc, singles[best][0], heldout, local, weights)
+    return result
 
 
 def _train_labels(paths: Paths, rows: np.ndarray, trial: runs.TrialRun) -> np.ndarray:
@@ -485,15 +407,3 @@ def _write_unique(folder: Path, name: str, cv_accuracy: float, labels: np.ndarra
         if not path.exists():
             return submission.write_submission(path, labels)
         time.sleep(0.25)
-
-
-def _print_table(trials: list[runs.TrialRun], singles: list[tuple[float, float]], weights: np.ndarray) -> None:
-    width = max(len("trial"), *(len(t.name) for t in trials))
-    model_width = max(len("model"), *(len(t.model) for t in trials))
-    print(
-        f"  {'trial':<{width}}  {'model':<{model_width}}  {'CV accuracy':>18}  {'OOF acc':>8}  {'OOF loss':>8}  "
-        f"{'weight':>6}"
-    )
-    for trial, (acc, loss), w in zip(trials, singles, weights):
-        cv = f"{trial.cv_accuracy:.5f} ± {trial.cv_std:.5f}"
-        print(f"  {trial.name:<{width}}  {trial.model:<{model_width}}  {cv:>18}  {acc:>8.5f}  {loss:>8.4f}  {w:>6.3f}")

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +101,15 @@ class Score:
             f"{self.accuracy:.5f} ({self.correct:,}/{self.total:,} correct; "
             f"95% CI {self.ci_low:.4f}-{self.ci_high:.4f})"
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        """As recorded in an ensemble manifest: accuracy, correct, total, ci95."""
+        return {
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "total": self.total,
+            "ci95": [self.ci_low, self.ci_high],
+        }
 
 
 def score_local(path: str | os.PathLike, solution_csv: str | os.PathLike) -> Score:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 
 from kaggle_digits import __version__
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
-from kaggle_digits.units import format_seconds
 
 # name -> module; each module defines HELP, add_arguments(parser) and run(args) -> int.
 # Adding a command is one line here and one module.
 COMMANDS = {
     "download": "kaggle_digits.data.download",
-    "tune": "kaggle_digits.search.tune",
-    "ensemble": "kaggle_digits.blend.ensemble",
-    "pipeline": "kaggle_digits.pipeline",
+    "tune": "kaggle_digits.cli.tune",
+    "ensemble": "kaggle_digits.cli.ensemble",
+    "pipeline": "kaggle_digits.cli.pipeline",
     "submit": "kaggle_digits.cli.submit",
     "kernel": "kaggle_digits.kaggle.kernel",
     "report": "kaggle_digits.report.page",
@@ -84,22 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 def run_script(command: str) -> None:
     """Entry point of scripts/<command>.py."""
     sys.exit(main([command, *sys.argv[1:]]))
-
-
-class Progress:
-    """Prints `label i/n  elapsed  ETA` lines for long loops."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.start = label, total, time.monotonic()
-
-    def step(self, done: int, extra: str = "") -> None:
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (self.total - done) if done else float("nan")
-        print(
-            f"{self.label} {done}/{self.total}  elapsed {format_seconds(elapsed)}  ETA {format_seconds(eta)}"
-            + (f"  {extra}" if extra else ""),
-            flush=True,
-        )
 
 
 def main_entry() -> None:

@@ -116,29 +116,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_line(
-    paths: Paths, submission_file: Path | None = None, studies: list[str] | None = None, storage: str | None = None
-) -> str:
-    """The `python scripts/report.py ...` line that reports on what a command just wrote; folder options
-    appear only where `paths` differ from what a plain invocation would use."""
-    import shlex
-
-    from kaggle_digits.data.paths import resolve
-
-    parts = ["python", "scripts/report.py"]
-    if studies:
-        parts += ["--studies", *studies]
-    if submission_file is not None:
-        parts += ["--submission", str(submission_file)]
-    if storage:
-        parts += ["--storage", storage]
-    plain = resolve()
-    for name in ("data_dir", "runs_dir", "submissions_dir"):
-        if Path(getattr(paths, name)).resolve() != Path(getattr(plain, name)).resolve():
-            parts += [f"--{name.replace('_', '-')}", str(getattr(paths, name))]
-    return shlex.join(parts)
-
-
 def default_storage(runs_dir: Path) -> str:
     """The Optuna storage URL tune uses when given none: SQLite, or the journal file of `tune --jobs`
     when only that one exists."""

@@ -6,7 +6,6 @@ set is predicted by every fold model and the probabilities are averaged. Works f
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from kaggle_digits import N_CLASSES
 from kaggle_digits.errors import UserError
 from kaggle_digits.models.base import ModelSpec
+from kaggle_digits.progress import Log, silent
 from kaggle_digits.units import format_seconds
 
 # Called after each epoch of each fold with (fold, epoch, metrics), both 0-based; may raise
@@ -69,16 +69,6 @@ class CVResult:
         }
 
 
-def say(line: str) -> None:
-    """Print a progress line now (also when stdout is a pipe or a file).
-
-    The line and its newline go out in one write: print() writes them separately, and a Ctrl-C between
-    the two left a `tune --jobs` worker's last progress line open, so that the worker's next line (its
-    "stopped" message) was joined to it and lost its place at the start of a line."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Sorted int64 indices of a stratified random subset of n of the labels y (n,)."""
     if n >= len(y):
@@ -115,7 +105,7 @@ def cross_validate(
     max_epochs: int | None = None,
     rows: np.ndarray | None = None,
     on_epoch: FoldEpochCallback | None = None,
-    log: Callable[[str], None] | None = say,
+    log: Log | None = silent,
     label: str = "",
 ) -> CVResult:
     """Fit `spec` with `params` on each of `folds` stratified folds of X uint8 (n, 28, 28), y (n,).

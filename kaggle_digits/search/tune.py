@@ -11,11 +11,9 @@ command against one database server.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import re
-import shlex
 import signal
 import threading
 import time
@@ -33,11 +31,9 @@ from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
-from kaggle_digits.report import page as report
+from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import cv, runs, storage
 from kaggle_digits.units import format_seconds
-
-HELP = "tune a model family with Optuna and stratified k-fold cross-validation (OOF + test probabilities)"
 
 OPTION_NAMES = ("trials", "timeout", "folds", "epochs", "subsample", "precision")
 
@@ -74,64 +70,6 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BINDING = ("model", "augment", "folds", "subsample", "seed", "train_sha256", "test_sha256")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="{mlp,dense,cnn}", help="model family to tune (required)")
-    parser.add_argument("--augment", action="store_true", help="random rotation, zoom and shift of training images")
-    parser.add_argument("--trials", type=int, metavar="N", help=f"trials to run now (default {DEFAULTS['trials']})")
-    parser.add_argument(
-        "--timeout", type=float, metavar="S", help="time budget in seconds: no trial starts that would end after it"
-    )
-    parser.add_argument("--folds", type=int, metavar="K", help=f"cross-validation folds (default {DEFAULTS['folds']})")
-    parser.add_argument("--epochs", type=int, metavar="E", help="cap on the epochs of every fit")
-    parser.add_argument("--subsample", type=int, metavar="N", help="tune on a stratified subset of N train rows")
-    parser.add_argument(
-        "--seed", type=int, help=f"seed of the folds, subset, sampler and fits (default {DEFAULT_SEED})"
-    )
-    parser.add_argument(
-        "--preset",
-        metavar="{quick,standard,full}",
-        help="sets trials/timeout/folds/epochs/subsample; explicit options win",
-    )
-    parser.add_argument(
-        "--no-prune",
-        action="store_true",
-        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate",
-    )
-    parser.add_argument(
-        "--precision",
-        metavar="{" + ",".join(hardware.PRECISIONS) + "}",
-        help="Keras dtype policy (default auto: mixed_float16 on a GPU, float32 on a CPU; fast: bf16 too on a CPU "
-        "that has it; the quick cnn preset uses fast)",
-    )
-    parser.add_argument("--study", help="study name (default: the model, or <model>-aug with --augment)")
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="Optuna storage: sqlite:///FILE, a journal FILE path (several processes on one machine) or a database "
-        "URL such as postgresql+psycopg2://user@host/db (several machines). Default: sqlite:///<runs-dir>/optuna.db, "
-        f"or the journal file <runs-dir>/{storage.JOURNAL_FILE} with --jobs",
-    )
-    parser.add_argument(
-        "--jobs", type=int, metavar="N", help="worker processes on this machine tuning the study together (default 1)"
-    )
-    parser.add_argument(
-        "--threads", type=int, metavar="N", help="threads per worker process (default: the usable cores / --jobs)"
-    )
-    parser.add_argument(
-        "--artifacts",
-        metavar="DIR|s3://BUCKET",
-        help="also upload each finished trial's files to this Optuna artifact store, for an ensemble elsewhere",
-    )
-    parser.add_argument(
-        "--heartbeat",
-        type=int,
-        metavar="S",
-        help="with a database server: seconds between a running trial's heartbeats; a trial silent for 2 of them "
-        f"is taken as crashed and marked failed (default {storage.DEFAULT_HEARTBEAT})",
-    )
-    parser.add_argument("--worker", metavar="K/N", help=argparse.SUPPRESS)  # set by --jobs on its workers
-
-
 # --- options --------------------------------------------------------------------------------------
 
 
@@ -154,56 +92,7 @@ def resolve_options(model: str, preset: str | None = None, **given: Any) -> dict
     return options
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    if args.model is None:
-        raise UserError(f"--model is required: choose one of {', '.join(models.names())}")
-    if args.model not in models.names():
-        raise UserError(f"--model {args.model}: unknown model, choose one of {', '.join(models.names())}")
-    if args.preset is not None and args.preset not in models.PRESET_NAMES:
-        raise UserError(f"--preset {args.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
-    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0, "jobs": 1, "threads": 1}
-    minimum["heartbeat"] = 1
-    for name, low in minimum.items():
-        value = getattr(args, name)
-        if value is not None and value < low:
-            what = "at least 2 folds" if name == "folds" else f"a value of at least {low}"
-            raise UserError(f"--{name} {value}: needs {what}")
-    if args.precision is not None and args.precision not in hardware.PRECISIONS:
-        raise UserError(f"--precision {args.precision}: choose one of {', '.join(hardware.PRECISIONS)}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UserError(f"--timeout {args.timeout:g}: needs a positive number of seconds")
-    if args.study is not None and not STUDY_NAME.match(args.study):
-        raise UserError(f"--study {args.study!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
-    if args.worker is not None and not WORKER_ARG.match(args.worker):
-        raise UserError(f"--worker {args.worker}: expected K/N")
-    if (args.jobs or 1) > 1 and args.storage and storage.kind(args.storage) == "sqlite":
-        raise UserError(
-            f"--jobs {args.jobs} with --storage {args.storage}: SQLite is for one process; leave --storage out (the "
-            f"workers share the journal file <runs-dir>/{storage.JOURNAL_FILE}) or give a database server URL"
-        )
-
-
 # --- storage and study ----------------------------------------------------------------------------
-
-
-def default_storage_url(runs_dir: Path) -> str:
-    return storage.default_url(runs_dir)
-
-
-def display_url(url: str) -> str:
-    """`url` with any password replaced by ***."""
-    return storage.display_url(url)
-
-
-def open_storage(
-    url: str | None, runs_dir: Path, heartbeat: int | None = storage.DEFAULT_HEARTBEAT
-) -> optuna.storages.BaseStorage:
-    """The Optuna storage at `url` (None: SQLite at <runs_dir>/optuna.db, folder created); see
-    kaggle_digits.search.storage. A bad or unreachable URL is a UserError of one line without the password."""
-    if url is None:
-        Path(runs_dir).mkdir(parents=True, exist_ok=True)
-        url = default_storage_url(runs_dir)
-    return storage.open_storage(url, heartbeat=heartbeat)
 
 
 def choose_storage_url(given: str | None, runs_dir: Path, study_name: str, jobs: int) -> str:
@@ -273,6 +162,7 @@ def open_study(
     runs_dir: Path,
     url: str,
     prune: bool = True,
+    log: Log = silent,
 ) -> tuple[optuna.Study, bool]:
     """Create the study `name` (first trial: the family's default) or join it; True when created here.
 
@@ -282,7 +172,7 @@ def open_study(
     settings; the others join it (and wait up to JOIN_WAIT seconds for those settings). Trials left
     running by workers that are gone are marked failed (storage.fail_lost_trials).
     """
-    shown_url = display_url(url)
+    shown_url = storage.display_url(url)
     shared = storage.is_shared(url)
     seed = int(binding["seed"])
     exists = name in storage.study_names(opened)
@@ -323,7 +213,7 @@ def open_study(
             f"study '{name}' in {shown_url} was created with other settings: {'; '.join(differences)}. "
             "Pass the same options to continue it, or a new --study name"
         )
-    storage.fail_lost_trials(study, url)
+    storage.fail_lost_trials(study, url, log)
     return study, False
 
 
@@ -489,7 +379,7 @@ class Tuning:
     trials: int | None
     url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
     artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
-    log: Callable[[str], None] = cv.say
+    log: Log = silent
     interrupts: Interrupts = field(default_factory=Interrupts)
     start: float = field(default_factory=time.monotonic)
     durations: list[float] = field(default_factory=list)  # finished trials of this run
@@ -621,133 +511,176 @@ def format_params(params: dict[str, Any], limit: int = 0) -> str:
     return text if not limit or len(text) <= limit else text[: limit - 1] + "…"
 
 
-# --- the command ----------------------------------------------------------------------------------
+# --- a run: options in, study summary out ----------------------------------------------------------
+
+
+@dataclass
+class TuneOptions:
+    """What a `tune` run is asked for; None means "the preset's value, else DEFAULTS" (resolve_options).
+
+    data_dir and runs_dir are the folders as the user gave them (None: the default), repeated in the
+    resume command and in the commands of --jobs workers; the folders used are the `Paths` given to
+    prepare.
+    """
+
+    model: str | None
+    augment: bool = False
+    preset: str | None = None
+    trials: int | None = None
+    timeout: float | None = None
+    folds: int | None = None
+    epochs: int | None = None
+    subsample: int | None = None
+    precision: str | None = None
+    seed: int | None = None
+    study: str | None = None
+    storage: str | None = None
+    prune: bool = True
+    jobs: int | None = None
+    threads: int | None = None
+    artifacts: str | None = None
+    heartbeat: int | None = None
+    worker: str | None = None  # "K/N": this process is worker K of a --jobs launcher's N
+    data_dir: str | None = None
+    runs_dir: str | None = None
+
+    @property
+    def study_name(self) -> str:
+        return self.study or (f"{self.model}-aug" if self.augment else str(self.model))
+
+
+def check_options(options: TuneOptions) -> None:
+    """Every option's value, before any work; a bad one is a UserError naming it."""
+    if options.model is None:
+        raise UserError(f"--model is required: choose one of {', '.join(models.names())}")
+    if options.model not in models.names():
+        raise UserError(f"--model {options.model}: unknown model, choose one of {', '.join(models.names())}")
+    if options.preset is not None and options.preset not in models.PRESET_NAMES:
+        raise UserError(f"--preset {options.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
+    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0, "jobs": 1, "threads": 1}
+    minimum["heartbeat"] = 1
+    for name, low in minimum.items():
+        value = getattr(options, name)
+        if value is not None and value < low:
+            what = "at least 2 folds" if name == "folds" else f"a value of at least {low}"
+            raise UserError(f"--{name} {value}: needs {what}")
+    if options.precision is not None and options.precision not in hardware.PRECISIONS:
+        raise UserError(f"--precision {options.precision}: choose one of {', '.join(hardware.PRECISIONS)}")
+    if options.timeout is not None and not options.timeout > 0:
+        raise UserError(f"--timeout {options.timeout:g}: needs a positive number of seconds")
+    if options.study is not None and not STUDY_NAME.match(options.study):
+        raise UserError(f"--study {options.study!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if options.worker is not None and not WORKER_ARG.match(options.worker):
+        raise UserError(f"--worker {options.worker}: expected K/N")
+    if (options.jobs or 1) > 1 and options.storage and storage.kind(options.storage) == "sqlite":
+        raise UserError(
+            f"--jobs {options.jobs} with --storage {options.storage}: SQLite is for one process; leave --storage out "
+            f"(the workers share the journal file <runs-dir>/{storage.JOURNAL_FILE}) or give a database server URL"
+        )
 
 
 @dataclass
 class Setup:
     """A run's resolved options, storage, data and study: what one worker, or the --jobs launcher, needs."""
 
-    options: dict[str, Any]
+    request: TuneOptions
+    options: dict[str, Any]  # resolve_options: trials, timeout, folds, epochs, subsample, precision
     seed: int
     study_name: str
-    url: str  # the storage's real URL (never printed: shown_url is)
+    url: str  # the storage's real URL (never shown: shown_url is)
     storage: optuna.storages.BaseStorage
     study: optuna.Study
+    created: bool  # the study was created by this run
     before: int  # trials the study had already (queued ones not counted)
+    rows: int  # train rows tuned on
     tuning: Tuning
 
     @property
     def shown_url(self) -> str:
-        return display_url(self.url)
+        return storage.display_url(self.url)
 
 
-def run(args: argparse.Namespace) -> int:
-    _check_options(args)
-    jobs = args.jobs or 1
-    if args.threads is not None and jobs == 1:
-        hardware.limit_threads(args.threads)
-    setup = prepare(args)
-    if jobs > 1:
-        from kaggle_digits.search import workers
-
-        return workers.run(args, setup)
-    return optimize(args, setup)
-
-
-def prepare(args: argparse.Namespace) -> Setup:
-    """Resolve the options, open the storage, load the data and create or join the study (printing what
-    it found), without running a trial."""
-    options = resolve_options(
-        args.model,
-        args.preset,
-        **{name: getattr(args, name) for name in OPTION_NAMES},
-    )
-    seed = DEFAULT_SEED if args.seed is None else args.seed
-    augment = bool(args.augment)
-    paths: Paths = args.paths
-    study_name = args.study or (f"{args.model}-aug" if augment else args.model)
-    url = choose_storage_url(args.storage, paths.runs_dir, study_name, args.jobs or 1)
-    opened = storage.open_storage(url, heartbeat=args.heartbeat or storage.DEFAULT_HEARTBEAT)
-    artifacts = storage.open_artifact_store(args.artifacts, create=True) if args.artifacts else None
+def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
+    """Resolve the options, open the storage, load the data and create or join the study, without
+    running a trial. Progress lines (what was loaded, the precision) go to `log`."""
+    check_options(options)
+    resolved = resolve_options(options.model, options.preset, **{name: getattr(options, name) for name in OPTION_NAMES})
+    seed = DEFAULT_SEED if options.seed is None else options.seed
+    study_name = options.study_name
+    url = choose_storage_url(options.storage, paths.runs_dir, study_name, options.jobs or 1)
+    opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT)
+    artifacts = storage.open_artifact_store(options.artifacts, create=True) if options.artifacts else None
 
     t0 = time.monotonic()
     dataset = data.load_dataset(paths.data_dir)
-    subsample = options["subsample"]
+    subsample = resolved["subsample"]
     if subsample is not None and subsample > len(dataset.y_train):
         raise UserError(f"--subsample {subsample}: {paths.train_csv} has only {len(dataset.y_train):,} rows")
-    if subsample is not None and subsample < N_CLASSES * options["folds"]:
+    if subsample is not None and subsample < N_CLASSES * resolved["folds"]:
         raise UserError(
-            f"--subsample {subsample}: too few rows for {options['folds']} folds (at least {N_CLASSES * options['folds']})"
+            f"--subsample {subsample}: too few rows for {resolved['folds']} folds "
+            f"(at least {N_CLASSES * resolved['folds']})"
         )
     if subsample == len(dataset.y_train):
         subsample = None
     rows = cv.stratified_subset(dataset.y_train, subsample, seed) if subsample else None
     rows = np.arange(len(dataset.y_train), dtype=np.int64) if rows is None else rows
     try:
-        cv.check_folds(dataset.y_train[rows], options["folds"], what=_rows_name(paths, subsample))
+        cv.check_folds(dataset.y_train[rows], resolved["folds"], what=_rows_name(paths, subsample))
     except UserError as exc:
         raise UserError(str(exc) + (" or a larger --subsample" if subsample else "")) from None
     fingerprint = data_fingerprint(paths, subsample)
-    print(
+    log(
         f"loaded {paths.train_csv} ({len(dataset.y_train):,} rows) and {paths.test_csv} "
-        f"({len(dataset.X_test):,} rows) in {format_seconds(time.monotonic() - t0)}",
-        flush=True,
+        f"({len(dataset.X_test):,} rows) in {format_seconds(time.monotonic() - t0)}"
     )
 
-    spec = models.get(args.model)
+    spec = models.get(options.model)
     # Explicit or from the preset; else `auto`, when an earlier run in this process (the pipeline's) chose
     # another that this run must not inherit. (Not configured at all: the Keras families choose `auto`.)
-    if (args.jobs or 1) == 1 and (options["precision"] is not None or hardware.is_configured()):
-        print(f"precision: {hardware.configure(options['precision'] or 'auto')}", flush=True)
-    binding = {"model": args.model, "augment": augment, "folds": options["folds"], "subsample": subsample}
-    binding |= {"seed": seed, "train_sha256": fingerprint["train_sha256"], "test_sha256": fingerprint["test_sha256"]}
+    if (options.jobs or 1) == 1 and (resolved["precision"] is not None or hardware.is_configured()):
+        log(f"precision: {hardware.configure(resolved['precision'] or 'auto')}")
+    binding = {"model": options.model, "augment": options.augment, "folds": resolved["folds"]}
+    binding |= {"subsample": subsample, "seed": seed}
+    binding |= {"train_sha256": fingerprint["train_sha256"], "test_sha256": fingerprint["test_sha256"]}
     # Our own lines say what each trial did (Optuna would add a traceback for an interrupted trial).
     optuna.logging.set_verbosity(logging.ERROR)
     with storage.storage_errors(url):
-        study, created = open_study(opened, study_name, binding, spec, paths.runs_dir, url, not args.no_prune)
+        study, created = open_study(opened, study_name, binding, spec, paths.runs_dir, url, options.prune, log)
         before = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
-    if args.worker is None:
-        print(
-            f"study '{study_name}' in {display_url(url)}: "
-            + (
-                "new (its first trial is the family's default)"
-                if created
-                else f"continuing after {_plural(before, 'trial')}"
-                if before
-                else "joining it (another worker created it a moment ago)"
-            )
-            + f"; {args.model}{' with augmentation' if augment else ''}, {len(rows):,} rows, "
-            f"{options['folds']} folds, seed {seed}"
-            + (f", epochs capped at {options['epochs']}" if options["epochs"] else "")
-            + (f", up to {_plural(options['trials'], 'trial')}" if options["trials"] else "")
-            + (f", time budget {format_seconds(options['timeout'])}" if options["timeout"] else ""),
-            flush=True,
-        )
     tuning = Tuning(
         spec=spec,
         study_name=study_name,
         runs_dir=paths.runs_dir,
-        augment=augment,
+        augment=options.augment,
         seed=seed,
-        folds=options["folds"],
-        max_epochs=options["epochs"],
+        folds=resolved["folds"],
+        max_epochs=resolved["epochs"],
         X=dataset.X_train,
         y=dataset.y_train,
         X_test=dataset.X_test,
         rows=rows,
         info_data=fingerprint,
-        trials=options["trials"],
+        trials=resolved["trials"],
         url=url,
         artifacts=artifacts,
+        log=log,
     )
-    return Setup(options, seed, study_name, url, opened, study, before, tuning)
+    return Setup(options, resolved, seed, study_name, url, opened, study, created, before, len(rows), tuning)
 
 
-def optimize(args: argparse.Namespace, setup: Setup) -> int:
-    """Run this process's trials of the study; on Ctrl-C mark the running trial failed and say how to resume."""
+@dataclass
+class Outcome:
+    """How this process's share of a study ended."""
+
+    interrupted: bool  # Ctrl-C: the running trial was marked failed
+    ended: int  # trials this run saw to their end (finished, pruned or failed)
+    remaining: int | None  # trials still to run to finish what was asked (None: unlimited)
+
+
+def optimize(setup: Setup) -> Outcome:
+    """Run this process's trials of the study; on Ctrl-C mark the running trial failed."""
     study, tuning, options = setup.study, setup.tuning, setup.options
-    paths: Paths = args.paths
     interrupted = False
     try:
         with storage.storage_errors(setup.url), tuning.interrupts.installed():
@@ -765,44 +698,65 @@ def optimize(args: argparse.Namespace, setup: Setup) -> int:
             # bookkeeping could still read RUNNING: make sure the study never shows it running forever.
             study.tell(tuning.current.number, state=TrialState.FAIL, skip_if_finished=True)
     with storage.storage_errors(setup.url):
-        storage.fail_lost_trials(study, setup.url)
-    if args.worker is not None:
-        # A worker of `--jobs`: its launcher prints the study's summary and the resume command.
-        done = len(tuning.durations)
-        print(
-            f"worker {args.worker} {'stopped' if interrupted else 'done'}: {_plural(done, 'trial')} ended", flush=True
-        )
-        return 130 if interrupted else 0
-    _summary(study, setup.study_name, paths, setup.shown_url, args)
-    if interrupted:
-        remaining = None if options["trials"] is None else options["trials"] - len(tuning.durations)
-        print(
-            f"\ninterrupted: the running trial was marked failed; finished trials are kept in "
-            f"{paths.runs_dir / setup.study_name}/. Resume with:\n  "
-            f"{resume_command(args, options, setup.seed, remaining)}"
-        )
-        return 130
-    return 0
+        storage.fail_lost_trials(study, setup.url, tuning.log)
+    ended = len(tuning.durations)
+    remaining = None if options["trials"] is None else options["trials"] - ended
+    return Outcome(interrupted, ended, remaining)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+@dataclass(frozen=True)
+class TrialSummary:
+    number: int
+    value: float
+    cv_std: float
+    seconds: float
+    params: dict[str, Any]
+    path: str | None
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study at a glance: how its trials ended and the best ones (best first)."""
+
+    name: str
+    complete: int
+    pruned: int
+    failed: int
+    best: list[TrialSummary]
+
+
+def summarize(study: optuna.Study, name: str, top: int = TOP_SHOWN) -> StudySummary:
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    finished = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: (-t.value, t.number),
+    )
+    best = [
+        TrialSummary(
+            number=t.number,
+            value=float(t.value),
+            cv_std=float(t.user_attrs.get("cv_std", float("nan"))),
+            seconds=float(t.user_attrs.get("seconds", float("nan"))),
+            params=t.user_attrs.get("params", t.params),
+            path=t.user_attrs.get(PATH_ATTR),
+        )
+        for t in finished[:top]
+    ]
+    return StudySummary(name, counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL], best)
+
+
+def ended_trials(study: optuna.Study) -> int:
+    """Trials that ran to their end (finished or pruned): interrupted ones do not use up --trials."""
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
 
 
 def _rows_name(paths: Paths, subsample: int | None) -> str:
     return f"the --subsample {subsample} rows" if subsample else str(paths.train_csv)
 
 
-def resume_command(args: argparse.Namespace, options: dict[str, Any], seed: int, remaining: int | None) -> str:
-    """The command that continues this study with the same settings (the storage password masked: pass
-    the password through PGPASSWORD or ~/.pgpass instead of the URL and the command is exact)."""
-    return shlex.join(["python", "scripts/tune.py", *command_args(args, options, seed, remaining, masked=True)])
-
-
 def command_args(
-    args: argparse.Namespace,
-    options: dict[str, Any],
-    seed: int,
+    setup: Setup,
     trials: int | None,
     *,
     masked: bool,
@@ -811,14 +765,15 @@ def command_args(
 ) -> list[str]:
     """`tune` arguments that repeat this run's settings: for the resume command (masked=True: the storage
     password as ***) and for the worker processes of --jobs (storage_url: the storage they all share)."""
-    parts = ["--model", args.model]
-    if args.augment:
+    request, options = setup.request, setup.options
+    parts = ["--model", str(request.model)]
+    if request.augment:
         parts.append("--augment")
-    if args.study:
-        parts += ["--study", args.study]
-    url = storage_url or args.storage
+    if request.study:
+        parts += ["--study", request.study]
+    url = storage_url or request.storage
     if url:
-        parts += ["--storage", display_url(url) if masked else url]
+        parts += ["--storage", storage.display_url(url) if masked else url]
     if trials is not None:
         parts += ["--trials", str(max(1, trials))]
     if options["timeout"] is not None:
@@ -827,51 +782,18 @@ def command_args(
     for name in ("epochs", "subsample"):
         if options[name] is not None:
             parts += [f"--{name}", str(options[name])]
-    parts += ["--seed", str(seed)]
-    if getattr(args, "no_prune", False):
+    parts += ["--seed", str(setup.seed)]
+    if not request.prune:
         parts.append("--no-prune")
-    jobs = args.jobs if jobs is None else jobs
+    jobs = request.jobs if jobs is None else jobs
     if jobs and jobs > 1:
         parts += ["--jobs", str(jobs)]
     if options.get("precision") is not None:
         parts += ["--precision", str(options["precision"])]
     for name in ("threads", "artifacts", "heartbeat"):
-        if getattr(args, name, None) is not None:
-            parts += [f"--{name}", str(getattr(args, name))]
+        if getattr(request, name) is not None:
+            parts += [f"--{name}", str(getattr(request, name))]
     for name in ("data_dir", "runs_dir"):
-        if getattr(args, name, None):
-            parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        if getattr(request, name):
+            parts += [f"--{name.replace('_', '-')}", str(getattr(request, name))]
     return parts
-
-
-def _summary(study: optuna.Study, name: str, paths: Paths, shown_url: str, args: argparse.Namespace) -> None:
-    trials = study.get_trials(deepcopy=False)
-    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-    finished = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: (-t.value, t.number),
-    )
-    print(
-        f"\nstudy '{name}': {counts[TrialState.COMPLETE]} finished, {counts[TrialState.PRUNED]} pruned, "
-        f"{counts[TrialState.FAIL]} failed"
-    )
-    if not finished:
-        print("no finished trial yet")
-        return
-    print(f"best trials:\n  {'trial':>5}  {'CV accuracy':<16} {'seconds':>8}  params")
-    for t in finished[:TOP_SHOWN]:
-        std = t.user_attrs.get("cv_std", float("nan"))
-        seconds = t.user_attrs.get("seconds", float("nan"))
-        params = t.user_attrs.get("params", t.params)
-        print(f"  {t.number:>5}  {t.value:.4f} ± {std:.4f}  {seconds:>8.0f}  {format_params(params, 90)}")
-    best = finished[0]
-    print(f"artifacts: {paths.runs_dir / name}/trial-<n>/ (params, metrics, history, oof, oof_rows, test, fold models)")
-    print(f"best: {best.user_attrs.get(PATH_ATTR, '?')}  CV accuracy {best.value:.4f}")
-    print(f"storage: {shown_url} (study '{name}')")
-    folders = [f"--{n.replace('_', '-')} {shlex.quote(str(getattr(args, n)))}" for n in ("data_dir", "runs_dir")]
-    folders = [f for f, n in zip(folders, ("data_dir", "runs_dir")) if getattr(args, n, None)]
-    # On a database server the trials may be on other machines: the ensemble finds them through it.
-    where = ["--storage", shlex.quote(shown_url)] if storage.kind(shown_url) == "server" else []
-    print("next: " + " ".join(["python scripts/ensemble.py --studies", shlex.quote(name), *where, *folders]))
-    elsewhere = shown_url != storage.default_url(paths.runs_dir)  # e.g. the journal file of --jobs
-    print(f"plots: {report.command_line(paths, studies=[name], storage=shown_url if elsewhere else None)}")

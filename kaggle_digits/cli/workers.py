@@ -1,4 +1,4 @@
-"""`tune --jobs N`: N worker processes on this machine tuning one study together.
+"""`tune --jobs N`: the launcher of N worker processes on this machine tuning one study together.
 
 The launcher has already created (or joined) the study in a storage that several processes can share (a
 journal file by default). It starts N `tune` processes on that storage, each with its share of the trials
@@ -10,7 +10,6 @@ stop: each marks its running trial failed; finished trials stay; the launcher pr
 
 from __future__ import annotations
 
-import argparse
 import os
 import queue
 import signal
@@ -18,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from optuna.trial import TrialState
@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 from kaggle_digits.data.paths import PACKAGE_DIR
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
-from kaggle_digits.search import storage
+from kaggle_digits.search import storage, tune
+from kaggle_digits.search.tune import Setup
 
 # Seconds the workers get, after Ctrl-C, to mark their running trials failed and exit; then they are killed.
 STOP_WAIT = 60.0
@@ -73,14 +74,13 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace, setup) -> int:  # setup: tune.Setup
-    """Start the workers, relay their lines, handle deaths and Ctrl-C, then print the study's summary."""
-    from kaggle_digits.search import tune
-
-    jobs = args.jobs
-    ended_before = _ended(setup.study)
+def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None], None]) -> int:
+    """Start the workers, relay their lines, handle deaths and Ctrl-C, then print the study's summary
+    (`summary()`) and, after Ctrl-C, the command that resumes it (`resume(trials left)`)."""
+    jobs = setup.request.jobs
+    ended_before = tune.ended_trials(setup.study)
     shares = split_trials(setup.options["trials"], jobs)
-    threads = threads_per_worker(len(shares), args.threads)
+    threads = threads_per_worker(len(shares), setup.request.threads)
     env = {**os.environ, **hardware.thread_env(threads), "PYTHONUNBUFFERED": "1"}
     # The workers import this same package (a checkout's copy wins over an installed one).
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, setup) -> int:  # setup: tune.Setup
     )
     workers = []
     for k, share in enumerate(shares, start=1):
-        argv = tune.command_args(args, setup.options, setup.seed, share, masked=False, storage_url=setup.url, jobs=1)
+        argv = tune.command_args(setup, share, masked=False, storage_url=setup.url, jobs=1)
         command = [sys.executable, "-m", "kaggle_digits", "tune", *argv, "--worker", f"{k}/{len(shares)}"]
         process = subprocess.Popen(
             command,
@@ -136,16 +136,12 @@ def run(args: argparse.Namespace, setup) -> int:  # setup: tune.Setup
 
     with storage.storage_errors(setup.url):
         storage.fail_lost_trials(setup.study, setup.url, dead_pids={w.process.pid for w in workers})
-    tune._summary(setup.study, setup.study_name, args.paths, setup.shown_url, args)
+    summary()
     if interrupted:
-        done = _ended(setup.study) - ended_before
+        done = tune.ended_trials(setup.study) - ended_before
         total = setup.options["trials"]
         remaining = None if total is None else max(1, total - done)
-        print(
-            f"\ninterrupted: the running trials were marked failed; finished trials are kept in "
-            f"{args.paths.runs_dir / setup.study_name}/. Resume with:\n  "
-            f"{tune.resume_command(args, setup.options, setup.seed, remaining)}"
-        )
+        resume(remaining)
         return 130
     failed = [w for w in workers if w.process.returncode != 0]
     errors = {w.error for w in failed if w.error}
@@ -160,11 +156,6 @@ def run(args: argparse.Namespace, setup) -> int:  # setup: tune.Setup
         )
         return 1
     return 0
-
-
-def _ended(study) -> int:
-    """Trials that ran to their end (finished or pruned): interrupted ones do not use up --trials."""
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
 
 
 def _pump(worker: Worker, lines: queue.Queue) -> None:

@@ -14,10 +14,13 @@ from typing import Any
 from kaggle_digits import models
 from kaggle_digits.blend import ensemble
 from kaggle_digits.cli import submit
+from kaggle_digits.cli import ensemble as ensemble_face
+from kaggle_digits.cli import tune as tune_face
+from kaggle_digits.cli.hints import report_command
 from kaggle_digits.data import download
 from kaggle_digits.errors import UserError
-from kaggle_digits.report import page as report
 from kaggle_digits.search import runs, tune
+from kaggle_digits.search.tune import TuneOptions
 from kaggle_digits.units import format_seconds
 
 HELP = "download, tune each model family with a preset, ensemble, write (and with --submit upload) a submission"
@@ -87,20 +90,20 @@ def run(args: argparse.Namespace) -> int:
     for i, model in enumerate(families, start=2):
         name = study_name(model, args.augment, args.preset)
         _step(i, steps, f"tune {model} (study '{name}', preset {args.preset})", start)
-        argv = ["--model", model, "--preset", args.preset, "--study", name, "--seed", str(seed)]
-        argv += ["--augment"] if args.augment else []
         chosen = dict(PIPELINE_TUNE.get(args.preset, {}).get(model, {}))
         chosen |= {option: getattr(args, option) for option in TUNE_OPTIONS if getattr(args, option) is not None}
-        for option, value in chosen.items():
-            if option != "seed":
-                argv += [f"--{option}", str(value)]
-        code = tune.run(_namespace(tune, argv, args))
+        options = TuneOptions(
+            model=model, augment=bool(args.augment), preset=args.preset, study=name, **{**chosen, "seed": seed}
+        )
+        options.data_dir, options.runs_dir = args.data_dir, args.runs_dir
+        code = tune_face.run_options(options, args.paths)
         if code != 0:
             return code  # interrupted: tune has said how to resume
         studies.append(name)
 
     _step(len(families) + 2, steps, "ensemble", start)
     result = ensemble.build(args.paths, studies=studies, name=f"pipeline-{args.preset}", seed=seed)
+    ensemble_face.print_result(result, args.paths)
 
     if args.submit:
         _step(steps, steps, "submit to Kaggle", start)
@@ -169,4 +172,4 @@ def _summary(
     else:
         print("  local leaderboard: no solution.csv (real Kaggle data)")
     print(f"  submission: {result.submission}")
-    print(f"  plots: {report.command_line(args.paths, submission_file=result.submission, studies=studies)}")
+    print(f"  plots: {report_command(args.paths, submission_file=result.submission, studies=studies)}")
