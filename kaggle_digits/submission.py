@@ -54,7 +54,11 @@ def read_submission(path: str | os.PathLike, n_test: int | None = None) -> np.nd
         raise UserError(f"{path}: file not found")
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            try:
+                rows = list(reader)
+            except csv.Error as exc:
+                raise UserError(f"{path} line {reader.line_num}: {_csv_problem(exc)}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file") from None
     if not rows:
@@ -85,6 +89,13 @@ def read_submission(path: str | os.PathLike, n_test: int | None = None) -> np.nd
     if n == 0:
         raise UserError(f"{path}: has a header but no rows")
     return labels
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """What the csv module could not read, in words: a field over its size limit, or its own message."""
+    if "field larger than field limit" in str(exc):
+        return f"a value is longer than {csv.field_size_limit():,} characters: not a submission row"
+    return f"not a valid CSV line ({exc})"
 
 
 @dataclass
