@@ -2,7 +2,7 @@
 
 It answers the routes this toolkit uses, the way the client sends them (`POST /v1/<service>/<Method>`
 with JSON and Basic auth): competition download (a 302 to a zip it serves), submission upload (start
-upload -> PUT -> create), the submission list (scoring uploads against a known solution), dataset
+upload -> PUT -> create), the submission limits, the submission list (scoring uploads against a known solution), dataset
 create/version with blob uploads, kernel push, kernel status, kernel output listing and file download.
 It can answer any route with an error status, or go down. Every request is recorded.
 """
@@ -63,6 +63,13 @@ class FakeKaggle:
         self.polls_until_scored = 1
         self.scoring_error: str | None = None  # make every submission end with status ERROR
         self.submissions: list[FakeSubmission] = []
+        # GetSubmissionLimits: a daily limit, submissions made earlier today (before the test's uploads),
+        # the lifetime cap being reached, and whether the account has a team yet (without one Kaggle
+        # answers all zeros).
+        self.daily_limit = 5
+        self.submitted_earlier_today = 0
+        self.limited_by_total = False
+        self.on_team = True
         self.blobs: dict[str, dict] = {}  # token -> {"name", "content"}
         self.datasets: dict[str, list[dict[str, bytes]]] = {}  # "owner/slug" -> versions of {name: bytes}
         self.kernels: dict[str, FakeKernel] = {}
@@ -143,6 +150,7 @@ class FakeKaggle:
             "StartBlobUpload": self._start_upload,
             "CreateSubmission": self._create_submission,
             "ListSubmissions": self._list_submissions,
+            "GetSubmissionLimits": self._submission_limits,
             "GetDatasetStatus": self._dataset_status,
             "CreateDataset": self._create_dataset,
             "CreateDatasetVersion": self._create_dataset_version,
@@ -206,6 +214,22 @@ class FakeKaggle:
             item.update({"status": s.status, "publicScore": s.public_score, "errorDescription": s.error})
             listed.append(item)
         return 200, {"submissions": listed[: int(body.get("pageSize") or 20)]}, {}
+
+    def _submission_limits(self, body: dict) -> tuple[int, Any, dict]:
+        if body.get("competitionName") != "digit-recognizer":
+            return 404, {"code": 404, "message": "Competition not found"}, {}
+        if not self.on_team:
+            return 200, {}, {}
+        today = self.submitted_earlier_today + len(self.submissions)
+        allowed = 0 if self.limited_by_total else max(self.daily_limit - today, 0)
+        answer = {
+            "numToday": today,
+            "numTotal": today,
+            "numAllowedNow": allowed,
+            "limitedByTotal": self.limited_by_total,
+        }
+        # Zero and false fields are left out, as protobuf JSON does by default: the client reads them as 0.
+        return 200, {key: value for key, value in answer.items() if value}, {}
 
     def _dataset_status(self, body: dict) -> tuple[int, Any, dict]:
         ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"

@@ -37,7 +37,8 @@ def test_upload_wait_then_list(run_cli, fake_kaggle, folders):
     fake_kaggle.polls_until_scored = 2
     before = data.sha256(path)
 
-    result = run_cli("submit", path, "-m", "blend of three", "--wait", "--poll", "0", *common(folders))
+    # Pending at the first look, scored at the second: one wait of the shortest poll allowed.
+    result = run_cli("submit", path, "-m", "blend of three", "--wait", "--poll", "5", *common(folders))
     assert result.code == 0, result.err
     assert "Kaggle public score: 0.98600" in result.out
     assert "local leaderboard 0.98600" in result.out
@@ -134,7 +135,7 @@ def test_upload_failures_are_one_line(run_cli, fake_kaggle, folders, breakage, w
 def test_kaggle_error_status_after_upload(run_cli, fake_kaggle, folders):
     _, subs, path = folders
     fake_kaggle.scoring_error = "Submission file has the wrong number of rows"
-    result = run_cli("submit", path, "-m", "doomed", "--wait", "--poll", "0", *common(folders))
+    result = run_cli("submit", path, "-m", "doomed", "--wait", *common(folders))
     assert_one_line_error(result, "could not score", "wrong number of rows")
     (row,) = submission.read_history(subs / "history.csv")
     assert row["message"] == "doomed" and row["public_score"] == "", "the upload is recorded all the same"
@@ -143,8 +144,51 @@ def test_kaggle_error_status_after_upload(run_cli, fake_kaggle, folders):
 def test_wait_timeout(run_cli, fake_kaggle, folders):
     _, _, path = folders
     fake_kaggle.polls_until_scored = 10**6
-    result = run_cli("submit", path, "-m", "slow", "--wait", "--timeout", "0", "--poll", "0", *common(folders))
+    result = run_cli("submit", path, "-m", "slow", "--wait", "--timeout", "0", *common(folders))
     assert_one_line_error(result, "not scored", "--list")
+
+
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        (["--poll", "-1"], ["--poll -1", "5 or more"]),
+        (["--poll", "0"], ["--poll 0", "5 or more"]),
+        (["--poll", "nan"], ["--poll nan"]),
+        (["--poll", "inf"], ["--poll inf"]),
+        (["--timeout", "-5"], ["--timeout -5", "0 or more"]),
+        (["--timeout", "nan"], ["--timeout nan"]),
+    ],
+    ids=["poll-negative", "poll-zero", "poll-nan", "poll-inf", "timeout-negative", "timeout-nan"],
+)
+def test_wait_options_checked_before_any_upload(run_cli, fake_kaggle, folders, option, words):
+    _, subs, path = folders
+    result = run_cli("submit", path, "-m", "x", "--wait", *option, *common(folders))
+    assert_one_line_error(result, *words)
+    assert fake_kaggle.requests == [], "a bad option must not cost one of the day's submissions"
+    assert not (subs / "history.csv").exists()
+    assert_one_line_error(run_cli("submit", "--list", *option), *words)
+
+
+def test_wait_never_polls_faster_than_the_floor():
+    from kaggle_digits.kaggle import api as kaggle_api
+
+    for poll, timeout in ((0.0, 10.0), (kaggle_api.MIN_POLL_SECONDS - 0.5, 10.0), (10.0, -1.0)):
+        with pytest.raises(ValueError, match="poll must be"):
+            kaggle_api.wait_for_score("1", timeout=timeout, poll=poll)
+
+
+def test_huge_csv_field_is_one_line(run_cli, fake_kaggle, folders):
+    _, subs, path = folders
+    lines = path.read_text().splitlines()
+    lines[3] = "3," + "7" * 200_000  # over the csv module's 128 KB field limit
+    huge = path.with_name("huge.csv")
+    huge.write_text("\n".join(lines) + "\n")
+    for extra in (["--dry-run"], []):
+        result = run_cli("submit", huge, "-m", "x", *extra, *common(folders))
+        assert_one_line_error(result, str(huge), "line 4", "131,072")
+    assert_one_line_error(run_cli("submit", huge, "--local", *common(folders)), "line 4")
+    assert fake_kaggle.requests == []
+    assert not (subs / "history.csv").exists()
 
 
 def test_local_score(run_cli, folders, tmp_path):
@@ -166,7 +210,7 @@ def test_usage_mistakes(run_cli, folders, tmp_path):
 
 
 def test_expected_rows_counts_test_csv(small_data, tmp_path):
-    from kaggle_digits.cli.submit import expected_rows
+    from kaggle_digits.blend.submission import expected_rows
 
     assert expected_rows(small_data / "test.csv") == 500
     assert expected_rows(tmp_path / "missing.csv") == data.N_TEST

@@ -388,8 +388,7 @@ def _check_test(paths: Paths, trials: list[runs.TrialRun]) -> int:
     """Rows of test.csv; every trial's test.npy must have one row per test image."""
     if not paths.test_csv.exists():
         raise UserError(f"{paths.test_csv} not found: run `python scripts/download.py` first")
-    with open(paths.test_csv, "rb") as f:
-        n_test = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1
+    n_test = data.count_rows(paths.test_csv)
     for trial in trials:
         shape = trial.test_proba.shape
         if shape != (n_test, N_CLASSES):

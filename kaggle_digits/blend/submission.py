@@ -15,11 +15,25 @@ from typing import Any
 
 import numpy as np
 
+from kaggle_digits.data.dataset import N_TEST, count_rows
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_open
 
 HEADER = ["ImageId", "Label"]
+_CV_IN_NAME = re.compile(r"-cv(\d\.\d+)\.csv$")
 HISTORY_COLUMNS = ["time", "file", "cv_accuracy", "local_score", "public_score", "message"]
+
+
+def expected_rows(test_csv: str | os.PathLike) -> int:
+    """Rows a submission must have: one per row of test.csv, or Kaggle's 28,000 when it is absent."""
+    test_csv = Path(test_csv)
+    return count_rows(test_csv) if test_csv.exists() else N_TEST
+
+
+def cv_from_name(path: Path) -> float | None:
+    """The CV accuracy recorded in a file name written by the ensemble (`...-cv0.99571.csv`), if any."""
+    match = _CV_IN_NAME.search(path.name)
+    return float(match.group(1)) if match else None
 
 
 def write_submission(path: str | os.PathLike, labels: np.ndarray) -> Path:
@@ -55,7 +69,11 @@ def read_submission(path: str | os.PathLike, n_test: int | None = None) -> np.nd
         raise UserError(f"{path}: file not found")
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            try:
+                rows = list(reader)
+            except csv.Error as exc:
+                raise UserError(f"{path} line {reader.line_num}: {_csv_problem(exc)}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file") from None
     if not rows:
@@ -86,6 +104,13 @@ def read_submission(path: str | os.PathLike, n_test: int | None = None) -> np.nd
     if n == 0:
         raise UserError(f"{path}: has a header but no rows")
     return labels
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """What the csv module could not read, in words: a field over its size limit, or its own message."""
+    if "field larger than field limit" in str(exc):
+        return f"a value is longer than {csv.field_size_limit():,} characters: not a submission row"
+    return f"not a valid CSV line ({exc})"
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 
 from kaggle_digits import models
 from kaggle_digits.blend import ensemble
-from kaggle_digits.cli import submit
 from kaggle_digits.cli import ensemble as ensemble_face
+from kaggle_digits.cli import submit
 from kaggle_digits.cli import tune as tune_face
 from kaggle_digits.cli.hints import report_command
 from kaggle_digits.data import download

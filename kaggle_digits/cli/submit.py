@@ -11,19 +11,22 @@ The file is validated strictly before anything is sent and is never modified.
 from __future__ import annotations
 
 import argparse
-import re
+import math
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kaggle_digits.blend import submission
-from kaggle_digits.data import dataset as data
+
+# Importing kaggle_api does not import the client: that happens at the first call to Kaggle.
 from kaggle_digits.errors import UserError
+from kaggle_digits.kaggle import api as kaggle_api
+from kaggle_digits.kaggle.api import MIN_POLL_SECONDS, SubmissionLimits
 from kaggle_digits.units import format_seconds
 
 HELP = "upload a submission to Kaggle (--wait for its score), score it locally (--local), or --list submissions"
 DEFAULT_TIMEOUT = 900.0  # Kaggle usually scores this competition within a minute or two
 DEFAULT_POLL = 10.0
 # The CV accuracy in a name written by submission.submission_name: ...-cv0.99571.csv
-_CV_IN_NAME = re.compile(r"-cv(\d\.\d+)\.csv$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,12 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"seconds --wait waits (default {DEFAULT_TIMEOUT:.0f})"
     )
-    parser.add_argument("--poll", type=float, default=DEFAULT_POLL, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=DEFAULT_POLL,
+        help=f"seconds between looks while --wait waits (default {DEFAULT_POLL:.0f}, at least {MIN_POLL_SECONDS:.0f})",
+    )
     parser.add_argument("--local", action="store_true", help="accuracy against data/solution.csv (offline mirror)")
     parser.add_argument("--list", action="store_true", help="list recent submissions on Kaggle")
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_wait_options(args)
     if args.list:
         if args.file is not None or args.local or args.dry_run or args.wait:
             raise UserError("--list takes no FILE and no other option")
@@ -53,28 +62,20 @@ def run(args: argparse.Namespace) -> int:
     return _upload(args)
 
 
-def expected_rows(test_csv: Path) -> int:
-    """Rows a submission must have: one per row of test.csv, or Kaggle's 28,000 when it is absent."""
-    if not test_csv.exists():
-        return data.N_TEST
-    with open(test_csv, "rb") as f:
-        content_lines = 0
-        last = b"\n"
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            content_lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    # A last line without its newline still counts; the header does not.
-    return max(content_lines + (last != b"\n") - 1, 0)
-
-
-def cv_from_name(path: Path) -> float | None:
-    """The CV accuracy recorded in a file name written by the ensemble (`...-cv0.99571.csv`), if any."""
-    match = _CV_IN_NAME.search(path.name)
-    return float(match.group(1)) if match else None
+def _check_wait_options(args: argparse.Namespace) -> None:
+    """--timeout and --poll are checked before anything is sent: a bad value found after the upload
+    would cost one of the day's submissions."""
+    if not math.isfinite(args.timeout) or args.timeout < 0:
+        raise UserError(f"--timeout {args.timeout:g}: give the seconds --wait waits, a number 0 or more")
+    if not math.isfinite(args.poll) or args.poll < MIN_POLL_SECONDS:
+        raise UserError(
+            f"--poll {args.poll:g}: give the seconds between looks at the submission list, "
+            f"{MIN_POLL_SECONDS:.0f} or more (each look is a request to Kaggle)"
+        )
 
 
 def _validate(args: argparse.Namespace) -> int:
-    n_test = expected_rows(args.paths.test_csv)
+    n_test = submission.expected_rows(args.paths.test_csv)
     submission.read_submission(args.file, n_test=n_test)
     return n_test
 
@@ -93,13 +94,11 @@ def _local_score_if_any(args: argparse.Namespace) -> submission.Score | None:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    from kaggle_digits.kaggle import api as kaggle_api
-
     if not args.message or not args.message.strip():
         raise UserError('-m "message" is required to upload: it is the submission\'s description on Kaggle')
     n_test = _validate(args)
     local = _local_score_if_any(args)
-    cv = cv_from_name(args.file)
+    cv = submission.cv_from_name(args.file)
     print(f"{args.file}: valid, {n_test:,} rows" + (f"; local leaderboard {local}" if local else ""))
     if args.dry_run:
         where = kaggle_api.credential_source() if kaggle_api.has_credentials() else None
@@ -111,6 +110,11 @@ def _upload(args: argparse.Namespace) -> int:
         )
         print("dry run: nothing was sent")
         return 0
+    # Kaggle's client reports success even past the daily limit: ask first, and upload nothing when none is left.
+    limits = _read_limits()
+    if not isinstance(limits, str) and limits.exhausted:
+        raise UserError(f"no submissions left today ({_no_submissions_left(limits)}): nothing was uploaded")
+    print(_limits_line(limits), flush=True)
     print(f"uploading {args.file} to Kaggle ...", flush=True)
     ref = kaggle_api.submit(args.file, args.message)
     print(f"submitted as Kaggle submission {ref}", flush=True)
@@ -143,10 +147,43 @@ def _progress(ref: str):
     return report
 
 
-def _list() -> int:
-    from kaggle_digits.kaggle import api as kaggle_api
+def _read_limits() -> SubmissionLimits | str:
+    """Kaggle's submission counts for this account, or the reason they cannot be read (a str)."""
+    try:
+        return kaggle_api.submission_limits()
+    except kaggle_api.LimitsUnavailable as exc:
+        return str(exc)
 
+
+def _limits_line(limits: SubmissionLimits | str) -> str:
+    """One line for what _read_limits gave: the submissions left today, or why that is not known."""
+    if isinstance(limits, str):
+        return f"submissions left today: unknown ({limits})"
+    if not limits.counted:
+        return "submissions left today: not counted yet (Kaggle counts from this account's first submission here)"
+    if limits.exhausted:
+        return f"submissions left today: 0 ({_no_submissions_left(limits)})"
+    cap = ", limited by the competition's lifetime cap" if limits.limited_by_total else ""
+    return f"submissions left today: {limits.remaining} ({limits.made_today} made since 00:00 UTC{cap})"
+
+
+def _no_submissions_left(limits: SubmissionLimits) -> str:
+    """Why none is left, and when that changes (Kaggle counts per UTC day, except for the lifetime cap)."""
+    if limits.limited_by_total:
+        return (
+            f"the competition's lifetime cap is reached with {limits.made_total} made in all, and no new day resets it"
+        )
+    now = datetime.now(timezone.utc)
+    wait = (kaggle_api.next_daily_reset(now) - now).total_seconds()
+    return (
+        f"{limits.made_today} made since 00:00 UTC; Kaggle's daily limit resets at 00:00 UTC, in {format_seconds(wait)}"
+    )
+
+
+def _list() -> int:
+    limits = _read_limits()
     rows = kaggle_api.list_submissions()
+    print(_limits_line(limits))
     if not rows:
         print("no submissions to digit-recognizer yet")
         return 0

@@ -240,6 +240,17 @@ def write_submission_like(path: str | os.PathLike, image_ids: np.ndarray, labels
         f.write("".join(f"{int(i)},{int(label)}\n" for i, label in zip(image_ids, labels)))
 
 
+def count_rows(path: str | os.PathLike) -> int:
+    """Data rows of a CSV file with a header: its lines less the header, a last line without its
+    newline included (read in chunks: a full train.csv in well under a second)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return max(lines + (last != b"\n") - 1, 0)
+
+
 def sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()

@@ -197,8 +197,7 @@ def _summary(data_dir: Path, source: str) -> None:
     for name in (*COMPETITION_FILES, "solution.csv"):
         path = data_dir / name
         if path.exists():
-            with open(path, "rb") as f:
-                rows = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) - 1
+            rows = data.count_rows(path)
             print(f"  {path}  {rows:>6,} rows  sha256 {data.sha256(path)[:16]}")
     if (data_dir / "solution.csv").exists():
         print("  (solution.csv holds the mirror's test labels: only the local scorer reads it)")

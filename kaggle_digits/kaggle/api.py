@@ -16,6 +16,8 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ ZIP_NAME = f"{COMPETITION}.zip"
 SUBMIT_FAILED_MESSAGE = "Could not submit to competition"
 DATASET_READY_TIMEOUT = 600.0
 DATASET_READY_POLL = 10.0
+# The first client version with competition_get_submission_limits.
+LIMITS_CLIENT = "2.2.4"
+# wait_for_score never asks Kaggle more often than this: each look is an API call on the user's account.
+MIN_POLL_SECONDS = 5.0
 
 
 # --- credentials -------------------------------------------------------------------------------
@@ -267,6 +273,88 @@ def submit(path: str | os.PathLike, message: str) -> str:
     return str(ref)
 
 
+@dataclass
+class SubmissionLimits:
+    """This account's submission counts for the competition, as Kaggle reports them.
+
+    Kaggle counts per UTC day: `remaining` lasts until the next 00:00 UTC, unless `limited_by_total`
+    (the competition's lifetime cap was reached, which no new day resets).
+    """
+
+    made_today: int  # valid submissions since 00:00 UTC
+    made_total: int
+    remaining: int  # submissions still allowed today
+    limited_by_total: bool
+
+    @property
+    def counted(self) -> bool:
+        """False when Kaggle gives no counts: all zero means the account has no team in the competition
+        yet (it has never submitted to it), not that nothing is allowed."""
+        return bool(self.made_today or self.made_total or self.remaining or self.limited_by_total)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.counted and self.remaining <= 0
+
+
+class LimitsUnavailable(Exception):
+    """The submission limits could not be read; the message says why in a few words."""
+
+
+def next_daily_reset(now: datetime | None = None) -> datetime:
+    """The next 00:00 UTC after `now` (default: the current time), when Kaggle's daily count starts again."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return datetime(now.year, now.month, now.day, tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def client_version() -> str:
+    """The installed `kaggle` client's version, read from its package metadata ("unknown" if absent)."""
+    try:
+        return metadata.version("kaggle")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def submission_limits() -> SubmissionLimits:
+    """How many submissions this account has made today and in all, and how many remain today.
+
+    Missing credentials and refused ones (401) are a UserError, as for an upload. Anything else that
+    keeps the counts from being read (a client older than 2.2.4, an error answer, no connection, an
+    answer that cannot be parsed) is LimitsUnavailable.
+    """
+    import requests
+
+    api = _api()
+    ask = getattr(api, "competition_get_submission_limits", None)
+    if ask is None:
+        raise LimitsUnavailable(f"the installed kaggle client {client_version()} cannot ask; {LIMITS_CLIENT}+ can")
+    what = "reading the submission limits"
+    try:
+        with _quiet():
+            answer = ask(COMPETITION)
+    except requests.exceptions.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            with _calling(what):
+                raise
+        raise LimitsUnavailable(f"Kaggle answered {status}") from None
+    except requests.exceptions.Timeout:
+        raise LimitsUnavailable("Kaggle did not answer in time") from None
+    except requests.exceptions.RequestException:
+        raise LimitsUnavailable("cannot reach Kaggle") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LimitsUnavailable(f"Kaggle's answer could not be read ({_scrub(str(exc))[:80]})") from None
+    try:
+        return SubmissionLimits(
+            made_today=int(answer.num_today or 0),
+            made_total=int(answer.num_total or 0),
+            remaining=int(answer.num_allowed_now or 0),
+            limited_by_total=bool(answer.limited_by_total),
+        )
+    except (AttributeError, TypeError, ValueError):
+        raise LimitsUnavailable("Kaggle's answer has no submission counts") from None
+
+
 def list_submissions(limit: int = 20) -> list[Submission]:
     """The competition's most recent submissions of this account, newest first."""
     api = _api()
@@ -304,8 +392,10 @@ def wait_for_score(
     """Poll the submission list until submission `ref` is scored; return its public score.
 
     on_poll(status, elapsed_seconds) is called after each look. Kaggle's ERROR status or the timeout
-    is a UserError.
+    is a UserError. `poll` below MIN_POLL_SECONDS or infinite, or a negative or NaN `timeout`, is a ValueError.
     """
+    if not MIN_POLL_SECONDS <= poll < float("inf") or not timeout >= 0:
+        raise ValueError(f"poll must be >= {MIN_POLL_SECONDS} s and timeout >= 0 s, got {poll!r} and {timeout!r}")
     start = time.monotonic()
     while True:
         found = next((s for s in list_submissions() if s.ref == str(ref)), None)

@@ -264,7 +264,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _output(args: argparse.Namespace) -> int:
-    from kaggle_digits.cli.submit import cv_from_name, expected_rows
     from kaggle_digits.kaggle import api as kaggle_api
 
     ref = kernel_ref(resolve_user(args.user))
@@ -285,12 +284,12 @@ def _output(args: argparse.Namespace) -> int:
         raise UserError(
             f"kernel {ref} has no submission.csv in its output (is it complete? `python scripts/kernel.py status`)"
         )
-    n_test = expected_rows(args.paths.test_csv)
+    n_test = submission.expected_rows(args.paths.test_csv)
     labels = submission.read_submission(got, n_test=n_test)
     record_file = target / "kaggle-digits-run.json"
     record = read_json(record_file) if record_file.is_file() else {}
     original = str(record.get("submission", ""))
-    cv = cv_from_name(Path(original)) if original else None
+    cv = submission.cv_from_name(Path(original)) if original else None
     dest = args.paths.submissions_dir / submission.submission_name("kernel", cv)
     if dest.exists():
         raise UserError(f"{dest} already exists: submissions are never overwritten")

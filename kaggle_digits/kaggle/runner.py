@@ -98,7 +98,6 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     import kaggle_digits
     from kaggle_digits import cli, io
     from kaggle_digits.blend import submission
-    from kaggle_digits.cli.submit import expected_rows
     from kaggle_digits.data import paths
 
     print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)
@@ -121,7 +120,7 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
         print(f"error: the pipeline wrote no submission into {folders.submissions_dir}", file=sys.stderr)
         return 1
     chosen = max(written, key=lambda p: p.stat().st_mtime_ns)
-    submission.read_submission(chosen, n_test=expected_rows(folders.test_csv))
+    submission.read_submission(chosen, n_test=submission.expected_rows(folders.test_csv))
     with io.atomic_path(working / "submission.csv") as tmp:
         shutil.copyfile(chosen, tmp)
     # The plots of the run, in working/reports/ (what `kernel.py output` brings back with the submission).

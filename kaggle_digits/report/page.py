@@ -32,6 +32,7 @@ from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_open, read_json
 from kaggle_digits.search import runs, storage
+from kaggle_digits.search.tune import step_position
 
 HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.html."
 
@@ -486,13 +487,15 @@ class Report:
     def _tuning(self, section: Section) -> None:
         opened = self.optuna_storage
         if not self.studies:
-            raise Skip(f"no study in {_display_url(self.storage_url)}: run `python scripts/tune.py --model mlp` first")
-        section.intro = f"Optuna studies in {_display_url(self.storage_url)}."
+            raise Skip(
+                f"no study in {storage.display_url(self.storage_url)}: run `python scripts/tune.py --model mlp` first"
+            )
+        section.intro = f"Optuna studies in {storage.display_url(self.storage_url)}."
         for name in self.studies:
             with self.part(section, f"study {name}"):
                 if name not in self.storage_studies:
                     known = ", ".join(self.storage_studies) or "none"
-                    raise Skip(f"not in {_display_url(self.storage_url)} (studies there: {known})")
+                    raise Skip(f"not in {storage.display_url(self.storage_url)} (studies there: {known})")
                 self._tuning_study(section, load_study(opened, name))
 
     def _tuning_study(self, section: Section, study: Any) -> None:
@@ -542,7 +545,7 @@ class Report:
                 raise Skip("no trial reported intermediate values")
             self.save(
                 section,
-                self.plots.plot_intermediate(trials, name, _step_stride()),
+                self.plots.plot_intermediate(trials, name, step_position),
                 f"tuning-intermediate-{_slug(name)}.png",
                 f"{name}: intermediate values",
                 "What each trial reported to the pruner: the held-out fold's accuracy after each epoch, fold "
@@ -669,19 +672,6 @@ def open_storage(url: str, runs_dir: Path) -> Any:
         return storage.open_storage(url, heartbeat=None)
     except UserError as exc:
         raise Skip(str(exc)) from None
-
-
-def _step_stride() -> int:
-    from kaggle_digits.search.tune import STEP_STRIDE
-
-    return STEP_STRIDE
-
-
-def _display_url(url: str) -> str:
-    """The URL with any password hidden."""
-    from kaggle_digits.search.tune import display_url
-
-    return display_url(url)
 
 
 def load_study(storage: Any, name: str) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import matplotlib
@@ -264,11 +264,12 @@ def plot_importances(importances: dict[str, float], name: str) -> Figure:
     return fig
 
 
-def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
+def plot_intermediate(trials: list[Any], name: str, position: Callable[[int], tuple[int, int]]) -> Figure:
     """Each trial's intermediate values, fold after fold; pruned trials in red ending in a cross.
 
-    tune reports step = fold * stride + epoch (0-based), so folds are laid side by side on the x axis,
-    one slot per epoch, and a line never joins the last epoch of a fold to the first of the next.
+    position : a reported step -> (fold, epoch), both 0-based (kaggle_digits.search.tune.step_position).
+    Folds are laid side by side on the x axis, one slot per epoch, and a line never joins the last epoch
+    of a fold to the first of the next.
     """
     from optuna.trial import TrialState
 
@@ -276,8 +277,8 @@ def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
     ax = fig.add_subplot()
     palette = sns.color_palette("deep")
     reported = [t for t in trials if t.intermediate_values]
-    width = 1 + max(s % stride for t in reported for s in t.intermediate_values)
-    n_folds = 1 + max(s // stride for t in reported for s in t.intermediate_values)
+    width = 1 + max(position(s)[1] for t in reported for s in t.intermediate_values)
+    n_folds = 1 + max(position(s)[0] for t in reported for s in t.intermediate_values)
     kinds = {"complete": 0, "pruned": 0, "other": 0}
     for t in reported:
         if t.state == TrialState.PRUNED:
@@ -288,13 +289,13 @@ def plot_intermediate(trials: list[Any], name: str, stride: int) -> Figure:
             style, kind = {"color": "0.6", "alpha": 0.7, "linewidth": 1, "linestyle": ":"}, "other"
         kinds[kind] += 1
         steps = sorted(t.intermediate_values)
-        for fold in sorted({s // stride for s in steps}):
-            in_fold = [s for s in steps if s // stride == fold]
-            x = [fold * width + s % stride + 1 for s in in_fold]
+        for fold in sorted({position(s)[0] for s in steps}):
+            in_fold = [s for s in steps if position(s)[0] == fold]
+            x = [fold * width + position(s)[1] + 1 for s in in_fold]
             ax.plot(x, [t.intermediate_values[s] for s in in_fold], **style)
         if kind == "pruned":
             last = steps[-1]
-            x_last = (last // stride) * width + last % stride + 1
+            x_last = position(last)[0] * width + position(last)[1] + 1
             ax.scatter([x_last], [t.intermediate_values[last]], marker="x", color=palette[3], s=55, zorder=3)
     for fold in range(1, n_folds):
         ax.axvline(fold * width + 0.5, color="0.75", linewidth=1)

@@ -53,6 +53,18 @@ DB_FILE = storage.DB_FILE
 # The pruner's step: fold * STEP_STRIDE + epoch, one counter across folds that puts the same fold and
 # epoch of every trial on the same step (no fit runs 1,000 epochs).
 STEP_STRIDE = 1000
+
+
+def pruner_step(fold: int, epoch: int) -> int:
+    """The step a fold's epoch (both 0-based) is reported at."""
+    return fold * STEP_STRIDE + epoch
+
+
+def step_position(step: int) -> tuple[int, int]:
+    """(fold, epoch) of a reported step: pruner_step's inverse."""
+    return divmod(step, STEP_STRIDE)
+
+
 # Prune a trial whose best validation accuracy so far is below the 25th percentile of the finished
 # trials at the same fold and epoch ("clearly behind"), once 3 trials have finished, and never in
 # the first 3 epochs of the first fold (early validation accuracy is noisy: BatchNorm statistics lag).
@@ -453,7 +465,7 @@ class Tuning:
             if value is None:
                 return
             with self.interrupts.paused():
-                trial.report(float(value), fold * STEP_STRIDE + epoch)
+                trial.report(float(value), pruner_step(fold, epoch))
                 prune = trial.should_prune()
             if prune:
                 self.log(
