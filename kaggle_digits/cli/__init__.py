@@ -13,12 +13,12 @@ from kaggle_digits.errors import UserError
 # name -> module; each module defines HELP, add_arguments(parser) and run(args) -> int.
 # Adding a command is one line here and one module.
 COMMANDS = {
-    "download": "kaggle_digits.data.download",
+    "download": "kaggle_digits.cli.download",
     "tune": "kaggle_digits.cli.tune",
     "ensemble": "kaggle_digits.cli.ensemble",
     "pipeline": "kaggle_digits.cli.pipeline",
     "submit": "kaggle_digits.cli.submit",
-    "kernel": "kaggle_digits.kaggle.kernel",
+    "kernel": "kaggle_digits.cli.kernel",
     "report": "kaggle_digits.report.page",
     "predict": "kaggle_digits.predict.predictor",
     "serve": "kaggle_digits.predict.serve",

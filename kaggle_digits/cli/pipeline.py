@@ -1,45 +1,26 @@
 """`pipeline`: the whole path in one command — download, tune each model family with a preset, ensemble
-the best trials, write the submission, and (with --submit) upload it.
-
-Each step runs the same code as its own command (`download`, `tune`, `ensemble`, `submit`) in this
-process, so the pipeline behaves exactly like the commands run one after the other.
-"""
+the best trials, write the submission, and (with --submit) upload it. The plan is kaggle_digits.pipeline;
+each step calls the same library code as its own command and prints what that command prints."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
-from kaggle_digits import models
+from kaggle_digits import models, pipeline
 from kaggle_digits.blend import ensemble
+from kaggle_digits.cli import download as download_face
 from kaggle_digits.cli import ensemble as ensemble_face
-from kaggle_digits.cli import submit
+from kaggle_digits.cli import submit as submit_face
 from kaggle_digits.cli import tune as tune_face
 from kaggle_digits.cli.hints import report_command
+from kaggle_digits.cli.output import say
 from kaggle_digits.data import download
-from kaggle_digits.errors import UserError
+from kaggle_digits.pipeline import DEFAULT_PRESET, PRESET_MODELS, PipelineOptions
 from kaggle_digits.search import runs, tune
-from kaggle_digits.search.tune import TuneOptions
 from kaggle_digits.units import format_seconds
 
 HELP = "download, tune each model family with a preset, ensemble, write (and with --submit upload) a submission"
-
-DEFAULT_PRESET = "quick"
-# The families each preset tunes when --models is not given. quick: what reaches the quick target
-# (see README "Results") within its time budget on a 2-core CPU.
-PRESET_MODELS: dict[str, tuple[str, ...]] = {
-    "quick": ("cnn",),
-    "standard": ("mlp", "dense", "cnn"),
-    "full": ("mlp", "dense", "cnn"),
-}
-# Options handed to every `tune` run unchanged (None = the preset's value).
-TUNE_OPTIONS = ("subsample", "epochs", "folds", "trials", "seed", "precision")
-# Where the pipeline departs from tune's preset (options given on the command line still win). The
-# submission averages the fold models, so the quick cnn uses 3 folds (each model trained on 2/3 of the
-# rows, three of them averaged) rather than tune's 2: measured on the offline mirror, local leaderboard
-# 0.9930 against 0.9900 with 2 folds (README "pipeline").
-PIPELINE_TUNE: dict[str, dict[str, dict[str, Any]]] = {"quick": {"cnn": {"folds": 3}}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,85 +52,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def study_name(model: str, augment: bool, preset: str) -> str:
-    """The pipeline's study for a family: `<model>[-aug]-<preset>`, so presets never mix in one study."""
-    return f"{model}{'-aug' if augment else ''}-{preset}"
+def options_from(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(
+        preset=args.preset,
+        models=args.models,
+        augment=bool(args.augment),
+        submit=bool(args.submit),
+        message=args.message,
+        subsample=args.subsample,
+        epochs=args.epochs,
+        folds=args.folds,
+        trials=args.trials,
+        seed=args.seed,
+        precision=args.precision,
+        data_dir=args.data_dir,
+        runs_dir=args.runs_dir,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    families = _families(args)
-    _check_submit(args)
-    seed = tune.DEFAULT_SEED if args.seed is None else args.seed
+    options = options_from(args)
+    families = pipeline.check(options)
     start = time.monotonic()
-    steps = len(families) + 2 + bool(args.submit)
+    steps = len(families) + 2 + bool(options.submit)
 
     _step(1, steps, "download", start)
-    download.run(_namespace(download, [], args))
+    fetched = download.fetch(args.paths, log=say)
+    download_face.print_files(fetched.source, fetched.files)
 
     studies = []
     for i, model in enumerate(families, start=2):
-        name = study_name(model, args.augment, args.preset)
-        _step(i, steps, f"tune {model} (study '{name}', preset {args.preset})", start)
-        chosen = dict(PIPELINE_TUNE.get(args.preset, {}).get(model, {}))
-        chosen |= {option: getattr(args, option) for option in TUNE_OPTIONS if getattr(args, option) is not None}
-        options = TuneOptions(
-            model=model, augment=bool(args.augment), preset=args.preset, study=name, **{**chosen, "seed": seed}
-        )
-        options.data_dir, options.runs_dir = args.data_dir, args.runs_dir
-        code = tune_face.run_options(options, args.paths)
+        chosen = pipeline.tune_options(options, model)
+        _step(i, steps, f"tune {model} (study '{chosen.study}', preset {options.preset})", start)
+        code = tune_face.run_options(chosen, args.paths)
         if code != 0:
             return code  # interrupted: tune has said how to resume
-        studies.append(name)
+        studies.append(chosen.study)
 
     _step(len(families) + 2, steps, "ensemble", start)
-    result = ensemble.build(args.paths, studies=studies, name=f"pipeline-{args.preset}", seed=seed)
+    result = ensemble.build(args.paths, studies=studies, name=f"pipeline-{options.preset}", seed=pipeline.seed(options))
     ensemble_face.print_result(result, args.paths)
 
-    if args.submit:
+    if options.submit:
         _step(steps, steps, "submit to Kaggle", start)
-        code = submit.run(_namespace(submit, [str(result.submission), "-m", args.message], args))
+        code = submit_face.upload(args.paths, result.submission, options.message)
         if code != 0:
             return code
 
     _summary(args, studies, families, result, time.monotonic() - start)
     return 0
-
-
-def _families(args: argparse.Namespace) -> list[str]:
-    if args.models is None:
-        return list(PRESET_MODELS[args.preset])
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        raise UserError(f"--models {args.models!r}: name at least one of {', '.join(models.FAMILIES)}")
-    for name in names:
-        if name not in models.FAMILIES:
-            raise UserError(f"--models: unknown model '{name}', choose from {', '.join(models.FAMILIES)}")
-    return list(dict.fromkeys(names))
-
-
-def _check_submit(args: argparse.Namespace) -> None:
-    """Upload problems that can be known now are reported before an hour of tuning, not after."""
-    if args.message and not args.submit:
-        raise UserError("-m goes with --submit (the message is the uploaded submission's description)")
-    if not args.submit:
-        return
-    if not args.message or not args.message.strip():
-        raise UserError('--submit needs -m "message": the submission\'s description on Kaggle')
-    from kaggle_digits.kaggle import api as kaggle_api
-
-    if not kaggle_api.has_credentials():
-        raise UserError(f"--submit needs Kaggle credentials: put them in {kaggle_api.CREDENTIAL_PLACES}")
-
-
-def _namespace(command: Any, argv: list[str], args: argparse.Namespace) -> argparse.Namespace:
-    """The arguments another command would get from `kaggle-digits <command> ARGV` with our folders."""
-    parser = argparse.ArgumentParser(prog=f"kaggle-digits {command.__name__.rsplit('.', 1)[-1]}")
-    command.add_arguments(parser)
-    namespace = parser.parse_args(argv)
-    for name in ("data_dir", "runs_dir", "submissions_dir", "reports_dir"):
-        setattr(namespace, name, getattr(args, name, None))
-    namespace.paths = args.paths
-    return namespace
 
 
 def _step(i: int, n: int, what: str, start: float) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from kaggle_digits.blend import submission
 
 # Importing kaggle_api does not import the client: that happens at the first call to Kaggle.
+from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.kaggle import api as kaggle_api
 from kaggle_digits.kaggle.api import MIN_POLL_SECONDS, SubmissionLimits
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         if args.message or args.dry_run or args.wait:
             raise UserError("--local only scores the file: it takes no -m, --dry-run or --wait")
         return _local(args)
-    return _upload(args)
+    return upload(
+        args.paths, args.file, args.message, dry_run=args.dry_run, wait=args.wait, timeout=args.timeout, poll=args.poll
+    )
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:
@@ -74,12 +77,6 @@ def _check_wait_options(args: argparse.Namespace) -> None:
         )
 
 
-def _validate(args: argparse.Namespace) -> int:
-    n_test = submission.expected_rows(args.paths.test_csv)
-    submission.read_submission(args.file, n_test=n_test)
-    return n_test
-
-
 def _local(args: argparse.Namespace) -> int:
     score = submission.score_local(args.file, args.paths.solution_csv)
     print(f"{args.file}: valid, {score.total:,} rows")
@@ -87,22 +84,28 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_score_if_any(args: argparse.Namespace) -> submission.Score | None:
-    if not args.paths.solution_csv.exists():
-        return None
-    return submission.score_local(args.file, args.paths.solution_csv)
-
-
-def _upload(args: argparse.Namespace) -> int:
-    if not args.message or not args.message.strip():
+def upload(
+    paths: Paths,
+    file: Path,
+    message: str | None,
+    *,
+    dry_run: bool = False,
+    wait: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    poll: float = DEFAULT_POLL,
+) -> int:
+    """Validate `file`, then (unless dry_run) upload it with `message`, printing each step; with `wait`,
+    wait for its public score. The upload is recorded in history.csv."""
+    if not message or not message.strip():
         raise UserError('-m "message" is required to upload: it is the submission\'s description on Kaggle')
-    n_test = _validate(args)
-    local = _local_score_if_any(args)
-    cv = submission.cv_from_name(args.file)
-    print(f"{args.file}: valid, {n_test:,} rows" + (f"; local leaderboard {local}" if local else ""))
-    if args.dry_run:
+    n_test = submission.expected_rows(paths.test_csv)
+    submission.read_submission(file, n_test=n_test)
+    local = submission.score_local(file, paths.solution_csv) if paths.solution_csv.exists() else None
+    cv = submission.cv_from_name(file)
+    print(f"{file}: valid, {n_test:,} rows" + (f"; local leaderboard {local}" if local else ""))
+    if dry_run:
         where = kaggle_api.credential_source() if kaggle_api.has_credentials() else None
-        print(f'dry run: would upload {args.file} to Kaggle\'s digit-recognizer with message "{args.message}"')
+        print(f'dry run: would upload {file} to Kaggle\'s digit-recognizer with message "{message}"')
         print(
             f"dry run: Kaggle credentials from {where}"
             if where
@@ -115,28 +118,28 @@ def _upload(args: argparse.Namespace) -> int:
     if not isinstance(limits, str) and limits.exhausted:
         raise UserError(f"no submissions left today ({_no_submissions_left(limits)}): nothing was uploaded")
     print(_limits_line(limits), flush=True)
-    print(f"uploading {args.file} to Kaggle ...", flush=True)
-    ref = kaggle_api.submit(args.file, args.message)
+    print(f"uploading {file} to Kaggle ...", flush=True)
+    ref = kaggle_api.submit(file, message)
     print(f"submitted as Kaggle submission {ref}", flush=True)
     public = None
     try:
-        if args.wait:
-            public = kaggle_api.wait_for_score(ref, timeout=args.timeout, poll=args.poll, on_poll=_progress(ref))
+        if wait:
+            public = kaggle_api.wait_for_score(ref, timeout=timeout, poll=poll, on_poll=_progress(ref))
     finally:
         # The upload happened: it is recorded even when waiting for its score fails.
         submission.append_history(
-            args.paths.history_csv,
-            args.file,
+            paths.history_csv,
+            file,
             cv_accuracy=cv,
             local_score=local.accuracy if local else None,
             public_score=public,
-            message=args.message,
+            message=message,
         )
     if public is not None:
         print(f"Kaggle public score: {public:.5f}")
     else:
         print("Kaggle is scoring it: see the public score with `python scripts/submit.py --list`")
-    print(f"recorded in {args.paths.history_csv}")
+    print(f"recorded in {paths.history_csv}")
     return 0
 
 

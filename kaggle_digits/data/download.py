@@ -7,10 +7,10 @@ manifest records what this toolkit wrote so that it never overwrites a user's ow
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +19,73 @@ from kaggle_digits.data import dataset as data
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json
+from kaggle_digits.progress import Log, silent
 
-HELP = "get the competition's CSV files (Kaggle kernel, Kaggle API, a zip, or the offline MNIST mirror)"
 MANIFEST = ".kaggle-digits.json"
 COMPETITION_FILES = ("train.csv", "test.csv", "sample_submission.csv")
-RULES_URL = "https://www.kaggle.com/competitions/digit-recognizer/rules"
+SOURCES = ("auto", "kaggle", "zip", "mnist")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        choices=["auto", "kaggle", "zip", "mnist"],
-        default="auto",
-        help="auto (default): Kaggle kernel input, else the Kaggle API when credentials exist, else the "
-        "offline mirror from the bundled MNIST",
-    )
-    parser.add_argument("--zip", type=Path, help="digit-recognizer.zip downloaded by hand (with --source zip)")
-    parser.add_argument("--force", action="store_true", help="fetch again even if valid files are present")
-    parser.add_argument("--verify", action="store_true", help="only validate the files already present")
+@dataclass(frozen=True)
+class FileSummary:
+    """A file in the data folder: its path, data rows (header not counted) and SHA-256."""
+
+    path: Path
+    rows: int
+    sha256: str
 
 
-def run(args: argparse.Namespace) -> int:
-    data_dir: Path = args.paths.data_dir
-    if args.verify:
-        return _verify(data_dir)
-    if args.zip is not None and args.source not in ("zip", "auto"):
-        raise UserError(f"--zip goes with --source zip, not --source {args.source}")
-    source = _choose_source(args)
+@dataclass
+class Fetched:
+    """What `fetch` did: where the files came from, and the files now in the data folder."""
+
+    data_dir: Path
+    source: str  # kernel | kaggle | zip | mnist, or what an earlier run recorded
+    already_present: bool  # valid files were there: nothing was fetched
+    files: list[FileSummary]
+
+
+@dataclass
+class Verified:
+    """The files already in the data folder, validated."""
+
+    data_dir: Path
+    train_rows: int
+    test_rows: int
+    label_counts: np.ndarray  # (10,) train.csv rows per label
+    source: str
+    files: list[FileSummary]
+
+
+def fetch(
+    folders: paths.Paths,
+    source: str = "auto",
+    zip_path: Path | None = None,
+    force: bool = False,
+    log: Log = silent,
+) -> Fetched:
+    """Put the competition's files in folders.data_dir: staged, validated, then moved into place.
+
+    source : auto (a Kaggle kernel's input, else the Kaggle API with credentials, else the offline mirror),
+    kaggle, zip (with zip_path) or mnist. Valid files already present are kept unless `force`; files the
+    toolkit did not write are never overwritten (UserError).
+    """
+    data_dir = folders.data_dir
+    if source not in SOURCES:
+        raise UserError(f"--source {source}: choose one of {', '.join(SOURCES)}")
+    if zip_path is not None and source not in ("zip", "auto"):
+        raise UserError(f"--zip goes with --source zip, not --source {source}")
+    source = choose_source(source, zip_path, log)
     manifest = _read_manifest(data_dir)
-    if not args.force and _present_and_valid(data_dir, manifest):
-        print(f"{data_dir}: train.csv and test.csv already present and valid (use --force to fetch again)")
-        _summary(data_dir, manifest.get("source", "existing files"))
-        return 0
+    if not force and _present_and_valid(data_dir, manifest):
+        log(f"{data_dir}: train.csv and test.csv already present and valid (use --force to fetch again)")
+        return Fetched(data_dir, manifest.get("source", "existing files"), True, describe(data_dir))
     _check_overwrite(data_dir, manifest)
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=data_dir) as tmp:
         staging = Path(tmp)
         if source == "kernel":
-            print(f"copying the competition's files from {paths.kaggle_input_dir()}", flush=True)
+            log(f"copying the competition's files from {paths.kaggle_input_dir()}")
             for name in COMPETITION_FILES:
                 src = paths.kaggle_input_dir() / name
                 if src.exists():
@@ -64,40 +93,57 @@ def run(args: argparse.Namespace) -> int:
         elif source == "kaggle":
             from kaggle_digits.kaggle import api as kaggle_api
 
-            print("downloading digit-recognizer.zip with the Kaggle API", flush=True)
-            zip_path = kaggle_api.download_competition_zip(data_dir, force=args.force)
-            _extract(zip_path, staging)
+            log("downloading digit-recognizer.zip with the Kaggle API")
+            _extract(kaggle_api.download_competition_zip(data_dir, force=force, log=log), staging)
         elif source == "zip":
-            _extract(args.zip, staging)
+            _extract(zip_path, staging)
         else:
-            print(
-                f"building the offline mirror from MNIST in {args.paths.mnist_dir} (seed {data.MIRROR_SEED})",
-                flush=True,
-            )
-            data.write_mirror(args.paths.mnist_dir, staging)
+            log(f"building the offline mirror from MNIST in {folders.mnist_dir} (seed {data.MIRROR_SEED})")
+            data.write_mirror(folders.mnist_dir, staging)
         _install(staging, data_dir, manifest, source)
-    _summary(data_dir, source)
-    return 0
+    return Fetched(data_dir, source, False, describe(data_dir))
 
 
-def _choose_source(args: argparse.Namespace) -> str:
-    if args.source == "zip" or (args.source == "auto" and args.zip is not None):
-        if args.zip is None:
+def choose_source(source: str, zip_path: Path | None, log: Log = silent) -> str:
+    """The source `auto` stands for here (and a check that zip has its file)."""
+    if source == "zip" or (source == "auto" and zip_path is not None):
+        if zip_path is None:
             raise UserError("--source zip needs --zip PATH (the digit-recognizer.zip you downloaded)")
         return "zip"
-    if args.source != "auto":
-        return args.source
+    if source != "auto":
+        return source
     if (paths.kaggle_input_dir() / "train.csv").exists():
         return "kernel"
     from kaggle_digits.kaggle import api as kaggle_api
 
     if kaggle_api.has_credentials():
         return "kaggle"
-    print(
+    log(
         "no Kaggle credentials found: using the offline mirror built from the bundled MNIST "
         "(same 70,000 images; for the real files add credentials and run --source kaggle --force)"
     )
     return "mnist"
+
+
+def verify(data_dir: Path) -> Verified:
+    """Validate train.csv and test.csv where they are (a bad file is a UserError naming line and column)."""
+    for name in ("train.csv", "test.csv"):
+        if not (data_dir / name).exists():
+            raise UserError(f"{data_dir / name} not found: run `python scripts/download.py` first")
+    X_train, y_train = data.load_train(data_dir / "train.csv")
+    X_test = data.load_test(data_dir / "test.csv")
+    counts = np.bincount(y_train, minlength=10)
+    source = _read_manifest(data_dir).get("source", "existing files")
+    return Verified(data_dir, len(X_train), len(X_test), counts, source, describe(data_dir))
+
+
+def describe(data_dir: Path) -> list[FileSummary]:
+    """The competition's files (and the mirror's solution.csv) present in data_dir."""
+    return [
+        FileSummary(path, data.count_rows(path), data.sha256(path))
+        for path in (data_dir / name for name in (*COMPETITION_FILES, "solution.csv"))
+        if path.exists()
+    ]
 
 
 def _extract(zip_path: Path, staging: Path) -> None:
@@ -177,27 +223,3 @@ def _present_and_valid(data_dir: Path, manifest: dict) -> bool:
     except UserError:
         return False
     return True
-
-
-def _verify(data_dir: Path) -> int:
-    for name in ("train.csv", "test.csv"):
-        if not (data_dir / name).exists():
-            raise UserError(f"{data_dir / name} not found: run `python scripts/download.py` first")
-    X_train, y_train = data.load_train(data_dir / "train.csv")
-    X_test = data.load_test(data_dir / "test.csv")
-    counts = np.bincount(y_train, minlength=10)
-    print(f"{data_dir / 'train.csv'}: {len(X_train):,} rows, valid; labels 0-9: {' '.join(map(str, counts))}")
-    print(f"{data_dir / 'test.csv'}: {len(X_test):,} rows, valid")
-    _summary(data_dir, _read_manifest(data_dir).get("source", "existing files"))
-    return 0
-
-
-def _summary(data_dir: Path, source: str) -> None:
-    print(f"source: {source}")
-    for name in (*COMPETITION_FILES, "solution.csv"):
-        path = data_dir / name
-        if path.exists():
-            rows = data.count_rows(path)
-            print(f"  {path}  {rows:>6,} rows  sha256 {data.sha256(path)[:16]}")
-    if (data_dir / "solution.csv").exists():
-        print("  (solution.csv holds the mirror's test labels: only the local scorer reads it)")

@@ -23,6 +23,7 @@ from typing import Any
 
 from kaggle_digits import COMPETITION
 from kaggle_digits.errors import UserError
+from kaggle_digits.progress import Log, silent
 
 CREDENTIAL_PLACES = (
     "the KAGGLE_API_TOKEN or KAGGLE_USERNAME/KAGGLE_KEY environment variables, "
@@ -203,7 +204,7 @@ def _competition_forbidden(what: str) -> str:
 # --- competition data --------------------------------------------------------------------------
 
 
-def download_competition_zip(dest_dir: str | os.PathLike, force: bool = False) -> Path:
+def download_competition_zip(dest_dir: str | os.PathLike, force: bool = False, log: Log = silent) -> Path:
     """Download digit-recognizer.zip into dest_dir with the official client; return its path.
 
     An existing valid zip is reused unless `force`. The download lands in a temporary folder inside
@@ -212,7 +213,7 @@ def download_competition_zip(dest_dir: str | os.PathLike, force: bool = False) -
     dest_dir = Path(dest_dir)
     target = dest_dir / ZIP_NAME
     if not force and _is_competition_zip(target):
-        print(f"using the zip already downloaded: {target} (--force downloads it again)", flush=True)
+        log(f"using the zip already downloaded: {target} (--force downloads it again)")
         return target
     api = _api()
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +230,7 @@ def download_competition_zip(dest_dir: str | os.PathLike, force: bool = False) -
             raise UserError(f"Kaggle's download of {COMPETITION} is not a zip file: try again with --force")
         os.replace(downloaded, target)
     size = target.stat().st_size / 1e6
-    print(f"downloaded {target} ({size:.1f} MB in {time.monotonic() - start:.1f} s)", flush=True)
+    log(f"downloaded {target} ({size:.1f} MB in {time.monotonic() - start:.1f} s)")
     return target
 
 
@@ -440,6 +441,7 @@ def push_dataset(
     notes: str,
     timeout: float = DATASET_READY_TIMEOUT,
     poll: float = DATASET_READY_POLL,
+    log: Log = silent,
 ) -> str:
     """Create dataset `ref` from `folder` (dataset-metadata.json + files), or add a version; return "created"
     or "versioned". Folders are uploaded zipped (Kaggle unpacks them). Waits until Kaggle says it is ready,
@@ -467,7 +469,7 @@ def push_dataset(
             raise UserError(f"Kaggle could not process dataset {ref} (status: {current})")
         if time.monotonic() - start + poll > timeout:
             raise UserError(f"dataset {ref} not ready after {timeout:.0f} s (status: {current}): push again later")
-        print(f"waiting for Kaggle to process dataset {ref}: {current}", flush=True)
+        log(f"waiting for Kaggle to process dataset {ref}: {current}")
         time.sleep(poll)
 
 

@@ -12,11 +12,11 @@ the dataset `<user>/kaggle-digits-src`) and `kernel/` (the runner + kernel-metad
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from kaggle_digits import COMPETITION, __version__, models
@@ -24,9 +24,9 @@ from kaggle_digits.blend import submission
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_path, read_json, write_json
+from kaggle_digits.progress import Log, silent
 from kaggle_digits.units import format_seconds
 
-HELP = "run the pipeline as a Kaggle kernel: bundle, push, status [--wait], output"
 DATASET_SLUG = "kaggle-digits-src"
 DATASET_TITLE = "kaggle-digits source"
 KERNEL_SLUG = "kaggle-digits"
@@ -42,43 +42,6 @@ KERNEL_DONE = {"complete", "error", "cancel_acknowledged"}
 STATUS_TIMEOUT = 12 * 3600.0  # Kaggle stops a GPU session after 12 hours
 STATUS_POLL = 30.0
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    bundle = actions.add_parser("bundle", help="write the source dataset and the kernel folders")
-    push = actions.add_parser("push", help="bundle, create or version the source dataset, push the kernel")
-    for sub in (bundle, push):
-        sub.add_argument("--out", type=Path, default=Path("build/kernel"), help="bundle folder (default build/kernel)")
-        sub.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=f"default {DEFAULT_PRESET}")
-        sub.add_argument("--models", help="comma-separated families for the pipeline, e.g. cnn or mlp,dense,cnn")
-        sub.add_argument("--augment", action="store_true", help="train with augmentation")
-        sub.add_argument("--user", help="Kaggle user name (default: from the credentials)")
-    push.add_argument("--poll", type=float, default=10.0, help=argparse.SUPPRESS)  # dataset processing checks
-    status = actions.add_parser("status", help="the kernel's status: queued, running, complete, error")
-    status.add_argument("--wait", action="store_true", help="poll until the kernel is done")
-    status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds --wait waits (default 12 h)")
-    status.add_argument("--poll", type=float, default=STATUS_POLL, help="seconds between looks (default 30)")
-    output = actions.add_parser("output", help="download the output; copy submission.csv into submissions/")
-    output.add_argument("--out", type=Path, default=Path("build/kernel"), help="bundle folder (default build/kernel)")
-    for sub in (status, output):
-        sub.add_argument("--user", help="Kaggle user name (default: from the credentials)")
-    for sub in (bundle, push, status, output):
-        _folder_options(sub)
-
-
-def _folder_options(parser: argparse.ArgumentParser) -> None:
-    """Accept the common folder options after the action too (`kernel output --data-dir D`).
-
-    SUPPRESS keeps a value given before the action from being reset by the action's parser.
-    """
-    group = parser.add_argument_group("folders")
-    for option in ("--data-dir", "--runs-dir", "--submissions-dir", "--reports-dir"):
-        group.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-def run(args: argparse.Namespace) -> int:
-    return {"bundle": _bundle, "push": _push, "status": _status, "output": _output}[args.action](args)
 
 
 def resolve_user(user: str | None) -> str:
@@ -198,78 +161,85 @@ def _refuse_credentials(folder: Path) -> None:
         raise UserError(f"{found.relative_to(folder)} would carry a Kaggle credential into the bundle: not written")
 
 
-def _describe(out: Path, user: str, preset: str, models: str | None, augment: bool) -> None:
-    files = sorted(p for p in (out / "dataset").rglob("*") if p.is_file())
-    print(f"source dataset {user}/{DATASET_SLUG}: {out / 'dataset'} ({len(files)} files)")
-    print(f"kernel {kernel_ref(user)}: {out / 'kernel'} ({RUNNER_NAME}, GPU, no internet, private)")
-    models = normalize_models(models)
-    extra = (f" --models {models}" if models else "") + (" --augment" if augment else "")
-    print(f"the kernel runs: kaggle-digits pipeline --preset {preset}{extra}")
-
-
-def _bundle(args: argparse.Namespace) -> int:
-    user = resolve_user(args.user)
-    write_bundle(args.out, user, args.preset, args.models, args.augment)
-    _describe(args.out, user, args.preset, args.models, args.augment)
-    print(f"wrote {args.out}; upload it with `python scripts/kernel.py push`")
-    return 0
-
-
 # --- push / status / output -------------------------------------------------------------------
 
 
-def _push(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Pushed:
+    """What `push` uploaded."""
+
+    dataset_ref: str
+    dataset_state: str  # "created" or "versioned"
+    kernel_ref: str
+    url: str
+    version: int | None
+
+
+def push(
+    out: Path,
+    user: str,
+    preset: str = DEFAULT_PRESET,
+    models: str | None = None,
+    augment: bool = False,
+    poll: float = 10.0,
+    log: Log = silent,
+) -> Pushed:
+    """Write the bundle, create or version the source dataset (waiting until Kaggle has processed it), then
+    push the kernel."""
     from kaggle_digits.kaggle import api as kaggle_api
 
-    user = resolve_user(args.user)
-    dataset_dir, kernel_dir = write_bundle(args.out, user, args.preset, args.models, args.augment)
-    _describe(args.out, user, args.preset, args.models, args.augment)
+    dataset_dir, kernel_dir = write_bundle(out, user, preset, models, augment)
     ref = f"{user}/{DATASET_SLUG}"
-    print(f"uploading the source dataset {ref} ...", flush=True)
-    done = kaggle_api.push_dataset(dataset_dir, ref, notes=f"kaggle-digits {__version__}", poll=args.poll)
-    print(f"source dataset {ref} {done}", flush=True)
-    print(f"pushing the kernel {kernel_ref(user)} ...", flush=True)
+    log(f"uploading the source dataset {ref} ...")
+    done = kaggle_api.push_dataset(dataset_dir, ref, notes=f"kaggle-digits {__version__}", poll=poll, log=log)
+    log(f"source dataset {ref} {done}")
+    log(f"pushing the kernel {kernel_ref(user)} ...")
     url, version = kaggle_api.push_kernel(kernel_dir)
-    print(f"kernel {kernel_ref(user)} version {version or '?'} pushed: {url}")
-    print("follow it with `python scripts/kernel.py status --wait`, then `python scripts/kernel.py output`")
-    return 0
+    return Pushed(ref, done, kernel_ref(user), url, version)
 
 
-def _status(args: argparse.Namespace) -> int:
+def status(
+    ref: str, wait: bool = False, timeout: float = STATUS_TIMEOUT, poll: float = STATUS_POLL, log: Log = silent
+) -> tuple[str, str | None]:
+    """The kernel's status and failure message; with `wait`, looked at every `poll` seconds until it is done
+    (each change, and every tenth look, goes to `log`). Still running after `timeout`: UserError."""
     from kaggle_digits.kaggle import api as kaggle_api
 
-    ref = kernel_ref(resolve_user(args.user))
     start = time.monotonic()
     last = None
     polls = 0
     while True:
-        status, failure = kaggle_api.kernel_status(ref)
+        current, failure = kaggle_api.kernel_status(ref)
         elapsed = time.monotonic() - start
-        if status != last or polls % 10 == 0:
-            print(f"{ref}: {status}" + (f"  elapsed {format_seconds(elapsed)}" if args.wait else ""), flush=True)
-        last, polls = status, polls + 1
-        if not args.wait or status in KERNEL_DONE:
-            break
-        if elapsed + args.poll > args.timeout:
-            raise UserError(f"kernel {ref} still {status} after {format_seconds(elapsed)}: run status again later")
-        time.sleep(args.poll)
-    if status == "error":
-        message = f"kernel {ref} failed" + (f": {failure}" if failure else "")
-        if args.wait:
-            raise UserError(message + " (its log comes with `python scripts/kernel.py output`)")
-        print(message)
-    elif status == "complete":
-        print("fetch the result with `python scripts/kernel.py output`")
-    return 0
+        if wait and (current != last or polls % 10 == 0):
+            log(f"{ref}: {current}  elapsed {format_seconds(elapsed)}")
+        last, polls = current, polls + 1
+        if not wait or current in KERNEL_DONE:
+            return current, failure
+        if elapsed + poll > timeout:
+            raise UserError(f"kernel {ref} still {current} after {format_seconds(elapsed)}: run status again later")
+        time.sleep(poll)
 
 
-def _output(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Output:
+    """A kernel's output, downloaded, and its submission copied into the submissions folder."""
+
+    folder: Path  # where the output files are
+    files: int
+    submission: Path  # the copy in the submissions folder
+    rows: int
+    cv_accuracy: float | None
+
+
+def fetch_output(ref: str, out: Path, folders: paths.Paths, log: Log = silent) -> Output:
+    """Download the kernel's output into `out/output`, validate its submission.csv and copy it to
+    folders.submissions_dir (never over an existing file) with a row in history.csv."""
     from kaggle_digits.kaggle import api as kaggle_api
 
-    ref = kernel_ref(resolve_user(args.user))
-    target = Path(args.out) / "output"
+    target = Path(out) / "output"
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"downloading the output of kernel {ref} ...", flush=True)
+    log(f"downloading the output of kernel {ref} ...")
     staging = Path(tempfile.mkdtemp(prefix=".output-", dir=target.parent))
     try:
         files = kaggle_api.kernel_output(ref, staging, file_pattern=OUTPUT_PATTERN)
@@ -278,19 +248,17 @@ def _output(args: argparse.Namespace) -> int:
         staging.replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{len(files)} files in {target}")
     got = target / "submission.csv"
     if not got.is_file():
         raise UserError(
             f"kernel {ref} has no submission.csv in its output (is it complete? `python scripts/kernel.py status`)"
         )
-    n_test = submission.expected_rows(args.paths.test_csv)
-    labels = submission.read_submission(got, n_test=n_test)
+    labels = submission.read_submission(got, n_test=submission.expected_rows(folders.test_csv))
     record_file = target / "kaggle-digits-run.json"
     record = read_json(record_file) if record_file.is_file() else {}
     original = str(record.get("submission", ""))
     cv = submission.cv_from_name(Path(original)) if original else None
-    dest = args.paths.submissions_dir / submission.submission_name("kernel", cv)
+    dest = folders.submissions_dir / submission.submission_name("kernel", cv)
     if dest.exists():
         raise UserError(f"{dest} already exists: submissions are never overwritten")
     with atomic_path(dest) as tmp:
@@ -298,12 +266,9 @@ def _output(args: argparse.Namespace) -> int:
     # No local score: the kernel predicted Kaggle's own test.csv, whose rows the mirror's solution.csv
     # does not describe.
     submission.append_history(
-        args.paths.history_csv,
+        folders.history_csv,
         dest,
         cv_accuracy=cv,
         message=f"from kernel {ref}" + (f" ({original})" if original else ""),
     )
-    print(f"wrote {dest} ({len(labels):,} rows, validated)" + (f"; CV {cv:.5f}" if cv is not None else ""))
-    print(f"recorded in {args.paths.history_csv}")
-    print(f'upload it with `python scripts/submit.py {dest} -m "kernel {KERNEL_SLUG}" --wait`')
-    return 0
+    return Output(target, len(files), dest, len(labels), cv)

@@ -1,0 +1,105 @@
+"""The pipeline's plan: which families a preset tunes, each one's study and tune options, and the checks
+that can fail before any work. `kaggle-digits pipeline` (kaggle_digits.cli.pipeline) runs the plan:
+download → tune each family → ensemble → (upload)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kaggle_digits import models
+from kaggle_digits.errors import UserError
+from kaggle_digits.search import tune
+from kaggle_digits.search.tune import TuneOptions
+
+DEFAULT_PRESET = "quick"
+# The families each preset tunes when none are named. quick: what reaches the quick target within its
+# time on a 2-core CPU (docs/benchmarks.md).
+PRESET_MODELS: dict[str, tuple[str, ...]] = {
+    "quick": ("cnn",),
+    "standard": ("mlp", "dense", "cnn"),
+    "full": ("mlp", "dense", "cnn"),
+}
+# Options handed to every tune run unchanged (None = the preset's value).
+TUNE_OPTIONS = ("subsample", "epochs", "folds", "trials", "seed", "precision")
+# Where the pipeline departs from tune's preset (options given explicitly still win). The submission
+# averages the fold models, so the quick cnn uses 3 folds (each model trained on 2/3 of the rows, three
+# of them averaged) rather than tune's 2 (docs/benchmarks.md).
+PIPELINE_TUNE: dict[str, dict[str, dict[str, Any]]] = {"quick": {"cnn": {"folds": 3}}}
+
+
+@dataclass
+class PipelineOptions:
+    """What a pipeline run is asked for. Tune options left None take the preset's values."""
+
+    preset: str = DEFAULT_PRESET
+    models: str | None = None  # "mlp,dense,cnn"; None: the preset's families
+    augment: bool = False
+    submit: bool = False
+    message: str | None = None
+    subsample: int | None = None
+    epochs: int | None = None
+    folds: int | None = None
+    trials: int | None = None
+    seed: int | None = None
+    precision: str | None = None
+    data_dir: str | None = None  # as given by the user, for the commands printed along the way
+    runs_dir: str | None = None
+
+
+def study_name(model: str, augment: bool, preset: str) -> str:
+    """The pipeline's study for a family: `<model>[-aug]-<preset>`, so presets never mix in one study."""
+    return f"{model}{'-aug' if augment else ''}-{preset}"
+
+
+def families(options: PipelineOptions) -> list[str]:
+    """The families to tune, in order: --models, else the preset's."""
+    if options.preset not in models.PRESET_NAMES:
+        raise UserError(f"--preset {options.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
+    if options.models is None:
+        return list(PRESET_MODELS[options.preset])
+    names = [m.strip() for m in options.models.split(",") if m.strip()]
+    if not names:
+        raise UserError(f"--models {options.models!r}: name at least one of {', '.join(models.FAMILIES)}")
+    for name in names:
+        if name not in models.FAMILIES:
+            raise UserError(f"--models: unknown model '{name}', choose from {', '.join(models.FAMILIES)}")
+    return list(dict.fromkeys(names))
+
+
+def seed(options: PipelineOptions) -> int:
+    return tune.DEFAULT_SEED if options.seed is None else options.seed
+
+
+def tune_options(options: PipelineOptions, model: str) -> TuneOptions:
+    """The tune run of one family: the preset, the pipeline's departures, then the options given."""
+    chosen = dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
+    chosen |= {name: getattr(options, name) for name in TUNE_OPTIONS if getattr(options, name) is not None}
+    chosen["seed"] = seed(options)
+    return TuneOptions(
+        model=model,
+        augment=options.augment,
+        preset=options.preset,
+        study=study_name(model, options.augment, options.preset),
+        data_dir=options.data_dir,
+        runs_dir=options.runs_dir,
+        **chosen,
+    )
+
+
+def check(options: PipelineOptions) -> list[str]:
+    """Every option, before any work (an upload problem is reported before an hour of tuning, not after);
+    returns the families to tune."""
+    chosen = families(options)
+    for model in chosen:
+        tune.check_options(tune_options(options, model))
+    if options.message and not options.submit:
+        raise UserError("-m goes with --submit (the message is the uploaded submission's description)")
+    if options.submit:
+        if not options.message or not options.message.strip():
+            raise UserError('--submit needs -m "message": the submission\'s description on Kaggle')
+        from kaggle_digits.kaggle import api as kaggle_api
+
+        if not kaggle_api.has_credentials():
+            raise UserError(f"--submit needs Kaggle credentials: put them in {kaggle_api.CREDENTIAL_PLACES}")
+    return chosen
