@@ -25,6 +25,7 @@ from kaggle_digits.blend.manifest import blend
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
+from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs, storage
 
 METHODS = {
@@ -195,6 +196,7 @@ def candidates(
     top: int,
     storage_url: str | None = None,
     artifacts: str | None = None,
+    log: Log = silent,
 ) -> Candidates:
     """The `top` best finished trials of each study, reduced to the largest group that can be blended.
 
@@ -203,7 +205,7 @@ def candidates(
     """
     if top < 1:
         raise UserError(f"--top {top}: must be at least 1")
-    listing = storage.list_trials(runs_dir, studies, storage=storage_url, artifacts=artifacts, top=top)
+    listing = storage.list_trials(runs_dir, studies, storage=storage_url, artifacts=artifacts, top=top, log=log)
     chosen = listing.trials  # best CV first, at most `top` per study
     if not chosen:
         where = f"studies {', '.join(studies)}" if studies else str(runs_dir)
@@ -290,6 +292,7 @@ def build(
     seed: int = DEFAULT_SEED,
     storage_url: str | None = None,
     artifacts: str | None = None,
+    log: Log = silent,
 ) -> Result:
     """Choose trials and weights on OOF, write the blended submission, its manifest and a history row.
 
@@ -297,7 +300,7 @@ def build(
     """
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    found = candidates(paths.runs_dir, studies, top, storage_url, artifacts)
+    found = candidates(paths.runs_dir, studies, top, storage_url, artifacts, log)
     y_train = _train_labels(paths, found.rows, found.trials[0])
     oof = np.stack([_aligned(t) for t in found.trials])
     n_test = _check_test(paths, found.trials)

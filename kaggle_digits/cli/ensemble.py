@@ -15,6 +15,7 @@ from kaggle_digits.blend.ensemble import (
     METHODS,
 )
 from kaggle_digits.cli.hints import report_command
+from kaggle_digits.cli.output import say
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.search import storage
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         storage_url=args.storage,
         artifacts=args.artifacts,
+        log=say,
     )
     print_result(result, args.paths, top=args.top)
     return 0

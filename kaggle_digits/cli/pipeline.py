@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         studies.append(chosen.study)
 
     _step(len(families) + 2, steps, "ensemble", start)
-    result = ensemble.build(args.paths, studies=studies, name=f"pipeline-{options.preset}", seed=pipeline.seed(options))
+    result = ensemble.build(
+        args.paths, studies=studies, name=f"pipeline-{options.preset}", seed=pipeline.seed(options), log=say
+    )
     ensemble_face.print_result(result, args.paths)
 
     if options.submit:

@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json
+from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs
 
 DB_FILE = "optuna.db"  # tune's default storage: SQLite, one process
@@ -59,11 +60,6 @@ CONNECT_TIMEOUT = 10  # seconds before an unreachable database server is reporte
 INIT_ATTEMPTS = 5  # first use of an empty database: workers starting together race to create the tables
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-LOG = Callable[[str], None]
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
 
 
 # --- URLs -----------------------------------------------------------------------------------------
@@ -136,6 +132,7 @@ def open_storage(
     heartbeat: int | None = DEFAULT_HEARTBEAT,
     on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     must_exist: bool = False,
+    log: Log = silent,
 ) -> optuna.storages.BaseStorage:
     """The Optuna storage at `url` (see the module docstring for the kinds).
 
@@ -161,7 +158,9 @@ def open_storage(
     if what == "server":
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
         if heartbeat is not None:
-            kwargs.update(heartbeat_interval=int(heartbeat), heartbeat_stale_trial_callback=on_stale or _say_stale)
+            kwargs.update(
+                heartbeat_interval=int(heartbeat), heartbeat_stale_trial_callback=on_stale or stale_reporter(log)
+            )
     for attempt in range(INIT_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -216,10 +215,15 @@ def _is_creation_race(exc: BaseException) -> bool:
     )
 
 
-def _say_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-    worker = trial.user_attrs.get(WORKER_ATTR) or {}
-    who = f" (worker {worker.get('host', '?')} pid {worker.get('pid', '?')})" if worker else ""
-    _say(f"trial {trial.number}{who} sent no heartbeat for too long: its worker is gone; marked failed")
+def stale_reporter(log: Log) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Optuna's callback for a trial failed for its missing heartbeats: one line to `log`."""
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        worker = trial.user_attrs.get(WORKER_ATTR) or {}
+        who = f" (worker {worker.get('host', '?')} pid {worker.get('pid', '?')})" if worker else ""
+        log(f"trial {trial.number}{who} sent no heartbeat for too long: its worker is gone; marked failed")
+
+    return report
 
 
 @contextlib.contextmanager
@@ -282,7 +286,7 @@ def _age_seconds(trial: FrozenTrial) -> float:
     return (now - start).total_seconds()
 
 
-def fail_lost_trials(study: optuna.Study, url: str, log: LOG = _say, dead_pids: set[int] = frozenset()) -> list[int]:
+def fail_lost_trials(study: optuna.Study, url: str, log: Log = silent, dead_pids: set[int] = frozenset()) -> list[int]:
     """Mark failed the RUNNING trials whose worker is gone; returns their numbers.
 
     Database server: Optuna's heartbeat check (trials silent for 2 heartbeats), plus trials of the local
@@ -421,7 +425,7 @@ def list_trials(
     storage: str | None = None,
     artifacts: str | None = None,
     top: int | None = None,
-    log: LOG = _say,
+    log: Log = silent,
 ) -> Listing:
     """The finished trials of `studies` (default: all), best CV accuracy first.
 
@@ -481,7 +485,7 @@ class _Unreachable(Exception):
 
 
 def local_trial(
-    study: str, frozen: FrozenTrial, runs_dir: Path, store: ArtifactStore | None = None, log: LOG = _say
+    study: str, frozen: FrozenTrial, runs_dir: Path, store: ArtifactStore | None = None, log: Log = silent
 ) -> runs.TrialRun:
     """A finished trial of `study` as a local folder (see list_trials); _Unreachable says why not."""
     recorded = frozen.user_attrs.get(PATH_ATTR)
@@ -518,7 +522,7 @@ def _holds(folder: Path, study: str, number: int) -> bool:
 
 
 def _download(
-    study: str, number: int, ids: dict[str, str], runs_dir: Path, store: ArtifactStore, log: LOG
+    study: str, number: int, ids: dict[str, str], runs_dir: Path, store: ArtifactStore, log: Log
 ) -> runs.TrialRun:
     """The trial's files from the artifact store, cached in runs_dir/.cache/<study>/trial-<n>/ (reused
     while its manifest names the same artifact ids; a new copy is staged and then swapped in)."""

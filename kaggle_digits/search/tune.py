@@ -620,7 +620,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
     seed = DEFAULT_SEED if options.seed is None else options.seed
     study_name = options.study_name
     url = choose_storage_url(options.storage, paths.runs_dir, study_name, options.jobs or 1)
-    opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT)
+    opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT, log=log)
     artifacts = storage.open_artifact_store(options.artifacts, create=True) if options.artifacts else None
 
     t0 = time.monotonic()
