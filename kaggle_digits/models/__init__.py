@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import UserError
-from .base import FitResult, ModelSpec
+from .base import FitResult, GradientFn, ModelSpec
 
 # name -> module defining SPEC (a ModelSpec). Modules are imported on first use: Keras is slow to load.
 FAMILIES = {
@@ -22,4 +22,4 @@ def get(name: str) -> ModelSpec:
     return importlib.import_module(FAMILIES[name]).SPEC
 
 
-__all__ = ["FAMILIES", "FitResult", "ModelSpec", "get"]
+__all__ = ["FAMILIES", "FitResult", "GradientFn", "ModelSpec", "get"]
