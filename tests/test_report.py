@@ -144,6 +144,8 @@ def tuned(tmp_path_factory, small_data) -> dict[str, Path]:
 
 
 EXPECTED_PNGS = [
+    "attribution-classes.png",
+    "attribution-errors.png",
     "data-classes.png",
     "data-means.png",
     "data-samples.png",
@@ -165,7 +167,7 @@ def test_report_of_a_real_study_and_ensemble(run_cli, tuned):
     result = run_cli("report", *_folders(root, tuned["data"]), "--out", out)
     assert result.code == 0, result.err
     assert _check_pngs(out) == EXPECTED_PNGS
-    assert "0 of 5 sections skipped" in result.out
+    assert "0 of 6 sections skipped" in result.out
     # Two trials are too few to rank parameters: said, not drawn.
     assert "parameter importances of mlp: 2 complete trial(s); importances need at least 5" in result.out
 
