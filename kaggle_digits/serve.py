@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
         app = create_app(predictor)
+        _warm_up(predictor)
         port = listener.getsockname()[1]
         print(f"predictor: {summary(predictor)}", flush=True)
         print(f"serving http://{HOST}:{port}/  (POST /predict, GET /health; Ctrl+C to stop)", flush=True)
@@ -142,6 +143,15 @@ def run(args: argparse.Namespace) -> int:
         listener.close()
     print("stopped")
     return 0
+
+
+def _warm_up(predictor: Predictor) -> None:
+    """One prediction and one map of a drawn stroke before serving: the first stroke on the page would
+    otherwise wait while the models build their compiled prediction and gradient functions."""
+    stroke = np.zeros((1, 28, 28), dtype=np.uint8)
+    stroke[0, 4:24, 13:15] = 255
+    proba = predictor.predict_proba(stroke)
+    attribution.explain(predictor, stroke, [int(np.argmax(proba[0]))])
 
 
 def _listen(port: int) -> socket.socket:
