@@ -238,8 +238,87 @@ def test_show_writes_one_png_atomically(tuned_mlp, mnist, tmp_path, run_cli):
     assert result.code == 0, result.err
     assert result.out.strip().endswith(f"wrote {out}")
     with Image.open(out) as shown:
-        assert shown.format == "PNG" and shown.size[0] >= 600 and shown.size[1] >= 300
+        assert shown.format == "PNG" and shown.size[0] >= 600 and shown.size[1] >= 200  # two files side by side
     assert os.listdir(out.parent) == ["show.png"] and out.stat().st_mtime >= started - 1
+
+
+def _png_info(path) -> tuple[tuple[int, int], dict]:
+    with Image.open(path) as image:
+        return image.size, dict(image.info)
+
+
+def test_show_and_explain_lay_many_files_out_in_pages_of_at_most_25(tuned_mlp, mnist, tmp_path, run_cli):
+    X, _ = mnist
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(27):
+        (folder / f"d{i:02d}.png").write_bytes(user_image(X[i], "PNG"))
+    (folder / "notes.txt").write_text("not an image")
+    show, explain = tmp_path / "out" / "show.png", tmp_path / "out" / "explain.png"
+    result = run_cli("predict", folder, "--show", show, "--explain", explain, *tuned_mlp.folders())
+    assert result.code == 2  # notes.txt failed; the 27 digits were still predicted and drawn
+    pages = sorted(p.name for p in show.parent.iterdir())
+    assert pages == ["explain-1.png", "explain-2.png", "show-1.png", "show-2.png"]
+    assert f"wrote 2 pages: {show.parent / 'show-1.png'} ... {show.parent / 'show-2.png'}" in result.out
+    for name in pages:
+        (width, height), info = _png_info(show.parent / name)
+        # At most a 5 x 5 grid: wider than tall, nothing like one 19,000-pixel column.
+        assert height <= 1400 and height < width <= 3000, (name, width, height)
+        if name.endswith("-1.png"):  # 25 files, 5 x 5
+            assert width >= 1500 and height >= 800, (name, width, height)
+        assert info.get("Written-By") == "kaggle-digits predict"
+    # Written again over its own pages: allowed.
+    again = run_cli("predict", folder / "d00.png", "--explain", explain, *tuned_mlp.folders())
+    assert again.code == 0 and again.out.strip().endswith(f"wrote {explain}")
+
+
+def test_explain_draws_the_maps_of_the_top_two_digits(tuned_mlp, mnist, tmp_path, run_cli):
+    from kaggle_digits.predict import attribution
+
+    X, _ = mnist
+    (tmp_path / "a.png").write_bytes(user_image(X[0], "PNG"))
+    predictor = predict.load_predictor(tuned_mlp.runs_dir, tuned_mlp.submissions_dir, trial=tuned_mlp.best_trial)
+    outcomes = predict.predict_files(predictor, [tmp_path / "a.png"])
+    assert predict.explain_outcomes(predictor, outcomes) == "occlusion"
+    (outcome,) = outcomes
+    assert outcome.maps.shape == (2, 28, 28)
+    assert list(outcome.map_classes) == [d for d, _ in predict.top_k(outcome.proba, 2)]
+    expected = attribution.explain(predictor, outcome.digit[np.newaxis], outcome.map_classes[:1]).maps[0]
+    np.testing.assert_allclose(outcome.maps[0], expected, rtol=1e-4, atol=1e-6)
+    out = tmp_path / "explain.png"
+    result = run_cli("predict", tmp_path / "a.png", "--explain", out, "--trial", tuned_mlp.best_trial)
+    assert result.code == 0, result.err
+    (width, height), _ = _png_info(out)
+    assert width >= 400 and height >= 150
+
+
+def test_show_never_replaces_an_input_or_a_file_it_did_not_write(tuned_mlp, mnist, tmp_path, run_cli):
+    X, _ = mnist
+    image = tmp_path / "seven.png"
+    image.write_bytes(user_image(X[0], "PNG"))
+    original = image.read_bytes()
+    mine = tmp_path / "holiday.png"
+    Image.new("RGB", (40, 30), "orange").save(mine)
+    mine_bytes = mine.read_bytes()
+    (tmp_path / "folder.png").mkdir()
+    cases = [
+        (["--show", image], f"error: --show {image}: {image} is one of the input images; choose another file name"),
+        (["--explain", image], f"error: --explain {image}: {image} is one of the input images"),
+        (["--show", mine], f"error: --show {mine}: {mine} exists and was not written by kaggle-digits; choose"),
+        (["--show", tmp_path / "folder.png"], f"error: --show {tmp_path / 'folder.png'}: is a folder"),
+        (["--show", tmp_path / "x.png", "--explain", tmp_path / "x.png"], "error: --show and --explain name the same"),
+    ]
+    for options, message in cases:
+        result = run_cli("predict", image, *options, *tuned_mlp.folders())
+        assert result.code == 2 and result.err.startswith(message), (options, result.err)
+        assert len(result.err.strip().splitlines()) == 1 and "predictor:" not in result.out  # refused first
+    # The same file by another path (a symbolic link to the input) is still the input.
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    result = run_cli("predict", image, "--show", link, *tuned_mlp.folders())
+    assert result.code == 2 and "is one of the input images" in result.err
+    assert image.read_bytes() == original and mine.read_bytes() == mine_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png", "holiday.png", "link.png", "seven.png"]
 
 
 def test_keras_small_batches_predict_like_large_ones(small_data):

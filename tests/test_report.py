@@ -145,6 +145,8 @@ def tuned(tmp_path_factory, small_data) -> dict[str, Path]:
 
 
 EXPECTED_PNGS = [
+    "attribution-classes.png",
+    "attribution-errors.png",
     "data-classes.png",
     "data-means.png",
     "data-samples.png",
@@ -166,7 +168,7 @@ def test_report_of_a_real_study_and_ensemble(run_cli, tuned):
     result = run_cli("report", *_folders(root, tuned["data"]), "--out", out)
     assert result.code == 0, result.err
     assert _check_pngs(out) == EXPECTED_PNGS
-    assert "0 of 5 sections skipped" in result.out
+    assert "0 of 6 sections skipped" in result.out
     # Two trials are too few to rank parameters: said, not drawn.
     assert "parameter importances of mlp: 2 complete trial(s); importances need at least 5" in result.out
 
@@ -179,6 +181,11 @@ def test_report_of_a_real_study_and_ensemble(run_cli, tuned):
     # The errors section blends the constituents' OOF with the ensemble's weights: same accuracy.
     assert re.search(rf"<td>OOF accuracy</td><td>{cv}</td>", page)
     assert "<th>precision</th>" in page and "<th>weighted avg</th>" in page
+    # What the models look at: the ensemble of scikit-learn MLPs is explained by occlusion, with captions
+    # that say how to read the colours.
+    assert "attribution: 2 figure(s)" in result.out
+    assert "What the models look at" in page and "<td>method</td><td>occlusion</td>" in page
+    assert page.count("Red pixels push the model toward the class") == 2
     best = max((t for t in runs.list_trials(root / "runs", ["mlp"])), key=lambda t: t.cv_accuracy)
     assert f"best mlp: {best.name} CV {best.cv_accuracy:.5f}" in result.out
 

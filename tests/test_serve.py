@@ -65,6 +65,23 @@ def test_predict_answers_label_probabilities_and_what_the_model_saw(client, pred
     assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-4
     np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
     assert np.array_equal(np.array(answer["image"], dtype=np.uint8), predict.prepare(digit_png))
+    assert "attribution" not in answer  # only when asked: the map costs more than the prediction
+
+
+def test_predict_with_explain_answers_the_map_of_the_predicted_label(client, predictor, digit_png):
+    from kaggle_digits.predict import attribution
+
+    response = client.post("/predict?explain=1", content=digit_png, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    amap = np.array(answer["attribution"], dtype=np.float32)
+    assert amap.shape == (28, 28)
+    digit = predict.prepare(digit_png)
+    expected = attribution.explain(predictor, digit[np.newaxis], [answer["label"]]).maps[0]
+    np.testing.assert_allclose(amap, expected, rtol=1e-3, atol=1e-7)
+    assert amap.max() > 0  # some ink pushes toward the label the model gave
+    bad = client.post("/predict?explain=maybe", content=digit_png, headers={"Content-Type": "image/png"})
+    assert bad.status_code == 400 and bad.json()["detail"] == "explain=maybe: expected 0 or 1"
 
 
 def test_bad_uploads_are_4xx_with_a_message(client):
@@ -251,9 +268,21 @@ def test_drawing_on_the_page_shows_the_prediction_as_ten_bars(server, browser, p
         browser.find_element(By.CSS_SELECTOR, f'#bars .bar[data-digit="{label}"]').get_attribute("class") == "bar best"
     )
 
+    # Beside the bars, the map of the predicted label over the digit: red where ink pushes toward it.
+    map_canvas = browser.find_element(By.ID, "map")
+    wait.until(lambda d: map_canvas.get_attribute("data-label") == str(label))
+    assert map_canvas.is_displayed() and map_canvas.size["width"] >= 100
+    red = browser.execute_script(
+        "const d = mapCtx.getImageData(0, 0, 28, 28).data; let red = 0;"
+        "for (let i = 0; i < d.length; i += 4) { if (d[i] > 200 && d[i + 2] < 150) red++; } return red;"
+    )
+    assert red > 0, "the map shows no pixel pushing toward the label"
+    assert f"toward {label}" in browser.find_element(By.ID, "map-caption").text
+
     # Clear empties the pad and the answer.
     browser.find_element(By.ID, "clear").click()
     assert browser.find_element(By.ID, "label").text == "–" and _bars(browser) == [0.0] * 10
+    assert map_canvas.get_attribute("data-label") == ""
     assert browser.execute_script(
         "return ctx.getImageData(0, 0, pad.width, pad.height).data.every((v, i) => i % 4 === 3 || v === 255);"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from kaggle_digits.errors import UserError
-from kaggle_digits.models.base import FitResult, ModelSpec
+from kaggle_digits.models.base import FitResult, GradientFn, ModelSpec
 
 # name -> module defining SPEC (a ModelSpec). Modules are imported on first use: Keras is slow to load.
 FAMILIES = {
@@ -31,4 +31,4 @@ def get(name: str) -> ModelSpec:
     return importlib.import_module(FAMILIES[name]).SPEC
 
 
-__all__ = ["FAMILIES", "PRESET_NAMES", "FitResult", "ModelSpec", "get", "names"]
+__all__ = ["FAMILIES", "PRESET_NAMES", "FitResult", "GradientFn", "ModelSpec", "get", "names"]

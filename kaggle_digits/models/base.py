@@ -13,6 +13,10 @@ import numpy as np
 # (at least "val_accuracy" when validation data was given). It may raise optuna.TrialPruned.
 EpochCallback = Callable[[int, dict[str, float]], None]
 
+# Given images X float32 (m, 28, 28) in 0-255 and one class per image (m,) int: the probability of each
+# image's class, float32 (m,), and its gradient with respect to the pixels, float32 (m, 28, 28).
+GradientFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
 
 @dataclass
 class FitResult:
@@ -61,6 +65,10 @@ class ModelSpec(Protocol):
 
     def predict_proba(self, model: Any, X: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 of shape (n, 10), rows summing to 1."""
+
+    def gradient_fn(self, model: Any) -> GradientFn | None:
+        """The model's class-probability gradients (for attribution maps), or None when the family has
+        none; attribution then falls back to occlusion, which needs only predict_proba."""
 
     def save(self, model: Any, path: Path) -> None:
         """Write the fitted model to `path` (ending in model_suffix), atomically."""

@@ -184,6 +184,10 @@ class MlpSpec:
         assert proba.shape[1] == N_CLASSES, "every fold sees all 10 digits (stratified folds)"
         return proba / proba.sum(axis=1, keepdims=True)
 
+    def gradient_fn(self, model: Pipeline) -> None:
+        """No gradients through scikit-learn's pipeline: attribution maps use occlusion."""
+        return None
+
     def save(self, model: Pipeline, path: Path) -> None:
         """Write the fitted pipeline to `path` (.joblib), atomically."""
         with atomic_path(path) as tmp:

@@ -1,6 +1,7 @@
 """Predict digits in the user's own images: MNIST-style preprocessing, and a trial or an ensemble as one predictor.
 
-`python scripts/predict.py IMG... [--ensemble SUBMISSION.json | --trial runs/<study>/trial-<n>] [--show OUT.png]`
+`python scripts/predict.py IMG... [--ensemble SUBMISSION.json | --trial runs/<study>/trial-<n>] [--show OUT.png]
+[--explain OUT.png]`
 """
 
 from __future__ import annotations
@@ -10,18 +11,22 @@ import io
 import math
 import os
 import sys
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kaggle_digits import IMAGE_SHAPE, N_CLASSES, models
+from kaggle_digits import IMAGE_SHAPE, models
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import atomic_path, read_json
+from kaggle_digits.io import read_json
+from kaggle_digits.models.base import GradientFn
+from kaggle_digits.predict import attribution
+from kaggle_digits.predict import pages as predict_pages
+from kaggle_digits.predict.attribution import blend_gradients
 from kaggle_digits.search.runs import TrialRun, list_trials, load_trial
 
 HELP = "predict the digit in your own PNG/JPG images with a tuned trial or an ensemble"
@@ -41,8 +46,7 @@ MIN_INK_CONTRAST = 0.2
 # Below this fraction of the darkest stroke's strength a pixel is paper (shadows, texture, JPEG ringing).
 PAPER_FLOOR = 0.25
 TOP_K = 3
-# --show draws at most this many files (one row each).
-MAX_SHOW_ROWS = 100
+EXPLAINED_CLASSES = 2  # --explain draws the maps of each file's two most likely digits
 
 # --- reading images ---------------------------------------------------------------------------
 
@@ -212,6 +216,15 @@ class TrialPredictor:
         spec = models.get(self.trial.model)
         return np.mean([spec.predict_proba(m, X) for m in self.fold_models], axis=0).astype(np.float32)
 
+    @cached_property
+    def gradient_fn(self) -> GradientFn | None:
+        """Gradients of the fold models' mean probability, or None when the family offers none."""
+        spec = models.get(self.trial.model)
+        functions = [spec.gradient_fn(m) for m in self.fold_models]
+        if any(f is None for f in functions):
+            return None
+        return blend_gradients(functions, [1.0] * len(functions))
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -242,6 +255,14 @@ class EnsemblePredictor:
         """Weighted mean of the members' probabilities: float32 (n, 10)."""
         blend = sum(w * m.predict_proba(X) for w, m in zip(self.weights, self.members))
         return np.asarray(blend / self.weights.sum(), dtype=np.float32)
+
+    @cached_property
+    def gradient_fn(self) -> GradientFn | None:
+        """Gradients of the blend, or None when any member offers none (maps then use occlusion)."""
+        functions = [m.gradient_fn for m in self.members]
+        if any(f is None for f in functions):
+            return None
+        return blend_gradients(functions, self.weights)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -355,7 +376,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--ensemble", metavar="SUBMISSION.json", help="an ensemble's .json (default: the newest)")
     which.add_argument("--trial", metavar="runs/<study>/trial-<n>", help="one trial's fold models, averaged")
-    parser.add_argument("--show", metavar="OUT.png", help="write a PNG with each input, its 28x28 version and bars")
+    parser.add_argument(
+        "--show", metavar="OUT.png", help="write PNG pages with each input, its 28x28 version and the probabilities"
+    )
+    parser.add_argument(
+        "--explain",
+        metavar="OUT.png",
+        help="write PNG pages with each input, its 28x28 version and the attribution maps of its top two digits",
+    )
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -382,6 +410,8 @@ class Outcome:
     digit: np.ndarray | None = None
     proba: np.ndarray | None = None
     error: str | None = None
+    maps: np.ndarray | None = None  # float32 (k, 28, 28): attribution maps toward map_classes
+    map_classes: np.ndarray | None = None  # int64 (k,): the k most likely digits, most likely first
 
 
 def predict_files(predictor: Predictor, files: Sequence[Path]) -> list[Outcome]:
@@ -403,8 +433,27 @@ def predict_files(predictor: Predictor, files: Sequence[Path]) -> list[Outcome]:
     return outcomes
 
 
+def explain_outcomes(predictor: Predictor, outcomes: Sequence[Outcome], k: int = EXPLAINED_CLASSES) -> str | None:
+    """Fill in the maps of each predicted outcome's k most likely digits; returns the method used."""
+    good = [o for o in outcomes if o.proba is not None]
+    if not good:
+        return None
+    classes = attribution.top_classes(np.stack([o.proba for o in good]), k)
+    result = attribution.explain(predictor, np.repeat(np.stack([o.digit for o in good]), k, axis=0), classes.ravel())
+    for outcome, row, maps in zip(good, classes, result.maps.reshape(len(good), k, *IMAGE_SHAPE)):
+        outcome.map_classes, outcome.maps = row, maps
+    return result.method
+
+
 def run(args: argparse.Namespace) -> int:
     files = expand_inputs(args.images)
+    # Before any work: a page must never replace an input or any file this command did not write.
+    show_pages = predict_pages.check_pages("--show", Path(args.show), len(files), files) if args.show else []
+    explain_pages = (
+        predict_pages.check_pages("--explain", Path(args.explain), len(files), files) if args.explain else []
+    )
+    if set(show_pages) & set(explain_pages):
+        raise UserError(f"--show and --explain name the same file {args.show}: give each its own")
     predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
     print(f"predictor: {summary(predictor)}", flush=True)
     outcomes = predict_files(predictor, files)
@@ -416,10 +465,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"{outcome.path}: {int(np.argmax(outcome.proba))}    top-3: {best}", flush=True)
     failed = sum(o.error is not None for o in outcomes)
     print(f"predicted {len(outcomes) - failed} of {len(outcomes)} files" + (f"; {failed} failed" if failed else ""))
-    if args.show:
-        out = write_show(outcomes, Path(args.show), predictor.name)
-        print(f"wrote {out}")
+    if show_pages:
+        written = predict_pages.write_pages(outcomes, show_pages, f"predicted with {predictor.name}", "show")
+        print(f"wrote {_listing(written)}")
+    if explain_pages:
+        method = explain_outcomes(predictor, outcomes)
+        how = f" ({method})" if method else ""
+        written = predict_pages.write_pages(outcomes, explain_pages, f"what {predictor.name} looks at{how}", "explain")
+        print(f"wrote {_listing(written)}")
     return 2 if failed else 0
+
+
+def _listing(paths: Sequence[Path]) -> str:
+    if len(paths) == 1:
+        return str(paths[0])
+    return f"{len(paths)} pages: {paths[0]} ... {paths[-1]}"
 
 
 def summary(predictor: Predictor) -> str:
@@ -429,64 +489,3 @@ def summary(predictor: Predictor) -> str:
     if info["kind"] == "ensemble":
         return f"ensemble {info['path']} ({len(info['members'])} trials{cv})"
     return f"trial {info['path']} ({info['model']}, {info['folds']} fold models{cv})"
-
-
-def write_show(outcomes: Sequence[Outcome], out: Path, title: str) -> Path:
-    """A PNG, one row per file: the input as read, its 28x28 version, and the ten probabilities as bars.
-
-    Written atomically; at most MAX_SHOW_ROWS rows.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = list(outcomes)[:MAX_SHOW_ROWS]
-    height = 1.9 * len(rows) + 0.6
-    figure = Figure(figsize=(8.0, height), dpi=100)
-    FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(
-        len(rows), 3, width_ratios=[1, 1, 2.4], hspace=0.6, wspace=0.3, top=1 - 0.9 / height, bottom=0.25 / height
-    )
-    figure.suptitle(f"predicted with {title}", fontsize=10, y=1 - 0.2 / height)
-    for i, outcome in enumerate(rows):
-        original, small, bars = (figure.add_subplot(grid[i, j]) for j in range(3))
-        for ax in (original, small):
-            ax.set_xticks([])
-            ax.set_yticks([])
-        original.set_title(_shorten(outcome.path.name), fontsize=8)
-        if outcome.gray is not None:
-            original.imshow(_thumbnail(outcome.gray), cmap="gray", vmin=0, vmax=1)
-        else:
-            original.axis("off")
-        if outcome.digit is not None:
-            small.imshow(outcome.digit, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            small.set_title("28x28", fontsize=8)
-        else:
-            small.axis("off")
-        if outcome.proba is None:
-            bars.axis("off")
-            # The row's title already names the file: show only the reason.
-            reason = (outcome.error or "").removeprefix(f"{outcome.path}: ")
-            bars.text(0, 0.5, textwrap.fill(reason, 45), fontsize=8, color="firebrick", va="center")
-            continue
-        label = int(np.argmax(outcome.proba))
-        colours = ["tab:blue" if d == label else "lightgray" for d in range(N_CLASSES)]
-        bars.bar(range(N_CLASSES), outcome.proba, color=colours)
-        bars.set_xticks(range(N_CLASSES))
-        bars.set_ylim(0, 1)
-        bars.tick_params(labelsize=7)
-        bars.set_title(f"label {label} ({outcome.proba[label]:.1%})", fontsize=9)
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, format="png")
-    return out
-
-
-def _thumbnail(gray: np.ndarray, size: int = 160) -> np.ndarray:
-    if max(gray.shape) <= size:
-        return gray
-    image = Image.fromarray(np.asarray(gray, dtype=np.float32))
-    image.thumbnail((size, size), Image.Resampling.BOX)
-    return np.asarray(image)
-
-
-def _shorten(text: str, limit: int = 28) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kaggle_digits.errors import UserError
+from kaggle_digits.predict import attribution
 from kaggle_digits.predict.predictor import Predictor, load_predictor, read_gray, summary, to_mnist
 
 HELP = "serve a local page to draw a digit and see the model's probabilities (needs the extra `serve`)"
@@ -41,7 +42,8 @@ def create_app(predictor: Predictor) -> Any:
 
     POST /predict takes the PNG or JPEG bytes as the request body (at most MAX_UPLOAD_BYTES) and
     answers `{"label": int, "probabilities": [10 floats], "image": 28x28 ints}` (image: what the model
-    saw); a bad upload is a 4xx answer `{"detail": "one line"}`.
+    saw); with `?explain=1` also `"attribution"`: the 28x28 map of the predicted label (floats; positive
+    pushes toward it). A bad upload is a 4xx answer `{"detail": "one line"}`.
     """
     fastapi, _ = _serving_modules()
     from fastapi.responses import HTMLResponse
@@ -58,7 +60,7 @@ def create_app(predictor: Predictor) -> Any:
     def too_large(size: str) -> Any:
         return fastapi.HTTPException(413, f"upload of {size} is too large: the limit is {limit_mb:g} MB")
 
-    def predict_image(body: bytes) -> dict[str, Any]:
+    def predict_image(body: bytes, explain: bool) -> dict[str, Any]:
         try:
             gray = read_gray(body, "upload")
         except UserError as exc:
@@ -69,11 +71,16 @@ def create_app(predictor: Predictor) -> Any:
             raise fastapi.HTTPException(422, str(exc)) from None
         with predict_lock:
             proba = predictor.predict_proba(digit[np.newaxis])[0]
-        return {
-            "label": int(np.argmax(proba)),
+            label = int(np.argmax(proba))
+            amap = attribution.explain(predictor, digit[np.newaxis], [label]).maps[0] if explain else None
+        answer = {
+            "label": label,
             "probabilities": [round(float(p), 6) for p in proba],
             "image": digit.tolist(),
         }
+        if amap is not None:
+            answer["attribution"] = [[float(f"{v:.4g}") for v in row] for row in amap.tolist()]
+        return answer
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -84,7 +91,7 @@ def create_app(predictor: Predictor) -> Any:
         return {"status": "ok", "predictor": predictor.describe()}
 
     @app.post("/predict")
-    async def predict(request: fastapi.Request) -> dict[str, Any]:
+    async def predict(request: fastapi.Request, explain: str = "0") -> dict[str, Any]:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
             raise too_large(f"{int(declared) / 1024 / 1024:.1f} MB")
@@ -99,7 +106,9 @@ def create_app(predictor: Predictor) -> Any:
                 raise too_large(f"more than {limit_mb:g} MB")
         if not body:
             raise fastapi.HTTPException(400, "empty body: send a PNG or JPEG image")
-        return await run_in_threadpool(predict_image, bytes(body))
+        if explain not in ("0", "1", "false", "true"):
+            raise fastapi.HTTPException(400, f"explain={explain}: expected 0 or 1")
+        return await run_in_threadpool(predict_image, bytes(body), explain in ("1", "true"))
 
     return app
 
@@ -121,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
         app = create_app(predictor)
+        _warm_up(predictor)
         port = listener.getsockname()[1]
         print(f"predictor: {summary(predictor)}", flush=True)
         print(f"serving http://{HOST}:{port}/  (POST /predict, GET /health; Ctrl+C to stop)", flush=True)
@@ -133,6 +143,15 @@ def run(args: argparse.Namespace) -> int:
         listener.close()
     print("stopped")
     return 0
+
+
+def _warm_up(predictor: Predictor) -> None:
+    """One prediction and one map of a drawn stroke before serving: the first stroke on the page would
+    otherwise wait while the models build their compiled prediction and gradient functions."""
+    stroke = np.zeros((1, 28, 28), dtype=np.uint8)
+    stroke[0, 4:24, 13:15] = 255
+    proba = predictor.predict_proba(stroke)
+    attribution.explain(predictor, stroke, [int(np.argmax(proba[0]))])
 
 
 def _listen(port: int) -> socket.socket:

@@ -5,6 +5,8 @@ Sections, each skipped with a one-line reason when its inputs are missing:
   training   per-fold loss/accuracy curves of the best trial of each study (history.json)
   errors     out-of-fold confusion matrices, the most confidently misclassified training digits,
              per-class precision/recall/F1 (of the submission's ensemble, else of the best trial)
+  attribution  what the models look at: per class, the mean attribution map of correctly predicted
+             training digits; the most confident errors' maps toward the prediction and the truth
   tuning     Optuna optimisation history, parameter importances and intermediate values per study
   ensemble   weights, CV of each constituent vs the ensemble, local score, test digits in dispute
 Every PNG and the index.html are written atomically into the report folder.
@@ -41,6 +43,9 @@ N_WORST = 32  # digits shown in the misclassified and disagreement grids
 MAX_BALLOT = 3  # labels listed under a disputed test digit, most voted first
 # fANOVA importances from a handful of trials are noise: below this many finished trials, say so instead.
 MIN_TRIALS_FOR_IMPORTANCE = 5
+# Attribution maps cost a model pass per patch or per path step: a few images per class show the pattern.
+MAPS_PER_CLASS = 12
+N_ERROR_MAPS = 8
 INDEX_FILE = "index.html"
 
 
@@ -300,6 +305,7 @@ class Report:
             ("data", "Data", self._data),
             ("training", "Training curves", self._training),
             ("errors", "Errors", self._errors),
+            ("attribution", "What the models look at", self._attribution),
             ("tuning", "Tuning", self._tuning),
             ("ensemble", "Ensemble", self._ensemble),
         ]
@@ -481,6 +487,102 @@ class Report:
         trial = max(best, key=lambda t: t.cv_accuracy)
         section.notes.append(f"showing the best trial instead of an ensemble: {reason}")
         return f"{trial.name} ({trial.model})", trial.oof_proba, trial.oof_rows, trial.info.get("data")
+
+    # --- attribution maps ---
+
+    def _explained(self) -> tuple[str, Any, np.ndarray, np.ndarray]:
+        """Whose maps the attribution section shows: the submission's ensemble, else the best trial that
+        kept its fold models. Returns a name, the predictor, OOF probabilities (n, 10) and their rows (n,)."""
+        from kaggle_digits.predict import predictor as predict
+
+        try:
+            ensemble = self.ensemble
+            oof, rows = ensemble.oof()
+            predictor = predict.load_ensemble(ensemble.csv.with_suffix(".json"), self.paths.runs_dir)
+            return f"the ensemble {ensemble.csv.name}", predictor, oof, rows
+        except (Skip, UserError) as exc:
+            reason = str(exc)
+        kept = []
+        for study in self.studies:
+            try:
+                trial = self.best_trial(study)
+            except Skip:
+                continue
+            if trial.fold_model_paths():
+                kept.append(trial)
+        if not kept:
+            raise Skip(
+                f"no ensemble ({reason}) and no best trial that kept its fold models "
+                "(tune keeps them for the best trials)"
+            )
+        trial = max(kept, key=lambda t: t.cv_accuracy)
+        predictor = predict.TrialPredictor.load(trial)
+        return f"{trial.name} ({trial.model})", predictor, trial.oof_proba, trial.oof_rows
+
+    def _attribution(self, section: Section) -> None:
+        from kaggle_digits.predict import attribution
+        from kaggle_digits.report import attribution_plots
+
+        subject, predictor, oof, rows = self._explained()
+        X, y = self.train
+        if rows.max() >= len(y):
+            raise Skip(f"{subject} covers train.csv rows up to {rows.max()}, but {self.paths.train_csv} has {len(y)}")
+        truth = y[rows].astype(np.int64)
+        pred = oof.argmax(axis=1)
+        correct = [np.flatnonzero((pred == truth) & (truth == d))[:MAPS_PER_CLASS] for d in range(N_CLASSES)]
+        chosen = np.concatenate(correct)
+        result = attribution.explain(predictor, X[rows[chosen]], truth[chosen])
+        how = {
+            "integrated-gradients": "integrated gradients (from a blank image)",
+            "occlusion": "occlusion (a blank 4x4 patch sliding over the digit)",
+        }[result.method]
+        section.intro = (
+            f"Attribution maps of {subject} by {how}, in units of the class's probability. The maps come from "
+            "the saved fold models together, which saw most of these training digits while they learned."
+        )
+        section.numbers.append(("method", result.method))
+        counts = np.array([len(c) for c in correct])
+        mean_maps = np.zeros((N_CLASSES, *X.shape[1:]), dtype=np.float32)
+        mean_digits = np.zeros_like(mean_maps)
+        start = 0
+        for d, count in enumerate(counts):
+            if count:
+                mean_maps[d] = result.maps[start : start + count].mean(axis=0)
+                mean_digits[d] = X[rows[chosen[start : start + count]]].mean(axis=0)
+            start += count
+        self.save(
+            section,
+            attribution_plots.plot_class_means(mean_maps, mean_digits, counts, subject),
+            "attribution-classes.png",
+            "Per class: what a correct prediction rests on",
+            f"For each class, the mean map toward that class of up to {MAPS_PER_CLASS} training digits of it "
+            "that were predicted correctly out of fold, over the outline of their mean digit. "
+            + attribution_plots.CAPTION,
+        )
+        with self.part(section, "maps of the most confident mistakes"):
+            wrong = np.flatnonzero(pred != truth)
+            if not wrong.size:
+                raise Skip(f"{subject} gets every out-of-fold image right")
+            worst = wrong[np.argsort(-oof[wrong, pred[wrong]], kind="stable")[:N_ERROR_MAPS]]
+            digits = X[rows[worst]]
+            both = attribution.explain(predictor, np.concatenate([digits, digits]), np.r_[pred[worst], truth[worst]])
+            self.save(
+                section,
+                attribution_plots.plot_error_maps(
+                    digits,
+                    truth[worst],
+                    pred[worst],
+                    oof[worst, pred[worst]],
+                    both.maps[: len(worst)],
+                    both.maps[len(worst) :],
+                    subject,
+                ),
+                "attribution-errors.png",
+                "The most confident mistakes: toward the prediction and toward the truth",
+                f"The {len(worst)} out-of-fold errors with the highest predicted probability, each with its map "
+                "toward the predicted label and toward the true one, on one colour scale per digit. "
+                + attribution_plots.CAPTION,
+            )
 
     # --- tuning ---
 
