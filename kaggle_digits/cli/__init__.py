@@ -20,8 +20,8 @@ COMMANDS = {
     "submit": "kaggle_digits.cli.submit",
     "kernel": "kaggle_digits.cli.kernel",
     "report": "kaggle_digits.report.page",
-    "predict": "kaggle_digits.predict.predictor",
-    "serve": "kaggle_digits.predict.serve",
+    "predict": "kaggle_digits.cli.predict",
+    "serve": "kaggle_digits.cli.serve",
 }
 
 

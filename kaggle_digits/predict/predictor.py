@@ -6,11 +6,9 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,15 +19,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kaggle_digits import IMAGE_SHAPE, models
+from kaggle_digits.blend import manifest
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import read_json
 from kaggle_digits.models.base import GradientFn
 from kaggle_digits.predict import attribution
-from kaggle_digits.predict import pages as predict_pages
 from kaggle_digits.predict.attribution import blend_gradients
 from kaggle_digits.search.runs import TrialRun, list_trials, load_trial
-
-HELP = "predict the digit in your own PNG/JPG images with a tuned trial or an ensemble"
 
 # MNIST's recipe: the digit is scaled to fit a 20x20 box (keeping its aspect ratio), then placed in the
 # 28x28 field so that its centre of mass is at the centre.
@@ -253,8 +248,7 @@ class EnsemblePredictor:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Weighted mean of the members' probabilities: float32 (n, 10)."""
-        blend = sum(w * m.predict_proba(X) for w, m in zip(self.weights, self.members))
-        return np.asarray(blend / self.weights.sum(), dtype=np.float32)
+        return manifest.blend([m.predict_proba(X) for m in self.members], self.weights)
 
     @cached_property
     def gradient_fn(self) -> GradientFn | None:
@@ -279,63 +273,23 @@ Predictor = TrialPredictor | EnsemblePredictor
 
 
 def load_ensemble(path: str | os.PathLike, runs_dir: str | os.PathLike) -> EnsemblePredictor:
-    """An ensemble's .json (beside its submission .csv) as one predictor; its trials are loaded now.
+    """An ensemble manifest (beside its submission .csv) as one predictor; its trials are loaded now.
 
-    A constituent's folder is taken as written in the .json when it exists, else as
+    A constituent's folder is taken as written in the manifest when it exists, else as
     `<runs_dir>/<study>/trial-<n>` (so a moved runs folder works with --runs-dir).
     """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found")
-    try:
-        spec = read_json(path)
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{path}: not a JSON file") from None
-    if not _is_ensemble(spec):
-        raise UserError(f"{path}: not an ensemble's .json (write one with `python scripts/ensemble.py`)")
-    constituents = spec["constituents"]
-    if not constituents:
-        raise UserError(f"{path}: the ensemble has no constituents")
-    members, weights = [], []
-    for item in constituents:
-        if not isinstance(item, dict) or "name" not in item or "weight" not in item:
-            raise UserError(f"{path}: each constituent needs 'name' and 'weight', got {item!r}")
-        written = Path(item["path"]) if item.get("path") else None
-        folder = written if written is not None and written.is_dir() else Path(runs_dir) / item["name"]
+    read = manifest.read(path)
+    members = []
+    for member in read.members:
+        folder = member.folder(runs_dir)
         if not folder.is_dir():
             raise UserError(
-                f"{path}: constituent {item['name']} not found at {written or folder}"
-                + (f" nor {folder}" if written is not None else "")
+                f"{read.path}: constituent {member.name} not found at {member.path or folder}"
+                + (f" nor {folder}" if member.path is not None else "")
                 + " (pass --runs-dir if the runs folder moved)"
             )
         members.append(TrialPredictor.load(load_trial(folder)))
-        weights.append(float(item["weight"]))
-    weights_array = np.asarray(weights, dtype=np.float64)
-    if (weights_array < 0).any() or weights_array.sum() <= 0:
-        raise UserError(f"{path}: weights must be non-negative with a positive sum, got {weights}")
-    cv = spec.get("cv_accuracy")
-    return EnsemblePredictor(path, members, weights_array, float(cv) if cv is not None else None)
-
-
-def find_ensembles(submissions_dir: str | os.PathLike) -> list[Path]:
-    """Ensemble .json files in submissions_dir, newest first."""
-    folder = Path(submissions_dir)
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.glob("*.json"):
-        try:
-            spec = read_json(path)
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if _is_ensemble(spec):
-            found.append(path)
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
-
-
-def _is_ensemble(spec: Any) -> bool:
-    """The manifest `ensemble` writes beside its submission: {"kind": "ensemble", "constituents": [...]}."""
-    return isinstance(spec, dict) and spec.get("kind") == "ensemble" and isinstance(spec.get("constituents"), list)
+    return EnsemblePredictor(read.path, members, read.weights, read.cv_accuracy)
 
 
 def load_predictor(
@@ -350,9 +304,9 @@ def load_predictor(
         return load_ensemble(ensemble, runs_dir)
     if trial is not None:
         return TrialPredictor.load(load_trial(trial))
-    ensembles = find_ensembles(submissions_dir)
-    if ensembles:
-        return load_ensemble(ensembles[0], runs_dir)
+    newest = manifest.newest(submissions_dir)
+    if newest is not None:
+        return load_ensemble(newest, runs_dir)
     for run in list_trials(runs_dir):
         if run.fold_model_paths():
             return TrialPredictor.load(run)
@@ -369,21 +323,6 @@ def top_k(proba: np.ndarray, k: int = TOP_K) -> list[tuple[int, float]]:
 
 
 # --- the command ------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMG", help="PNG/JPG files, or folders of them")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--ensemble", metavar="SUBMISSION.json", help="an ensemble's .json (default: the newest)")
-    which.add_argument("--trial", metavar="runs/<study>/trial-<n>", help="one trial's fold models, averaged")
-    parser.add_argument(
-        "--show", metavar="OUT.png", help="write PNG pages with each input, its 28x28 version and the probabilities"
-    )
-    parser.add_argument(
-        "--explain",
-        metavar="OUT.png",
-        help="write PNG pages with each input, its 28x28 version and the attribution maps of its top two digits",
-    )
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -443,43 +382,6 @@ def explain_outcomes(predictor: Predictor, outcomes: Sequence[Outcome], k: int =
     for outcome, row, maps in zip(good, classes, result.maps.reshape(len(good), k, *IMAGE_SHAPE)):
         outcome.map_classes, outcome.maps = row, maps
     return result.method
-
-
-def run(args: argparse.Namespace) -> int:
-    files = expand_inputs(args.images)
-    # Before any work: a page must never replace an input or any file this command did not write.
-    show_pages = predict_pages.check_pages("--show", Path(args.show), len(files), files) if args.show else []
-    explain_pages = (
-        predict_pages.check_pages("--explain", Path(args.explain), len(files), files) if args.explain else []
-    )
-    if set(show_pages) & set(explain_pages):
-        raise UserError(f"--show and --explain name the same file {args.show}: give each its own")
-    predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
-    print(f"predictor: {summary(predictor)}", flush=True)
-    outcomes = predict_files(predictor, files)
-    for outcome in outcomes:
-        if outcome.error is not None:
-            print(f"error: {outcome.error}", file=sys.stderr, flush=True)
-        else:
-            best = "  ".join(f"{d} {p:6.1%}" for d, p in top_k(outcome.proba))
-            print(f"{outcome.path}: {int(np.argmax(outcome.proba))}    top-3: {best}", flush=True)
-    failed = sum(o.error is not None for o in outcomes)
-    print(f"predicted {len(outcomes) - failed} of {len(outcomes)} files" + (f"; {failed} failed" if failed else ""))
-    if show_pages:
-        written = predict_pages.write_pages(outcomes, show_pages, f"predicted with {predictor.name}", "show")
-        print(f"wrote {_listing(written)}")
-    if explain_pages:
-        method = explain_outcomes(predictor, outcomes)
-        how = f" ({method})" if method else ""
-        written = predict_pages.write_pages(outcomes, explain_pages, f"what {predictor.name} looks at{how}", "explain")
-        print(f"wrote {_listing(written)}")
-    return 2 if failed else 0
-
-
-def _listing(paths: Sequence[Path]) -> str:
-    if len(paths) == 1:
-        return str(paths[0])
-    return f"{len(paths)} pages: {paths[0]} ... {paths[-1]}"
 
 
 def summary(predictor: Predictor) -> str:

@@ -6,7 +6,6 @@ FastAPI and uvicorn are the optional extra `serve`: they are imported only when 
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run time, and
 # `fastapi.Request` is only imported inside create_app.
-import argparse
 import socket
 import threading
 from pathlib import Path
@@ -16,9 +15,7 @@ import numpy as np
 
 from kaggle_digits.errors import UserError
 from kaggle_digits.predict import attribution
-from kaggle_digits.predict.predictor import Predictor, load_predictor, read_gray, summary, to_mnist
-
-HELP = "serve a local page to draw a digit and see the model's probabilities (needs the extra `serve`)"
+from kaggle_digits.predict.predictor import Predictor, read_gray, to_mnist
 
 HOST = "127.0.0.1"  # loopback only: the page is for the person at this machine
 DEFAULT_PORT = 8000
@@ -27,7 +24,7 @@ PAGE = Path(__file__).resolve().parents[1] / "static" / "draw.html"
 INSTALL_HINT = 'pip install -e ".[serve]"'
 
 
-def _serving_modules() -> tuple[Any, Any]:
+def serving_modules() -> tuple[Any, Any]:
     """fastapi and uvicorn, or a UserError saying how to install them."""
     try:
         import fastapi
@@ -45,7 +42,7 @@ def create_app(predictor: Predictor) -> Any:
     saw); with `?explain=1` also `"attribution"`: the 28x28 map of the predicted label (floats; positive
     pushes toward it). A bad upload is a 4xx answer `{"detail": "one line"}`.
     """
-    fastapi, _ = _serving_modules()
+    fastapi, _ = serving_modules()
     from fastapi.responses import HTMLResponse
     from starlette.concurrency import run_in_threadpool
 
@@ -113,39 +110,7 @@ def create_app(predictor: Predictor) -> Any:
     return app
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT}; 0: any free one)"
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--ensemble", metavar="SUBMISSION.json", help="an ensemble's .json (default: the newest)")
-    which.add_argument("--trial", metavar="runs/<study>/trial-<n>", help="one trial's fold models, averaged")
-
-
-def run(args: argparse.Namespace) -> int:
-    _, uvicorn = _serving_modules()
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port {args.port}: expected 0-65535")
-    listener = _listen(args.port)  # before loading the model: a busy port fails fast
-    try:
-        predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
-        app = create_app(predictor)
-        _warm_up(predictor)
-        port = listener.getsockname()[1]
-        print(f"predictor: {summary(predictor)}", flush=True)
-        print(f"serving http://{HOST}:{port}/  (POST /predict, GET /health; Ctrl+C to stop)", flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        try:
-            server.run(sockets=[listener])
-        except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl+C, then re-raises it: stopping is normal
-            pass
-    finally:
-        listener.close()
-    print("stopped")
-    return 0
-
-
-def _warm_up(predictor: Predictor) -> None:
+def warm_up(predictor: Predictor) -> None:
     """One prediction and one map of a drawn stroke before serving: the first stroke on the page would
     otherwise wait while the models build their compiled prediction and gradient functions."""
     stroke = np.zeros((1, 28, 28), dtype=np.uint8)
@@ -154,7 +119,7 @@ def _warm_up(predictor: Predictor) -> None:
     attribution.explain(predictor, stroke, [int(np.argmax(proba[0]))])
 
 
-def _listen(port: int) -> socket.socket:
+def listen(port: int) -> socket.socket:
     # proto IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets that say
     # they are TCP; with it on, every answer on a kept-alive connection waited ~40 ms for a delayed ACK.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
