@@ -19,7 +19,7 @@ COMMANDS = {
     "pipeline": "kaggle_digits.cli.pipeline",
     "submit": "kaggle_digits.cli.submit",
     "kernel": "kaggle_digits.cli.kernel",
-    "report": "kaggle_digits.report.page",
+    "report": "kaggle_digits.cli.report",
     "predict": "kaggle_digits.cli.predict",
     "serve": "kaggle_digits.cli.serve",
 }

@@ -14,7 +14,6 @@ Every PNG and the index.html are written atomically into the report folder.
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import re
@@ -28,15 +27,14 @@ from typing import Any
 import numpy as np
 
 from kaggle_digits import N_CLASSES, __version__
-from kaggle_digits.blend import submission
+from kaggle_digits.blend import manifest, submission
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import atomic_open, read_json
+from kaggle_digits.io import atomic_open
+from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs, storage
 from kaggle_digits.search.tune import step_position
-
-HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.html."
 
 DPI = 110
 N_WORST = 32  # digits shown in the misclassified and disagreement grids
@@ -72,65 +70,6 @@ class Section:
     skipped: str | None = None  # the whole section skipped, with the reason
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--studies",
-        nargs="+",
-        metavar="S",
-        help="studies to show (default: every study in --runs-dir and in the Optuna storage)",
-    )
-    parser.add_argument(
-        "--submission",
-        metavar="FILE",
-        help="an ensemble's submission CSV, with its .json beside it (default: the newest in --submissions-dir)",
-    )
-    parser.add_argument("--out", metavar="DIR", help="report folder (default: <reports-dir>/<yyyymmdd-HHMMSS>)")
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="Optuna storage holding the studies; with it, trials are read from the storage wherever their files "
-        "are (default: sqlite:///<runs-dir>/optuna.db, or the journal file of `tune --jobs`, for the tuning plots)",
-    )
-    parser.add_argument(
-        "--artifacts",
-        metavar="DIR|s3://BUCKET",
-        help="the artifact store tune uploaded trials to (default: the one each trial recorded)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    paths: Paths = args.paths
-    out = Path(args.out) if args.out else paths.reports_dir / f"{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    report = Report(
-        paths,
-        out,
-        args.storage or default_storage(paths.runs_dir),
-        studies=args.studies,
-        submission_file=args.submission,
-        trials_storage=args.storage,
-        artifacts=args.artifacts,
-    )
-    index = report.build()
-    written = sum(len(s.plots) for s in report.sections)
-    skipped = sum(s.skipped is not None for s in report.sections)
-    print(f"report: wrote {written} figures and {index}; {skipped} of {len(report.sections)} sections skipped")
-    for name, value in report.headline():
-        print(f"  {name}: {value}")
-    print(f"open {index}")
-    return 0
-
-
-def default_storage(runs_dir: Path) -> str:
-    """The Optuna storage URL tune uses when given none: SQLite, or the journal file of `tune --jobs`
-    when only that one exists."""
-    journal = Path(runs_dir) / storage.JOURNAL_FILE
-    if not (Path(runs_dir) / storage.DB_FILE).exists() and journal.is_file():
-        return str(journal)
-    return f"sqlite:///{Path(runs_dir) / 'optuna.db'}"
-
-
 # --- inputs ---------------------------------------------------------------------------------
 
 
@@ -160,47 +99,48 @@ class Ensemble:
         """Blended out-of-fold probabilities float32 (n, 10) and the train.csv rows they cover (n,)."""
         first = self.constituents[0]
         rows = np.sort(first.trial.oof_rows)
-        total = sum(c.weight for c in self.constituents)
-        blend = np.zeros((len(rows), N_CLASSES))
+        aligned = []
         for c in self.constituents:
             order = np.argsort(c.trial.oof_rows, kind="stable")
             if not np.array_equal(c.trial.oof_rows[order], rows):
                 raise Skip(f"{c.name} and {first.name} cover different train.csv rows")
-            blend += c.weight / total * c.trial.oof_proba[order]
-        return blend.astype(np.float32), rows
+            aligned.append(c.trial.oof_proba[order])
+        return manifest.blend(aligned, [c.weight for c in self.constituents]), rows
 
 
 def read_ensemble(csv: Path, runs_dir: Path) -> Ensemble:
-    """The submission `csv` and its constituents, from the `.json` the ensemble command writes beside it."""
-    meta = csv.with_suffix(".json")
-    if not meta.exists():
-        raise Skip(f"{meta} not found: only submissions written by `python scripts/ensemble.py` name their trials")
-    info = read_json(meta)
+    """The submission `csv` and its constituents, from the manifest the ensemble command writes beside it."""
+    path = manifest.path_for(csv)
+    if not path.exists():
+        raise Skip(f"{path} not found: only submissions written by `python scripts/ensemble.py` name their trials")
+    try:
+        read = manifest.read(path)
+    except UserError as exc:
+        raise Skip(str(exc)) from None
     constituents = []
-    for entry in info.get("constituents", []):
-        name = entry.get("trial") or entry.get("name")
-        folder = Path(entry.get("folder") or entry.get("path") or runs_dir / name)
-        if not folder.is_absolute() and not folder.exists():
-            folder = runs_dir / name
+    for member in read.members:
         try:
-            trial = runs.load_trial(folder)
+            trial = runs.load_trial(member.folder(runs_dir))
         except UserError as exc:
-            raise Skip(f"constituent {name}: {exc}") from None
-        constituents.append(Constituent(name=name, weight=float(entry.get("weight", 1.0)), trial=trial))
-    if not constituents:
-        raise Skip(f"{meta} names no constituents")
-    return Ensemble(csv=csv, info=info, constituents=constituents)
+            raise Skip(f"constituent {member.name}: {exc}") from None
+        constituents.append(Constituent(name=member.name, weight=member.weight, trial=trial))
+    return Ensemble(csv=csv, info=read.info, constituents=constituents)
 
 
 def newest_submission(submissions_dir: Path) -> Path | None:
-    """The most recent submission CSV with an ensemble .json beside it."""
-    if not submissions_dir.is_dir():
-        return None
-    found = [p for p in submissions_dir.glob("*.csv") if p.with_suffix(".json").exists()]
-    return max(found, key=lambda p: (p.stat().st_mtime, p.name)) if found else None
+    """The most recent submission CSV with an ensemble manifest beside it."""
+    newest = manifest.newest(submissions_dir)
+    return None if newest is None else newest.with_suffix(".csv")
 
 
 # --- the report -----------------------------------------------------------------------------
+
+
+def section_line(section: Section) -> str:
+    """What a built section holds, or why it was skipped (one line, or more for parts skipped inside it)."""
+    if section.skipped is not None:
+        return f"{section.key}: skipped: {section.skipped}"
+    return "\n".join([f"{section.key}: {len(section.plots)} figure(s)", *(f"  skipped: {n}" for n in section.notes)])
 
 
 class Report:
@@ -215,8 +155,11 @@ class Report:
         submission_file: str | os.PathLike | None = None,
         trials_storage: str | None = None,
         artifacts: str | None = None,
+        log: Log = silent,
     ) -> None:
-        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders."""
+        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders.
+        log: one line per section built (section_line)."""
+        self.log = log
         self.paths, self.out, self.storage_url = paths, Path(out), storage
         self.trials_storage, self.artifacts = trials_storage, artifacts
         self.requested_studies = studies
@@ -317,19 +260,11 @@ class Report:
                 except Skip as exc:
                     section.skipped = str(exc)
                 self.sections.append(section)
-                self._print(section)
+                self.log(section_line(section))
         index = self.out / INDEX_FILE
         with atomic_open(index, "w", encoding="utf-8") as f:
             f.write(render_html(self.sections, self.headline(), self.out))
         return index
-
-    def _print(self, section: Section) -> None:
-        if section.skipped is not None:
-            print(f"{section.key}: skipped: {section.skipped}", flush=True)
-            return
-        print(f"{section.key}: {len(section.plots)} figure(s)", flush=True)
-        for note in section.notes:
-            print(f"  skipped: {note}", flush=True)
 
     def headline(self) -> list[tuple[str, str]]:
         """The key numbers of the whole report, for the top of the page and the command's last lines."""

@@ -82,6 +82,15 @@ def default_url(runs_dir: Path, jobs: int = 1) -> str:
     return str(Path(runs_dir) / JOURNAL_FILE) if jobs > 1 else f"sqlite:///{Path(runs_dir) / DB_FILE}"
 
 
+def reading_url(runs_dir: Path) -> str:
+    """The storage a reader (report) looks in when given none: tune's default, SQLite, or the journal
+    file of `tune --jobs` when only that one exists."""
+    journal = Path(runs_dir) / JOURNAL_FILE
+    if not (Path(runs_dir) / DB_FILE).exists() and journal.is_file():
+        return str(journal)
+    return default_url(runs_dir)
+
+
 def password(url: str) -> str | None:
     """The password inside a database URL, if any."""
     if kind(url) != "server":
