@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from kaggle_digits.data.dataset import N_TEST, count_rows
+from kaggle_digits.data.dataset import N_TEST, count_rows, write_submission_like
+from kaggle_digits.data.dataset import SUBMISSION_HEADER as HEADER
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import atomic_open
 
-HEADER = ["ImageId", "Label"]
 _CV_IN_NAME = re.compile(r"-cv(\d\.\d+)\.csv$")
 HISTORY_COLUMNS = ["time", "file", "cv_accuracy", "local_score", "public_score", "message"]
 
@@ -44,9 +43,7 @@ def write_submission(path: str | os.PathLike, labels: np.ndarray) -> Path:
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 9:
         raise ValueError("labels must be a 1-D integer array of digits 0-9")
-    with atomic_open(path, "w", encoding="ascii", newline="\n") as f:
-        f.write("ImageId,Label\n")
-        f.write("".join(f"{i},{label}\n" for i, label in enumerate(labels.tolist(), start=1)))
+    write_submission_like(path, np.arange(1, len(labels) + 1), labels)
     return path
 
 

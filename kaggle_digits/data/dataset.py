@@ -18,6 +18,7 @@ from kaggle_digits.io import atomic_open
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
 TEST_HEADER = PIXEL_COLUMNS
+SUBMISSION_HEADER = ["ImageId", "Label"]
 N_TRAIN = 42_000
 N_TEST = 28_000
 # The offline mirror shuffles MNIST's 70,000 images with this seed, then takes 42,000 / 28,000.
@@ -234,9 +235,10 @@ def write_pixel_csv(path: str | os.PathLike, pixels: np.ndarray, labels: np.ndar
 
 
 def write_submission_like(path: str | os.PathLike, image_ids: np.ndarray, labels: np.ndarray) -> None:
-    """Write an `ImageId,Label` CSV atomically."""
+    """Write an `ImageId,Label` CSV atomically: the one writer of that format (submissions, and the
+    mirror's sample_submission.csv and solution.csv)."""
     with atomic_open(path, "w", encoding="ascii", newline="\n") as f:
-        f.write("ImageId,Label\n")
+        f.write(",".join(SUBMISSION_HEADER) + "\n")
         f.write("".join(f"{int(i)},{int(label)}\n" for i, label in zip(image_ids, labels)))
 
 
