@@ -4,10 +4,11 @@ download → tune each family → ensemble → (upload)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kaggle_digits import models
+from kaggle_digits.budget import Plan
 from kaggle_digits.errors import UserError
 from kaggle_digits.search import tune
 from kaggle_digits.search.tune import TuneOptions
@@ -45,11 +46,29 @@ class PipelineOptions:
     precision: str | None = None
     data_dir: str | None = None  # as given by the user, for the commands printed along the way
     runs_dir: str | None = None
+    budget: float | None = None  # seconds: plan the run to end within them (budget.plan)
 
 
 def study_name(model: str, augment: bool, preset: str) -> str:
-    """The pipeline's study for a family: `<model>[-aug]-<preset>`, so presets never mix in one study."""
+    """The pipeline's study for a family: `<model>[-aug]-<preset>` (`-budget` for a --budget run), so
+    presets never mix in one study."""
     return f"{model}{'-aug' if augment else ''}-{preset}"
+
+
+def with_plan(options: PipelineOptions, plan: Plan) -> PipelineOptions:
+    """The options a budget's plan sets: the cnn alone, one trial, the plan's folds, epochs and
+    augmentation, bf16 where the CPU has it (`fast`); options given explicitly win."""
+    if options.models is not None and [m.strip() for m in options.models.split(",") if m.strip()] != ["cnn"]:
+        raise UserError(f"--budget plans the cnn alone: leave out --models {options.models}")
+    return replace(
+        options,
+        models="cnn",
+        trials=1 if options.trials is None else options.trials,
+        folds=plan.folds if options.folds is None else options.folds,
+        epochs=plan.epochs if options.epochs is None else options.epochs,
+        augment=options.augment or plan.augment,
+        precision=options.precision or "fast",
+    )
 
 
 def families(options: PipelineOptions) -> list[str]:
@@ -80,7 +99,7 @@ def tune_options(options: PipelineOptions, model: str) -> TuneOptions:
         model=model,
         augment=options.augment,
         preset=options.preset,
-        study=study_name(model, options.augment, options.preset),
+        study=study_name(model, options.augment, "budget" if options.budget is not None else options.preset),
         data_dir=options.data_dir,
         runs_dir=options.runs_dir,
         **chosen,

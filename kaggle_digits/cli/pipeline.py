@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from kaggle_digits import models, pipeline
+from kaggle_digits import budget, models, pipeline
 from kaggle_digits.blend import ensemble
 from kaggle_digits.cli import download as download_face
 from kaggle_digits.cli import ensemble as ensemble_face
@@ -18,7 +18,7 @@ from kaggle_digits.cli.output import say
 from kaggle_digits.data import download
 from kaggle_digits.pipeline import DEFAULT_PRESET, PRESET_MODELS, PipelineOptions
 from kaggle_digits.search import runs, tune
-from kaggle_digits.units import format_seconds
+from kaggle_digits.units import format_seconds, parse_duration
 
 HELP = "download, tune each model family with a preset, ensemble, write (and with --submit upload) a submission"
 
@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PRESET,
         help=f"tuning budget of every family (default {DEFAULT_PRESET}): "
         + "; ".join(f"{p}: {', '.join(m)}" for p, m in PRESET_MODELS.items()),
+    )
+    parser.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help="plan the run to end within this time (10m, 1h, 4h, 1h30m): the cnn, with the epochs, folds and "
+        "augmentation this machine can afford (measured once per machine); explicit options win",
     )
     parser.add_argument(
         "--models",
@@ -67,52 +73,82 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
         precision=args.precision,
         data_dir=args.data_dir,
         runs_dir=args.runs_dir,
+        budget=None if args.budget is None else parse_duration(args.budget),
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    options = options_from(args)
-    families = pipeline.check(options)
     start = time.monotonic()
+    options = options_from(args)
+    pipeline.check(options)  # every option, before the calibration
+    if options.budget is not None:
+        plan = budget.plan(options.budget, budget.speed(options.precision or "fast", log=say))
+        options = pipeline.with_plan(options, plan)
+        print_plan(plan, options)
+    families = pipeline.check(options)
     steps = len(families) + 2 + bool(options.submit)
 
-    _step(1, steps, "download", start)
+    _step(1, steps, "download", start, options.budget)
     fetched = download.fetch(args.paths, log=say)
     download_face.print_files(fetched.source, fetched.files)
 
     studies = []
     for i, model in enumerate(families, start=2):
         chosen = pipeline.tune_options(options, model)
-        _step(i, steps, f"tune {model} (study '{chosen.study}', preset {options.preset})", start)
+        _step(i, steps, f"tune {model} (study '{chosen.study}', preset {options.preset})", start, options.budget)
         code = tune_face.run_options(chosen, args.paths)
         if code != 0:
             return code  # interrupted: tune has said how to resume
         studies.append(chosen.study)
 
-    _step(len(families) + 2, steps, "ensemble", start)
+    _step(len(families) + 2, steps, "ensemble", start, options.budget)
     result = ensemble.build(
         args.paths, studies=studies, name=f"pipeline-{options.preset}", seed=pipeline.seed(options), log=say
     )
     ensemble_face.print_result(result, args.paths)
 
     if options.submit:
-        _step(steps, steps, "submit to Kaggle", start)
+        _step(steps, steps, "submit to Kaggle", start, options.budget)
         code = submit_face.upload(args.paths, result.submission, options.message)
         if code != 0:
             return code
 
-    _summary(args, studies, families, result, time.monotonic() - start)
+    _summary(args, options, studies, families, result, time.monotonic() - start)
     return 0
 
 
-def _step(i: int, n: int, what: str, start: float) -> None:
-    print(f"\n== pipeline step {i}/{n}: {what}  (elapsed {format_seconds(time.monotonic() - start)})", flush=True)
+def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
+    """The plan a budget bought, each step with its expected time."""
+    print(
+        f"plan for {format_seconds(plan.budget)}: cnn, {options.folds} folds, {options.epochs} epochs"
+        + (", augmented" if options.augment else "")
+        + f", precision {options.precision}; expected {format_seconds(plan.expected)}"
+    )
+    for step in plan.steps:
+        print(f"  {step.what:<40} {format_seconds(step.seconds):>7}")
+
+
+def _step(i: int, n: int, what: str, start: float, budget_seconds: float | None = None) -> None:
+    elapsed = time.monotonic() - start
+    left = f", {format_seconds(budget_seconds - elapsed)} of the budget left" if budget_seconds else ""
+    print(f"\n== pipeline step {i}/{n}: {what}  (elapsed {format_seconds(elapsed)}{left})", flush=True)
 
 
 def _summary(
-    args: argparse.Namespace, studies: list[str], families: list[str], result: ensemble.Result, seconds: float
+    args: argparse.Namespace,
+    options: PipelineOptions,
+    studies: list[str],
+    families: list[str],
+    result: ensemble.Result,
+    seconds: float,
 ) -> None:
-    print(f"\npipeline ({args.preset}{', augmented' if args.augment else ''}) done in {format_seconds(seconds)}")
+    run = f"budget {format_seconds(options.budget)}" if options.budget is not None else options.preset
+    budget_note = ""
+    if options.budget is not None:
+        budget_note = f" ({seconds / options.budget:.0%} of the budget)"
+    print(
+        f"\npipeline ({run}{', augmented' if options.augment else ''}) done in {format_seconds(seconds)}{budget_note}"
+    )
     for model, name in zip(families, studies):
         best = runs.list_trials(args.paths.runs_dir, [name])
         if best:
@@ -122,6 +158,7 @@ def _summary(
     print(f"  ensemble CV {result.cv_accuracy:.5f} (held-out check {result.heldout_accuracy:.5f})")
     if result.local_score is not None:
         print(f"  local leaderboard {result.local_score}")
+        print(f"  |CV - local leaderboard| {abs(result.cv_accuracy - result.local_score.accuracy):.5f}")
     else:
         print("  local leaderboard: no solution.csv (real Kaggle data)")
     print(f"  submission: {result.submission}")

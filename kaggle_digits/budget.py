@@ -1,0 +1,174 @@
+"""Time budgets for the pipeline: how fast this machine trains and predicts with the cnn (a short
+calibration, cached per machine), and the plan — folds, epochs, augmentation — whose expected time fits
+a budget.
+
+The plan tunes the cnn only (one trial: the public recipe, its learning-rate schedule fitted to the
+epochs that run) on PLAN_FOLDS folds, and spends the budget on epochs: the most that fit, with
+augmentation from AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per epoch;
+docs/benchmarks.md has the runs behind both choices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kaggle_digits.errors import UserError
+from kaggle_digits.io import write_json
+from kaggle_digits.progress import Log, silent
+from kaggle_digits.units import format_seconds
+
+PLAN_FOLDS = 3
+MIN_EPOCHS = 1
+MAX_EPOCHS = 45  # the recipe's full length
+AUGMENT_FROM_EPOCHS = 12
+# The share of the budget a plan may expect to use: the rest absorbs the estimate's error.
+PLANNED_SHARE = 0.9
+# Start-up (imports), reading the data, the ensemble and the files written, outside the folds' training.
+FIXED_SECONDS = 30.0
+CALIBRATION_IMAGES = 2048
+CACHE_ENV = "KAGGLE_DIGITS_CACHE_DIR"
+CACHE_FILE = "speed.json"
+N_TRAIN, N_TEST = 42_000, 28_000
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The cnn's training and prediction speed on this machine, in images per second."""
+
+    train_per_s: float
+    predict_per_s: float
+    policy: str  # the Keras dtype policy it was measured in
+    machine: str  # what it was measured on (machine_key)
+    seconds: float = 0.0  # what measuring it took (0 when read from the cache)
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a budget buys, and each step's expected time."""
+
+    budget: float
+    folds: int
+    epochs: int
+    augment: bool
+    steps: list[Step]
+
+    @property
+    def expected(self) -> float:
+        return sum(step.seconds for step in self.steps)
+
+
+def machine_key(policy: str) -> str:
+    """The CPU model, the cores this process may use, TensorFlow's version and the dtype policy."""
+    from kaggle_digits.models import hardware
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    return f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
+
+
+def cache_file() -> Path:
+    """Where measured speeds are kept: $KAGGLE_DIGITS_CACHE_DIR, else ~/.cache/kaggle-digits."""
+    folder = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kaggle-digits"
+    return Path(folder) / CACHE_FILE
+
+
+def speed(precision: str = "fast", log: Log = silent) -> Speed:
+    """This machine's speed in `precision`: from the cache, else measured now (and cached)."""
+    from kaggle_digits.models import hardware
+
+    policy = hardware.configure(precision)
+    key = machine_key(policy)
+    path = cache_file()
+    try:
+        cached = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        cached = {}
+    entry = cached.get(key) if isinstance(cached, dict) else None
+    if isinstance(entry, dict) and entry.get("train_per_s", 0) > 0 and entry.get("predict_per_s", 0) > 0:
+        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key)
+    log(f"measuring this machine's cnn speed ({policy}; once per machine, kept in {path}) ...")
+    measured = calibrate(policy, key)
+    try:
+        write_json(path, {**(cached if isinstance(cached, dict) else {}), key: asdict(measured)})
+    except OSError:  # a cache that cannot be written only costs the next run a calibration
+        pass
+    return measured
+
+
+def calibrate(policy: str, key: str) -> Speed:
+    """Time the recipe cnn (with augmentation) on CALIBRATION_IMAGES synthetic images: the second of two
+    epochs (the first builds the graph), then two predictions of the same images (the second timed)."""
+    from kaggle_digits.models import cnn
+
+    started = time.monotonic()
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (CALIBRATION_IMAGES, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, CALIBRATION_IMAGES).astype(np.uint8)
+    ends: list[float] = []
+    params = {**cnn.SPEC.default_params(augment=True), "epochs": 2}
+    fitted = cnn.SPEC.fit(params, X, y, max_epochs=2, on_epoch=lambda epoch, metrics: ends.append(time.monotonic()))
+    train_per_s = CALIBRATION_IMAGES / max(ends[-1] - ends[-2], 1e-6)
+    cnn.SPEC.predict_proba(fitted.model, X)
+    t0 = time.monotonic()
+    cnn.SPEC.predict_proba(fitted.model, X)
+    predict_per_s = CALIBRATION_IMAGES / max(time.monotonic() - t0, 1e-6)
+    return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started)
+
+
+def expected_fold_seconds(epochs: int, folds: int, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST) -> float:
+    """One fold: its epochs of training on (folds-1)/folds of the rows, validating the held-out rows after
+    each epoch, then predicting the held-out rows and the test set."""
+    held_out = n_train / folds
+    per_epoch = (n_train - held_out) / speed.train_per_s + held_out / speed.predict_per_s
+    return epochs * per_epoch + (held_out + n_test) / speed.predict_per_s
+
+
+def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST, folds: int = PLAN_FOLDS) -> Plan:
+    """The most epochs whose expected time fits PLANNED_SHARE of the budget. A budget too small for
+    MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
+
+    def steps_for(epochs: int) -> list[Step]:
+        fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test)
+        return [
+            Step("start-up, data, ensemble and files", FIXED_SECONDS),
+            *(Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold) for k in range(folds)),
+        ]
+
+    def total(epochs: int) -> float:
+        return sum(step.seconds for step in steps_for(epochs)) + speed.seconds
+
+    if total(MIN_EPOCHS) > PLANNED_SHARE * budget:
+        need = total(MIN_EPOCHS) / PLANNED_SHARE
+        raise UserError(
+            f"--budget {format_seconds(budget)}: too small for the smallest plan (the cnn on {folds} folds, "
+            f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS))} on this machine): give at least "
+            f"{format_seconds(need)}"
+        )
+    epochs = MIN_EPOCHS
+    while epochs < MAX_EPOCHS and total(epochs + 1) <= PLANNED_SHARE * budget:
+        epochs += 1
+    steps = steps_for(epochs)
+    if speed.seconds:
+        steps.insert(0, Step("measuring this machine's speed", speed.seconds))
+    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps)

@@ -1,0 +1,68 @@
+"""pipeline --budget: a duration read in one place, a plan that fits its own estimate, and budgets that
+cannot hold the smallest plan refused in one line before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from kaggle_digits import budget
+from kaggle_digits.budget import Speed
+from kaggle_digits.errors import UserError
+from kaggle_digits.units import parse_duration
+
+
+def test_durations_read_as_seconds():
+    assert [parse_duration(t) for t in ("10m", "1h", "4h", "1h30m", "90s", "600", "2.5m")] == [
+        600,
+        3600,
+        14400,
+        5400,
+        90,
+        600,
+        150,
+    ]
+
+
+@pytest.mark.parametrize("bad", ["0", "-5m", "abc", "", "0m", "5 minutes"])
+def test_bad_budgets_are_one_clear_line(run_cli, tmp_path, bad):
+    result = run_cli("pipeline", f"--budget={bad}", "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "d")
+    assert result.code == 2
+    assert result.err.startswith("error: --budget") and result.err.count("\n") == 1, result.err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "d").exists()
+
+
+SLOW = Speed(train_per_s=1000.0, predict_per_s=5000.0, policy="float32", machine="test")
+
+
+@pytest.mark.parametrize("seconds", [600, 3600, 14400])
+def test_the_plan_fits_its_own_estimate(seconds):
+    plan = budget.plan(seconds, SLOW)
+    assert plan.expected <= budget.PLANNED_SHARE * seconds
+    assert budget.MIN_EPOCHS <= plan.epochs <= budget.MAX_EPOCHS
+    if plan.epochs < budget.MAX_EPOCHS:  # the most epochs that fit: one more would not
+        one_more = budget.FIXED_SECONDS + plan.folds * budget.expected_fold_seconds(plan.epochs + 1, plan.folds, SLOW)
+        assert one_more > budget.PLANNED_SHARE * seconds
+    assert plan.augment == (plan.epochs >= budget.AUGMENT_FROM_EPOCHS)
+    assert budget.plan(seconds * 2, SLOW).epochs >= plan.epochs  # more time never buys less
+
+
+def test_a_budget_too_small_for_the_smallest_plan_is_refused():
+    with pytest.raises(UserError, match=r"--budget 1m00s: too small for the smallest plan .* give at least"):
+        budget.plan(60, SLOW)
+
+
+def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, monkeypatch):
+    # This machine's speed as if measured before (a slow machine), so the refusal needs no calibration.
+    from kaggle_digits.io import write_json
+    from kaggle_digits.models import hardware
+
+    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
+    key = budget.machine_key(hardware.configure("fast"))
+    write_json(budget.cache_file(), {key: {"train_per_s": 1000.0, "predict_per_s": 5000.0}})
+    folders = ("--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path / "s")
+    result = run_cli("pipeline", "--budget", "1m", *folders)
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: --budget 1m00s: too small") and result.err.count("\n") == 1
+    assert not any((tmp_path / name).exists() for name in ("data", "runs", "s")), "nothing was done"
+    result = run_cli("pipeline", "--budget", "10m", "--models", "mlp", *folders)
+    assert result.code == 2 and "--budget plans the cnn alone" in result.err
