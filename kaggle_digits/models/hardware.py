@@ -22,10 +22,9 @@ THREADS_ENV = "KAGGLE_DIGITS_THREADS"
 # The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
 POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). Measured on this project's
-# 2-core AVX512_BF16 machine (benchmarks/precision.py, 4 seeds): bf16 - float32 accuracy -0.0022 +- 0.0018
-# for 1.21x the speed; the standard cnn preset (5 folds, 45 epochs) CV 0.9954 in bf16 against 0.9960 in
-# float32. So float32 stays the default (README "Models").
+# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX): float32, because bf16 cost
+# accuracy in every comparison so far (benchmarks/precision.py over seeds, and the standard cnn preset on
+# the same folds; docs/benchmarks.md).
 AUTO_CPU_BF16 = False
 
 _configured: str | None = None

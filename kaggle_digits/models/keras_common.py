@@ -37,10 +37,10 @@ tf.get_logger().setLevel("ERROR")
 
 INPUT_SHAPE = (*IMAGE_SHAPE, 1)
 EVAL_BATCH = 1024  # validation and prediction: no gradients, so bigger batches are simply faster
-# Measured on the 2-core AVX-512 CPU (README "Models"): XLA with 16 steps per execution trained the CNN
-# about 5x slower (182-216 vs 1,088-1,177 images/s), so XLA is off. Up to 4 training steps per execution
-# (one call into the compiled graph runs 4 batches) trained the bf16 CNN about 5% faster than 1; 8 and
-# 16 were slower. See steps_per_execution for why it must divide the steps of an epoch.
+# XLA trained the CNN several times slower on a 2-core CPU, so it is off. Up to 4 training steps per
+# execution (one call into the compiled graph runs 4 batches) was faster than 1, 8 and 16 slower
+# (docs/benchmarks.md, "Speed on a 2-core CPU"). See steps_per_execution for why it must divide the steps
+# of an epoch.
 STEPS_PER_EXECUTION = 4
 JIT_COMPILE = False
 
@@ -153,7 +153,7 @@ class _RandomAffine(keras.layers.Layer):
     """Training-only augmentation inside the training step (never part of a returned or saved model).
 
     Measured here, running it in the step beat running it in a parallel tf.data map: on 2 shared
-    cores the map's threads competed with the step's (README "Models")."""
+    cores the map's threads competed with the step's (docs/benchmarks.md)."""
 
     def __init__(self, magnitudes: augment.Magnitudes, **kwargs: Any) -> None:
         super().__init__(dtype="float32", **kwargs)
@@ -309,7 +309,7 @@ def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
     """Class probabilities float32 (n, 10), rows summing to 1, for uint8 images (n, 28, 28)."""
     if len(X) <= EVAL_BATCH:
         # One batch (a drawing, a few files): predict_on_batch skips model.predict's per-call setup (a
-        # tf.data pipeline and a predict loop), measured here at ~85 ms per model against ~0.3 ms.
+        # tf.data pipeline and a predict loop), which costs far more than the prediction itself.
         images = _check_images(X, "X").astype(np.float32)
         proba = np.asarray(model.predict_on_batch(images), dtype=np.float32)
     else:

@@ -121,7 +121,7 @@ def warm_up(predictor: Predictor) -> None:
 
 def listen(port: int) -> socket.socket:
     # proto IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets that say
-    # they are TCP; with it on, every answer on a kept-alive connection waited ~40 ms for a delayed ACK.
+    # they are TCP; with it on, every answer on a kept-alive connection waited for a delayed ACK.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
