@@ -139,9 +139,8 @@ def set_thread_env(cores: int | None = None) -> None:
 
 
 def _set_tf_threads(cores: int) -> None:
-    """One intra-op and one inter-op thread per core of the budget. Measured on the 2-core machine (recipe CNN
-    train step, batch 64, float32, median of 15 timings each on a loaded machine): intra 2 / inter 2
-    819 images/s, intra 2 / inter 1 621, intra 1 / inter 1 or 2 about 460."""
+    """One intra-op and one inter-op thread per core of the budget: fewer intra-op threads than cores left
+    the train step much slower, and a second inter-op thread helped a little (docs/benchmarks.md)."""
     import tensorflow as tf
 
     try:
