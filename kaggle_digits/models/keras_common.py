@@ -16,14 +16,13 @@ here and in the family modules, after the thread environment is set.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import IMAGE_SHAPE, N_CLASSES, augment, hardware
+from ..io import atomic_path
 from .base import EpochCallback, FitResult
 
 hardware.set_thread_env()
@@ -318,16 +317,8 @@ def predict_proba(model: keras.Model, X: np.ndarray) -> np.ndarray:
 
 def save(model: keras.Model, path: Path) -> None:
     """Write `model` to `path` (.keras) atomically: a temporary .keras beside it, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:  # Keras insists on the .keras ending
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(path: Path) -> keras.Model:
