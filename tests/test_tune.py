@@ -31,6 +31,8 @@ def _study(runs_dir, name):
 def test_each_family_tunes_two_trials_with_complete_artifacts(run_cli, small_data, tmp_path, model, augment):
     runs_dir = tmp_path / "runs"
     flags = ["--augment"] if augment else []
+    umask = os.umask(0o022)
+    os.umask(umask)
     result = _tune(run_cli, small_data, runs_dir, "--model", model, *flags, "--trials", "2", *FAST)
     assert result.code == 0, result.err
     name = f"{model}-aug" if augment else model
@@ -57,6 +59,9 @@ def test_each_family_tunes_two_trials_with_complete_artifacts(run_cli, small_dat
         assert [h["fold"] for h in t.history] == [0, 1] and all(len(h["val_accuracy"]) == 1 for h in t.history)
         assert study.trials[t.number].user_attrs["path"] == str(t.path.resolve())
         assert study.trials[t.number].value == pytest.approx(t.cv_accuracy)
+        # Every file of a trial, the fold models too, has a new file's usual mode: a team shares runs/.
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in t.path.iterdir() if p.is_file()}
+        assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
 
         # Each OOF row is the prediction of the one fold model that did not train on it; test.npy is
         # the mean of the fold models' test predictions.
@@ -181,6 +186,10 @@ def test_ctrl_c_fails_the_running_trial_and_the_printed_command_resumes(run_cli,
         (["--model", "mlp", "--precision", "fp8"], "--precision fp8: choose one of auto, fast, float32"),
         (["--model", "mlp", "--preset", "huge"], "--preset huge: choose one of quick, standard, full"),
         (["--model", "mlp", "--study", "../x"], "--study '../x'"),
+        # argparse's own mistakes: one line too, not its usage block.
+        (["--model", "mlp", "--trials", "abc"], "argument --trials: invalid int value: 'abc' (see kaggle-digits tune"),
+        (["--model", "mlp", "--timeout", "1h"], "argument --timeout: invalid float value: '1h'"),
+        (["--model", "mlp", "--no-such-option"], "unrecognized arguments: --no-such-option"),
         (["--model", "mlp", "--subsample", "100000"], "--subsample 100000:"),
         (["--model", "mlp", "--subsample", "15"], "--subsample 15: too few rows for 5 folds"),
         (["--model", "mlp", "--storage", "nosuch://x"], "--storage nosuch://x: cannot open it"),
