@@ -21,6 +21,7 @@ machine, or --runs-dir on a shared filesystem), else a copy downloaded from the 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import shutil
@@ -157,6 +158,7 @@ def open_storage(
         import sqlalchemy  # noqa: F401  (Optuna's RDB storage needs it; a clear line if it is missing)
     except ImportError:
         raise UserError(f"--storage {shown}: SQLAlchemy is not installed (pip install sqlalchemy)") from None
+    url = with_installed_driver(url)
     kwargs: dict[str, Any] = {}
     if what == "server":
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
@@ -194,13 +196,38 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
         raise UserError(f"--storage {path}: cannot open it as an Optuna journal file: {_first_line(exc)}") from None
 
 
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def with_installed_driver(url: str) -> str:
+    """A PostgreSQL URL that names no driver (`postgresql://...`) gets the driver that is installed.
+
+    SQLAlchemy 2.1 takes psycopg (version 3) for such a URL, while this project installs psycopg2
+    (`.[distributed]`): with only psycopg2 there, the URL is read as `postgresql+psycopg2://...`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres") and not _importable("psycopg") and _importable("psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def _missing_driver(url: str, exc: ImportError) -> str:
     scheme = url.split("://", 1)[0]
     dialect, _, driver = scheme.partition("+")
-    if dialect in ("postgresql", "postgres") and driver in ("", "psycopg2"):
+    install = "pip install -e '.[distributed]' (or pip install psycopg2-binary)"
+    if dialect in ("postgresql", "postgres") and driver == "":
+        return f"no PostgreSQL driver is installed (neither psycopg2 nor psycopg): {install}"
+    if dialect in ("postgresql", "postgres") and driver == "psycopg2":
+        return f"the PostgreSQL driver psycopg2 is not installed: {install}"
+    if dialect in ("postgresql", "postgres") and driver == "psycopg":
         return (
-            "the PostgreSQL driver psycopg2 is not installed: pip install -e '.[distributed]' "
-            "(or pip install psycopg2-binary)"
+            "the PostgreSQL driver psycopg (version 3) is not installed: pip install 'psycopg[binary]', "
+            "or write postgresql+psycopg2:// to use psycopg2"
         )
     if dialect == "mysql" and driver in ("", "pymysql"):
         return "the MySQL driver PyMySQL is not installed: pip install PyMySQL (and use mysql+pymysql://...)"

@@ -385,12 +385,32 @@ def test_a_bad_database_url_is_one_line_without_the_password(postgres, run_cli, 
         assert "WrongPass-77" not in result.out + result.err
 
 
-def test_without_the_postgresql_driver_one_line_says_what_to_install(run_cli, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2-binary were not installed
-    url = "postgresql+psycopg2://kd:Hidden-pw1@127.0.0.1:5432/digits"
+@pytest.mark.parametrize(
+    "scheme, missing, expected",
+    [
+        ("postgresql+psycopg2", ("psycopg2",), "the PostgreSQL driver psycopg2 is not installed: pip install -e"),
+        ("postgresql", ("psycopg2", "psycopg"), "no PostgreSQL driver is installed (neither psycopg2 nor psycopg)"),
+        ("postgresql+psycopg", ("psycopg",), "psycopg (version 3) is not installed: pip install 'psycopg[binary]'"),
+    ],
+)
+def test_without_the_postgresql_driver_one_line_says_what_to_install(
+    run_cli, tiny_data, tmp_path, monkeypatch, scheme, missing, expected
+):
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    url = f"{scheme}://kd:Hidden-pw1@127.0.0.1:5432/digits"
     result = run_cli("tune", *FAST, "--storage", url, "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
-    assert result.code == 2 and result.err.count("\n") == 1
-    assert "pip install -e '.[distributed]'" in result.err and "Hidden-pw1" not in result.err
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert expected in result.err and "Hidden-pw1" not in result.err
+
+
+def test_a_postgresql_url_without_a_driver_uses_the_installed_psycopg2(postgres, run_cli, tiny_data, tmp_path):
+    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; this project installs psycopg2.
+    url = postgres.url().replace("postgresql+psycopg2://", "postgresql://")
+    common = ("--storage", url, "--study", "plain-url", "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
+    result = run_cli("tune", *FAST, "--trials", "1", *common)
+    assert result.code == 0, result.err
+    assert "study 'plain-url': 1 finished" in result.out and PASSWORD not in result.out + result.err
 
 
 # --- an S3-compatible artifact store --------------------------------------------------------------------
