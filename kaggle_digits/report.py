@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import N_CLASSES, __version__, data, runs, storage, submission
+from . import N_CLASSES, __version__, data, runs, storage, submission, written
 from .errors import UserError
 from .io import atomic_open, read_json
 from .paths import Paths
@@ -38,6 +38,8 @@ MAX_BALLOT = 3  # labels listed under a disputed test digit, most voted first
 # fANOVA importances from a handful of trials are noise: below this many finished trials, say so instead.
 MIN_TRIALS_FOR_IMPORTANCE = 5
 INDEX_FILE = "index.html"
+# Every figure's file name starts with its section's key (data-, training-, errors-, tuning-, ensemble-).
+PLOT_PREFIXES = ("data-", "training-", "errors-", "tuning-", "ensemble-")
 
 
 class Skip(Exception):
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.reports_dir / f"{datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
+    _refuse_users_files(out)
     report = Report(
         paths,
         out,
@@ -111,6 +114,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: {value}")
     print(f"open {index}")
     return 0
+
+
+def _refuse_users_files(out: Path) -> None:
+    """A report rewrites its own earlier files in `out`, never a user's index.html or same-named PNGs."""
+    if not out.is_dir():
+        return
+    ours = [out / INDEX_FILE, *(p for p in out.glob("*.png") if p.name.startswith(PLOT_PREFIXES))]
+    theirs = written.foreign(out, ours)
+    if theirs:
+        more = f" (and {len(theirs) - 1} more)" if len(theirs) > 1 else ""
+        raise UserError(
+            f"--out {out}: {theirs[0].name}{more} was not written by kaggle-digits report (or was changed since): "
+            "it is never overwritten; choose another --out"
+        )
 
 
 def command_line(
@@ -334,6 +351,7 @@ class Report:
         index = self.out / INDEX_FILE
         with atomic_open(index, "w", encoding="utf-8") as f:
             f.write(render_html(self.sections, self.headline(), self.out))
+        written.record(self.out, [index])
         return index
 
     def _print(self, section: Section) -> None:
@@ -355,9 +373,11 @@ class Report:
         return plots
 
     def save(self, section: Section, fig: Any, file: str, title: str, caption: str) -> None:
-        """Write `fig` as out/<file> atomically and list it in `section`."""
+        """Write `fig` as out/<file> atomically, note it as the report's own, and list it in `section`."""
+        assert file.startswith(PLOT_PREFIXES), file  # what _refuse_users_files knows as a report's figure
         with atomic_open(self.out / file, "wb") as f:
             fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+        written.record(self.out, [self.out / file])  # at once: an interrupted report's figures stay ours
         section.plots.append(Plot(file, title, caption))
 
     def part(self, section: Section, what: str) -> _Part:
