@@ -8,7 +8,7 @@ import sys
 import time
 from typing import NoReturn
 
-from . import __version__, paths
+from . import __version__, paths, tflog
 from .errors import UserError
 
 # name -> module; each module defines HELP, add_arguments(parser) and run(args) -> int.
@@ -40,6 +40,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+VERBOSE_HELP = "also show TensorFlow's own log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("folders")
@@ -47,6 +50,7 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument("--runs-dir", help="studies and trial artifacts (default: runs/)")
     group.add_argument("--submissions-dir", help="written submissions (default: submissions/)")
     group.add_argument("--reports-dir", help="plots and HTML reports (default: reports/)")
+    common.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return common
 
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    tflog.set_verbose(getattr(args, "verbose", False))  # before anything imports TensorFlow
     try:
         args.paths = paths.resolve(
             data_dir=args.data_dir,

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import IMAGE_SHAPE, N_CLASSES, augment, hardware
+from .. import IMAGE_SHAPE, N_CLASSES, augment, hardware, tflog
 from ..io import atomic_path
 from .base import EpochCallback, FitResult
 
 hardware.set_thread_env()
+tflog.import_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -22,7 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .. import N_CLASSES, N_PIXELS, augment
+from .. import N_CLASSES, N_PIXELS, augment, tflog
 from ..augment import RECIPE as RECIPE_AUGMENT
 from ..augment import search_space as augment_space
 from ..io import atomic_path
@@ -58,7 +58,7 @@ def _flat(X: np.ndarray) -> np.ndarray:
 
 def _augmented_copy(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     """One randomly rotated/zoomed/shifted copy of uint8 images (n, 28, 28), same shape and dtype."""
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     magnitudes = augment.Magnitudes.from_params(params)
     images = tf.constant(np.asarray(X, dtype=np.float32).reshape(len(X), 28, 28, 1))
