@@ -42,6 +42,11 @@ from . import runs
 from .errors import UserError
 from .io import read_json, write_json
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 DB_FILE = "optuna.db"  # tune's default storage: SQLite, one process
 JOURNAL_FILE = "optuna-journal.log"  # the default with `tune --jobs N`
 CACHE_DIR = ".cache"  # under runs-dir: trials downloaded from an artifact store (never a study name)
@@ -179,6 +184,40 @@ def open_storage(
     raise AssertionError("unreachable")
 
 
+class JournalFileLock:
+    """The lock around each append to a journal file: flock(2) on the journal file itself.
+
+    Optuna's own journal locks are lock files (a symlink, or a file made with O_EXCL). A worker killed
+    while it holds one (kill -9, out of memory) leaves the file behind; every other process then waits
+    Optuna's grace period (30 s) and removes it. When two processes wait, both time out: the first removes
+    the stale file and takes the lock, and the second, still seeing the journal unchanged, removes the
+    first one's fresh lock too. Both then write at once, and whichever releases second finds its lock file
+    gone: `RuntimeError: Error: did not possess lock` (in `tune --jobs`, the launcher marking the killed
+    worker's trial failed while a surviving worker reported an epoch). The kernel releases an flock when
+    its holder dies, however it dies, so nobody waits and no lock is ever broken.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._path = os.fspath(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Block until this process holds the lock."""
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor of this open file releases its flock
+
+
 def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -191,7 +230,10 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     if not path.parent.is_dir():
         raise UserError(f"--storage {path}: cannot create the journal file: no folder {path.parent}")
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        if fcntl is None:  # no flock (Windows): Optuna's own lock file
+            return JournalStorage(JournalFileBackend(str(path)))
+        # (Optuna's journal backend takes any object with acquire() and release() as its lock.)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileLock(path)))  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         raise UserError(f"--storage {path}: cannot open it as an Optuna journal file: {_first_line(exc)}") from None
 
