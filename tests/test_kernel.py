@@ -243,12 +243,13 @@ def test_runner_finds_the_mounted_source(run_cli, tmp_path, layout):
 def test_runner_finds_competition_files_elsewhere(run_cli, small_data, tmp_path):
     assert run_cli("kernel", "bundle", "--out", tmp_path / "b", "--user", "erin").code == 0
     runner = _load_runner(tmp_path / "b")
-    input_dir, data_dir = tmp_path / "input", tmp_path / "working" / "data"
+    input_dir = tmp_path / "input"
     shutil.copytree(small_data, input_dir / "competitions" / "digit-recognizer")
-    runner.place_competition_files(input_dir, data_dir)
-    assert sorted(p.name for p in data_dir.iterdir()) == ["sample_submission.csv", "test.csv", "train.csv"]
+    assert runner.find_competition_files(input_dir) == input_dir / "competitions" / "digit-recognizer"
+    shutil.copytree(small_data, input_dir / "digit-recognizer")  # where Kaggle mounts them: preferred
+    assert runner.find_competition_files(input_dir) == input_dir / "digit-recognizer"
     with pytest.raises(SystemExit, match="train.csv"):
-        runner.place_competition_files(tmp_path / "nothing", tmp_path / "d2")
+        runner.find_competition_files(tmp_path / "nothing")
 
 
 def test_access_token_credentials(run_cli, fake_kaggle, monkeypatch, tmp_path):
@@ -283,6 +284,12 @@ def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
     shutil.copytree(bundle / "dataset" / "kaggle_digits", source / "kaggle_digits")
     working = root / "working"
     working.mkdir()
+    # Kaggle mounts the inputs read-only (a root test process writes through the modes: the snapshot of
+    # the input tree below checks that nothing was written there either).
+    for path in (root / "input").rglob("*"):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    (root / "input").chmod(0o555)
+    inputs_before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (root / "input").rglob("*")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_DIGITS_")}
     env.update(KAGGLE_DIGITS_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch")
     tiny = ["--subsample", "600", "--epochs", "5", "--folds", "2", "--trials", "1"]
@@ -296,15 +303,19 @@ def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"from {source / 'kaggle_digits'}" in proc.stdout, "the bundled source is the one that runs"
-    assert "pipeline --preset quick --models mlp --subsample 600" in proc.stdout
-    assert "source: kernel" in proc.stdout, "the data came from input/digit-recognizer"
+    assert f"pipeline --preset quick --models mlp --data-dir {competition} --subsample 600" in proc.stdout
+    assert f"{competition}: train.csv and test.csv already present and valid" in proc.stdout, "read where mounted"
 
     labels = submission.read_submission(working / "submission.csv", n_test=200)
     truth = submission.read_submission(solution)
     assert (labels == truth).mean() > 0.4, "real predictions (chance is 0.1)"
     record = json.loads((working / "kaggle-digits-run.json").read_text())
     assert (working / "submissions" / record["submission"]).read_bytes() == (working / "submission.csv").read_bytes()
-    assert (working / "data" / "train.csv").is_file() and not (working / "data" / "solution.csv").exists()
+    # The kernel's output is the submission, its record, the report and the run's files: no copy of the
+    # competition's CSVs (they would be downloaded back with the output), nothing written into input/.
+    assert not [p for p in working.rglob("*.csv") if p.name in ("train.csv", "test.csv", "sample_submission.csv")]
+    assert not (working / "data").exists()
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (root / "input").rglob("*")} == inputs_before
     index = (working / "reports" / "index.html").read_text()
     pngs = sorted((working / "reports").glob("*.png"))
     assert pngs and all(p.name in index for p in pngs), "the run's plots, for `kernel.py output` to bring back"

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import subprocess
 import sys
 import time
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -105,6 +108,17 @@ def test_polarity_transparency_and_size_do_not_matter(mnist):
     assert _correlation_up_to_a_pixel(back, digit) > 0.9
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` pixels and holds none: what a decompression bomb looks like
+    to a reader that checks the size first."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 def test_bad_images_are_one_clear_line(tmp_path):
     blank = io.BytesIO()
     Image.new("L", (64, 64), 255).save(blank, "PNG")
@@ -123,10 +137,14 @@ def test_bad_images_are_one_clear_line(tmp_path):
         "text": (b"ImageId,Label\n1,7\n", "not a PNG or JPEG image"),
         "truncated": (blank.getvalue()[:60], "damaged or unreadable image"),
         "empty": (b"", "empty file"),
-        "huge": (huge.getvalue(), "too large"),
+        "huge": (huge.getvalue(), r"8000x8000 pixels is too large \(limit 50 megapixels\)"),
+        # Over Pillow's own warning and error limits: still "too large", with our limit.
+        "bomb": (png_header(10_000, 10_000), r"10000x10000 pixels is too large \(limit 50 megapixels\)"),
+        "bigger": (png_header(20_000, 20_000), r"400,000,000 pixels is too large \(limit 50 megapixels\)"),
     }
     for name, (content, message) in cases.items():
-        with pytest.raises(UserError, match=message) as caught:
+        with pytest.raises(UserError, match=message) as caught, warnings.catch_warnings():
+            warnings.simplefilter("error")  # no warning (Pillow's DecompressionBombWarning) around the line
             predict.prepare(content, name)
         assert str(caught.value).startswith(f"{name}: ") and "\n" not in str(caught.value)
     with pytest.raises(UserError, match="file not found"):
@@ -142,6 +160,7 @@ def test_predict_script_on_a_folder_with_good_and_bad_files(tuned_mlp, mnist, tm
     (folder / "good.jpg").write_bytes(user_image(X[i], "JPEG"))
     Image.new("RGB", (300, 200), "white").save(folder / "white.png")
     (folder / "notes.txt").write_text("not an image\n")
+    (folder / "poster.png").write_bytes(png_header(10_000, 10_000))  # over Pillow's warning limit
     done = subprocess.run(
         [sys.executable, "scripts/predict.py", str(folder), "--trial", str(tuned_mlp.best_trial)],
         cwd=REPO,
@@ -153,12 +172,13 @@ def test_predict_script_on_a_folder_with_good_and_bad_files(tuned_mlp, mnist, tm
     errors = done.stderr.strip().splitlines()
     assert errors == [
         f"error: {folder / 'notes.txt'}: not a PNG or JPEG image",
+        f"error: {folder / 'poster.png'}: 10000x10000 pixels is too large (limit 50 megapixels)",
         f"error: {folder / 'white.png'}: no ink found (a blank image, or strokes too faint to tell from the paper)",
     ]
     predictions = [line for line in done.stdout.splitlines() if "top-3:" in line]
     assert len(predictions) == 1 and predictions[0].startswith(f"{folder / 'good.jpg'}: {y[i]}    top-3: {y[i]} ")
     assert f"predictor: trial {tuned_mlp.best_trial} (mlp, 2 fold models" in done.stdout
-    assert "predicted 1 of 3 files; 2 failed" in done.stdout
+    assert "predicted 1 of 4 files; 3 failed" in done.stdout
 
 
 def test_default_predictor_is_the_newest_ensemble_then_the_best_trial(tuned_mlp, mnist, tmp_path, run_cli):

@@ -65,6 +65,38 @@ def test_data_only_report_skips_the_rest_with_reasons(run_cli, small_data, tmp_p
     assert not (tmp_path / "runs" / "optuna.db").exists()
 
 
+def test_a_users_index_and_figures_are_never_overwritten(run_cli, small_data, tmp_path):
+    folders = _folders(tmp_path, small_data)
+    out = tmp_path / "report"
+    assert run_cli("report", *folders, "--out", out).code == 0
+    again = run_cli("report", *folders, "--out", out)
+    assert again.code == 0, again.err  # its own earlier report is rewritten
+
+    # The user's page and a figure of the same name as one of ours: refused, untouched, nothing written.
+    for name, content in (("index.html", b"<p>my page</p>"), ("data-classes.png", b"my figure")):
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / name).write_bytes(content)
+        result = run_cli("report", *folders, "--out", mine)
+        assert result.code == 2 and result.err.count("\n") == 1, result.err
+        assert result.err.startswith(f"error: --out {mine}: {name} was not written by kaggle-digits report")
+        assert (mine / name).read_bytes() == content and [p.name for p in mine.iterdir()] == [name]
+
+    # One of ours, changed by the user since: theirs now.
+    (out / "index.html").write_text("<p>my notes on the report</p>")
+    changed = run_cli("report", *folders, "--out", out)
+    assert changed.code == 2 and "index.html was not written by kaggle-digits report" in changed.err
+    assert (out / "index.html").read_text() == "<p>my notes on the report</p>"
+
+    # Files of other names are no concern of the report's.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "holiday.png").write_bytes(b"photo")
+    (shared / "notes.txt").write_text("notes")
+    assert run_cli("report", *folders, "--out", shared).code == 0
+    assert (shared / "holiday.png").read_bytes() == b"photo" and (shared / "notes.txt").read_text() == "notes"
+
+
 def test_default_out_folder_is_timestamped_under_reports_dir(run_cli, small_data, tmp_path):
     result = run_cli("report", *_folders(tmp_path, small_data))
     assert result.code == 0, result.err

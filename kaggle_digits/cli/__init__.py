@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
-from kaggle_digits import __version__
+from kaggle_digits import __version__, tflog
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
 
@@ -25,18 +26,36 @@ COMMANDS = {
 }
 
 
+class UsageError(Exception):
+    """A command line argparse cannot parse: an unknown option, a missing argument, a bad number."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage mistake is one `error: ...` line (main prints it), not the usage block.
+
+    Every subcommand's parser is of this class too (argparse makes subparsers of the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+VERBOSE_HELP = "also show TensorFlow's own log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
+
+
 def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("folders")
     group.add_argument("--data-dir", help="competition CSVs (default: data/)")
     group.add_argument("--runs-dir", help="studies and trial artifacts (default: runs/)")
     group.add_argument("--submissions-dir", help="written submissions (default: submissions/)")
     group.add_argument("--reports-dir", help="plots and HTML reports (default: reports/)")
+    common.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kaggle-digits",
         description="Kaggle Digit Recognizer toolkit: data, cross-validated tuning, ensembles, submissions.",
     )
@@ -55,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; user mistakes become one line on stderr and exit code 2 (1 for a file or folder
     that cannot be read or written)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tflog.set_verbose(getattr(args, "verbose", False))  # before anything imports TensorFlow
     try:
         args.paths = paths.resolve(
             data_dir=args.data_dir,

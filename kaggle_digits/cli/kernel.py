@@ -55,6 +55,7 @@ def _folder_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("folders")
     for option in ("--data-dir", "--runs-dir", "--submissions-dir", "--reports-dir"):
         group.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from kaggle_digits.cli.output import say
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
-from kaggle_digits.report.page import Report
+from kaggle_digits.report.page import Report, refuse_users_files
 from kaggle_digits.search import storage
 
 HELP = "Plots of the data, studies, errors and ensemble, gathered in one index.html."
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.reports_dir / f"{datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
+    refuse_users_files(out)
     report = Report(
         paths,
         out,

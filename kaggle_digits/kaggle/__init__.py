@@ -1,2 +1,3 @@
 """Everything that talks to Kaggle: the API client wrapper (api, the only module that imports `kaggle`),
-the kernel bundle and its commands (kernel), and the script that runs inside a kernel (runner)."""
+and the kernel bundle with its push, status and output (kernel). The script that runs inside a kernel is
+kaggle_digits/cli/kernel_runner.py."""

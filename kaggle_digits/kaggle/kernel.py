@@ -32,7 +32,7 @@ DATASET_TITLE = "kaggle-digits source"
 KERNEL_SLUG = "kaggle-digits"
 KERNEL_TITLE = "kaggle-digits"  # Kaggle derives the slug from the title: keep them equal
 RUNNER_NAME = "run_kaggle_digits.py"
-RUNNER_SOURCE = paths.PACKAGE_DIR / "kaggle" / "runner.py"
+RUNNER_SOURCE = paths.PACKAGE_DIR / "cli" / "kernel_runner.py"  # the kernel's script: a face, like the commands
 PRESETS = models.PRESET_NAMES
 DEFAULT_PRESET = "standard"
 # Only source files are bundled: no data, runs, caches or anything else that may sit in the package folder.

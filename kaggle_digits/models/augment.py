@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from kaggle_digits import tflog
+
 # What `--augment` searches, in every family, and the public recipe's magnitudes (DESIGN.md).
 RANGES = {"rotation": (0.0, 15.0), "zoom": (0.0, 0.15), "shift": (0.0, 0.15)}
 RECIPE = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
@@ -65,7 +67,7 @@ def affine_matrices(angle, scale, dx, dy, height: int, width: int):
     Returns float32 (b, 8): [a0, a1, a2, a3, a4, a5, 0, 0] with input_x = a0 x + a1 y + a2,
     input_y = a3 x + a4 y + a5 in pixel coordinates (x = column, y = row).
     """
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     cx = (width - 1) / 2.0
     cy = (height - 1) / 2.0
@@ -83,7 +85,7 @@ def affine_matrices(angle, scale, dx, dy, height: int, width: int):
 
 def transform(images, matrices):
     """Resample images float (b, h, w, c) through `matrices` (b, 8): bilinear, constant fill 0, one pass."""
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     shape = tf.shape(images)
     return tf.raw_ops.ImageProjectiveTransformV3(
@@ -101,7 +103,7 @@ def random_affine(images, magnitudes: Magnitudes, seed=None):
     rotation, zoom and shift (one composed affine transform). `seed` is an optional stateless seed
     (int32 tensor of shape (2,)); without it the global TensorFlow seed drives the draws.
     """
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     if not magnitudes.active:
         return images

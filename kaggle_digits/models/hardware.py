@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaggle_digits import tflog
+
 # auto: accuracy first (mixed_float16 on a GPU, float32 on a CPU unless AUTO_CPU_BF16); fast: mixed
 # precision wherever the hardware computes it natively (mixed_bfloat16 on an AVX512_BF16/AMX CPU too).
 PRECISIONS = ("auto", "fast", "float32", "mixed_bfloat16", "mixed_float16")
@@ -103,7 +105,7 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def detect() -> Hardware:
     """Cores this process may use (thread_budget), GPUs (as TensorFlow sees them) and CPU flags."""
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     return Hardware(thread_budget(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
 
@@ -126,7 +128,8 @@ def choose_policy(precision: str, hardware: Hardware) -> str:
 
 
 def set_thread_env(cores: int | None = None) -> None:
-    """Environment for TensorFlow, set before it loads (explicit user settings win).
+    """Environment for TensorFlow's threads, set before it loads (explicit user settings win; its log
+    level is tflog's).
 
     TensorFlow's oneDNN kernels run on its own intra-op pool (sized by `configure`), not OpenMP;
     OMP_NUM_THREADS is set to the thread budget only so that any OpenMP code in the process (NumPy's
@@ -134,14 +137,13 @@ def set_thread_env(cores: int | None = None) -> None:
     before `import tensorflow`.
     """
     cores = cores or thread_budget()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("OMP_NUM_THREADS", str(cores))
 
 
 def _set_tf_threads(cores: int) -> None:
     """One intra-op and one inter-op thread per core of the budget: fewer intra-op threads than cores left
     the train step much slower, and a second inter-op thread helped a little (docs/benchmarks.md)."""
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cores)
@@ -162,6 +164,7 @@ def configure(precision: str = "auto") -> str:
     policy = choose_policy(precision, hardware)
     if _configured is None:
         _set_tf_threads(hardware.cores)
+    tflog.import_tensorflow()
     import keras
 
     keras.mixed_precision.set_dtype_policy(policy)

@@ -16,18 +16,18 @@ here and in the family modules, after the thread environment is set.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kaggle_digits import IMAGE_SHAPE, N_CLASSES
+from kaggle_digits import IMAGE_SHAPE, N_CLASSES, tflog
+from kaggle_digits.io import atomic_path
 from kaggle_digits.models import augment, hardware
 from kaggle_digits.models.base import EpochCallback, FitResult, GradientFn
 
 hardware.set_thread_env()
+tflog.import_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -347,16 +347,8 @@ def gradient_fn(model: keras.Model) -> GradientFn:
 
 def save(model: keras.Model, path: Path) -> None:
     """Write `model` to `path` (.keras) atomically: a temporary .keras beside it, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:  # Keras insists on the .keras ending
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(path: Path) -> keras.Model:

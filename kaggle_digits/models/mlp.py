@@ -22,7 +22,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from kaggle_digits import N_CLASSES, N_PIXELS
+from kaggle_digits import N_CLASSES, N_PIXELS, tflog
 from kaggle_digits.io import atomic_path
 from kaggle_digits.models import augment
 from kaggle_digits.models.augment import RECIPE as RECIPE_AUGMENT
@@ -59,7 +59,7 @@ def _flat(X: np.ndarray) -> np.ndarray:
 
 def _augmented_copy(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     """One randomly rotated/zoomed/shifted copy of uint8 images (n, 28, 28), same shape and dtype."""
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     magnitudes = augment.Magnitudes.from_params(params)
     images = tf.constant(np.asarray(X, dtype=np.float32).reshape(len(X), 28, 28, 1))

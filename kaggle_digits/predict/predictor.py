@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -69,22 +71,32 @@ def read_gray(source: str | os.PathLike | bytes, name: str | None = None) -> np.
             raise UserError(f"{name}: empty file, expected a PNG or JPEG image")
         fp = path
     try:
-        with Image.open(fp) as image:
+        # Pillow warns about images over its own, higher limit: each such image is refused below in one
+        # line that gives our limit, so the warning would only add lines around that message.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(fp)
+        with image:
             if image.format not in ACCEPTED_FORMATS:
                 raise UserError(f"{name}: a {image.format} image, expected PNG or JPEG")
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise UserError(
-                    f"{name}: {width}x{height} pixels is too large (limit {MAX_IMAGE_PIXELS // 1_000_000} megapixels)"
-                )
+                raise UserError(f"{name}: {width}x{height} pixels is too large {_LIMIT}")
             if image.format == "JPEG":  # decode big photos at a fraction of their size: much faster
                 image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))
             image.load()
             return _grayscale(_shrink(ImageOps.exif_transpose(image)))
     except UnidentifiedImageError:
         raise UserError(f"{name}: not a PNG or JPEG image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # over Pillow's own limit: refused before the size is known
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "the image"
+        raise UserError(f"{name}: {size} is too large {_LIMIT}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{name}: damaged or unreadable image ({exc})") from None
+
+
+_LIMIT = f"(limit {MAX_IMAGE_PIXELS // 1_000_000} megapixels)"
 
 
 def _shrink(image: Image.Image) -> Image.Image:

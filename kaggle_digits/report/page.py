@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kaggle_digits import N_CLASSES, __version__
+from kaggle_digits import N_CLASSES, __version__, written
 from kaggle_digits.blend import manifest, submission
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
@@ -45,6 +45,8 @@ MIN_TRIALS_FOR_IMPORTANCE = 5
 MAPS_PER_CLASS = 12
 N_ERROR_MAPS = 8
 INDEX_FILE = "index.html"
+# Every figure's file name starts with its section's key (data-, training-, errors-, tuning-, ensemble-).
+PLOT_PREFIXES = ("data-", "training-", "errors-", "attribution-", "tuning-", "ensemble-")
 
 
 class Skip(Exception):
@@ -68,6 +70,20 @@ class Section:
     tables: list[str] = field(default_factory=list)  # ready-made HTML
     notes: list[str] = field(default_factory=list)  # parts skipped inside the section, with the reason
     skipped: str | None = None  # the whole section skipped, with the reason
+
+
+def refuse_users_files(out: Path) -> None:
+    """A report rewrites its own earlier files in `out`, never a user's index.html or same-named PNGs."""
+    if not out.is_dir():
+        return
+    ours = [out / INDEX_FILE, *(p for p in out.glob("*.png") if p.name.startswith(PLOT_PREFIXES))]
+    theirs = written.foreign(out, ours)
+    if theirs:
+        more = f" (and {len(theirs) - 1} more)" if len(theirs) > 1 else ""
+        raise UserError(
+            f"--out {out}: {theirs[0].name}{more} was not written by kaggle-digits report (or was changed since): "
+            "it is never overwritten; choose another --out"
+        )
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -264,6 +280,7 @@ class Report:
         index = self.out / INDEX_FILE
         with atomic_open(index, "w", encoding="utf-8") as f:
             f.write(render_html(self.sections, self.headline(), self.out))
+        written.record(self.out, [index])
         return index
 
     def headline(self) -> list[tuple[str, str]]:
@@ -277,9 +294,11 @@ class Report:
         return plots
 
     def save(self, section: Section, fig: Any, file: str, title: str, caption: str) -> None:
-        """Write `fig` as out/<file> atomically and list it in `section`."""
+        """Write `fig` as out/<file> atomically, note it as the report's own, and list it in `section`."""
+        assert file.startswith(PLOT_PREFIXES), file  # what _refuse_users_files knows as a report's figure
         with atomic_open(self.out / file, "wb") as f:
             fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+        written.record(self.out, [self.out / file])  # at once: an interrupted report's figures stay ours
         section.plots.append(Plot(file, title, caption))
 
     def part(self, section: Section, what: str) -> _Part:

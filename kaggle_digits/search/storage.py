@@ -21,6 +21,7 @@ machine, or --runs-dir on a shared filesystem), else a copy downloaded from the 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import shutil
@@ -41,6 +42,11 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 DB_FILE = "optuna.db"  # tune's default storage: SQLite, one process
 JOURNAL_FILE = "optuna-journal.log"  # the default with `tune --jobs N`
@@ -163,6 +169,7 @@ def open_storage(
         import sqlalchemy  # noqa: F401  (Optuna's RDB storage needs it; a clear line if it is missing)
     except ImportError:
         raise UserError(f"--storage {shown}: SQLAlchemy is not installed (pip install sqlalchemy)") from None
+    url = with_installed_driver(url)
     kwargs: dict[str, Any] = {}
     if what == "server":
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
@@ -185,6 +192,40 @@ def open_storage(
     raise AssertionError("unreachable")
 
 
+class JournalFileLock:
+    """The lock around each append to a journal file: flock(2) on the journal file itself.
+
+    Optuna's own journal locks are lock files (a symlink, or a file made with O_EXCL). A worker killed
+    while it holds one (kill -9, out of memory) leaves the file behind; every other process then waits
+    Optuna's grace period (30 s) and removes it. When two processes wait, both time out: the first removes
+    the stale file and takes the lock, and the second, still seeing the journal unchanged, removes the
+    first one's fresh lock too. Both then write at once, and whichever releases second finds its lock file
+    gone: `RuntimeError: Error: did not possess lock` (in `tune --jobs`, the launcher marking the killed
+    worker's trial failed while a surviving worker reported an epoch). The kernel releases an flock when
+    its holder dies, however it dies, so nobody waits and no lock is ever broken.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._path = os.fspath(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Block until this process holds the lock."""
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor of this open file releases its flock
+
+
 def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -197,18 +238,46 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     if not path.parent.is_dir():
         raise UserError(f"--storage {path}: cannot create the journal file: no folder {path.parent}")
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        if fcntl is None:  # no flock (Windows): Optuna's own lock file
+            return JournalStorage(JournalFileBackend(str(path)))
+        # (Optuna's journal backend takes any object with acquire() and release() as its lock.)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileLock(path)))  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         raise UserError(f"--storage {path}: cannot open it as an Optuna journal file: {_first_line(exc)}") from None
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def with_installed_driver(url: str) -> str:
+    """A PostgreSQL URL that names no driver (`postgresql://...`) gets the driver that is installed.
+
+    SQLAlchemy 2.1 takes psycopg (version 3) for such a URL, while this project installs psycopg2
+    (`.[distributed]`): with only psycopg2 there, the URL is read as `postgresql+psycopg2://...`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres") and not _importable("psycopg") and _importable("psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def _missing_driver(url: str, exc: ImportError) -> str:
     scheme = url.split("://", 1)[0]
     dialect, _, driver = scheme.partition("+")
-    if dialect in ("postgresql", "postgres") and driver in ("", "psycopg2"):
+    install = "pip install -e '.[distributed]' (or pip install psycopg2-binary)"
+    if dialect in ("postgresql", "postgres") and driver == "":
+        return f"no PostgreSQL driver is installed (neither psycopg2 nor psycopg): {install}"
+    if dialect in ("postgresql", "postgres") and driver == "psycopg2":
+        return f"the PostgreSQL driver psycopg2 is not installed: {install}"
+    if dialect in ("postgresql", "postgres") and driver == "psycopg":
         return (
-            "the PostgreSQL driver psycopg2 is not installed: pip install -e '.[distributed]' "
-            "(or pip install psycopg2-binary)"
+            "the PostgreSQL driver psycopg (version 3) is not installed: pip install 'psycopg[binary]', "
+            "or write postgresql+psycopg2:// to use psycopg2"
         )
     if dialect == "mysql" and driver in ("", "pymysql"):
         return "the MySQL driver PyMySQL is not installed: pip install PyMySQL (and use mysql+pymysql://...)"

@@ -2,8 +2,9 @@
 
 `kaggle-digits kernel bundle` writes this file, with SETTINGS filled in, as the kernel's code file.
 On Kaggle the source dataset is mounted under /kaggle/input (the package folder, unpacked by Kaggle, or
-still a zip) and the competition's files under /kaggle/input/digit-recognizer. The pipeline writes to
-/kaggle/working; the chosen submission is copied to /kaggle/working/submission.csv and the report on
+still a zip) and the competition's files under /kaggle/input/digit-recognizer (read-only). The pipeline
+reads the CSVs where they are mounted (`--data-dir`: copies would become the kernel's output) and writes
+to /kaggle/working; the chosen submission is copied to /kaggle/working/submission.csv and the report on
 the run (plots and index.html) is written to /kaggle/working/reports/.
 Extra command-line arguments go to the pipeline unchanged. KAGGLE_DIGITS_KAGGLE_ROOT moves /kaggle.
 
@@ -61,17 +62,17 @@ def find_source(input_dir: Path, working: Path) -> Path:
     )
 
 
-def place_competition_files(input_dir: Path, data_dir: Path) -> None:
-    """When the competition's files are not at input/digit-recognizer, copy them to the data folder."""
-    if (input_dir / COMPETITION_DIR / "train.csv").is_file():
-        return  # `download --source auto` copies them from there
+def find_competition_files(input_dir: Path) -> Path:
+    """The mounted folder holding the competition's train.csv and test.csv (input/digit-recognizer first).
+
+    The pipeline reads them there: nothing is copied into /kaggle/working, whose files are the kernel's output.
+    """
+    usual = input_dir / COMPETITION_DIR
+    if (usual / "train.csv").is_file() and (usual / "test.csv").is_file():
+        return usual
     for train in _walk(input_dir):
         if train.name == "train.csv" and (train.parent / "test.csv").is_file():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("train.csv", "test.csv", "sample_submission.csv"):
-                if (train.parent / name).is_file() and not (data_dir / name).exists():
-                    shutil.copyfile(train.parent / name, data_dir / name)
-            return
+            return train.parent
     raise SystemExit(f"error: the competition's train.csv/test.csv were not found under {input_dir}")
 
 
@@ -101,15 +102,15 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     from kaggle_digits.data import paths
 
     print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)
-    folders = paths.resolve()
-    place_competition_files(input_dir, folders.data_dir)
+    data_dir = find_competition_files(input_dir)
+    folders = paths.resolve(data_dir=data_dir)
     before = set(folders.submissions_dir.glob("*.csv"))
     command = ["pipeline", "--preset", SETTINGS["preset"]]
     if SETTINGS["models"]:
         command += ["--models", SETTINGS["models"]]
     if SETTINGS["augment"]:
         command.append("--augment")
-    command += argv
+    command += ["--data-dir", str(data_dir), *argv]
     print("running: kaggle-digits " + " ".join(command), flush=True)
     start = time.monotonic()
     code = cli.main(command)
@@ -126,9 +127,10 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     # The plots of the run, in working/reports/ (what `kernel.py output` brings back with the submission).
     # The submission is already safe: a failing report is a warning, not a failed kernel.
     reports = working / "reports"
-    print(f"running: kaggle-digits report --submission {chosen} --out {reports}", flush=True)
+    report = ["report", "--submission", str(chosen), "--out", str(reports), "--data-dir", str(data_dir)]
+    print("running: kaggle-digits " + " ".join(report), flush=True)
     try:
-        if cli.main(["report", "--submission", str(chosen), "--out", str(reports)]) != 0:
+        if cli.main(report) != 0:
             print("warning: the report failed; the submission is written", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - any plotting failure must not lose the kernel's result
         print(f"warning: the report failed ({type(exc).__name__}: {exc}); the submission is written", file=sys.stderr)

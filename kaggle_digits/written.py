@@ -1,0 +1,43 @@
+"""Which files in a folder this toolkit wrote: a manifest of their SHA-256, so that a command rewrites
+its own earlier output but never a file of the user's that happens to have the same name."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from kaggle_digits.io import read_json, write_json
+
+MANIFEST = ".kaggle-digits-written.json"  # {file name: sha256 of what was written}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _recorded(folder: Path) -> dict[str, str]:
+    try:
+        files = read_json(folder / MANIFEST)
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def foreign(folder: Path, files: Iterable[Path]) -> list[Path]:
+    """Those of `files` (in `folder`) that exist but were not written by the toolkit, or changed since."""
+    recorded = _recorded(Path(folder))
+    return [p for p in files if p.is_file() and recorded.get(p.name) != _sha256(p)]
+
+
+def record(folder: Path, files: Iterable[Path]) -> None:
+    """Note `files` (just written into `folder`) as the toolkit's own; earlier entries of files still
+    present stay."""
+    folder = Path(folder)
+    recorded = {name: digest for name, digest in _recorded(folder).items() if (folder / name).is_file()}
+    recorded.update({p.name: _sha256(p) for p in files})
+    write_json(folder / MANIFEST, recorded)

@@ -1,0 +1,67 @@
+"""TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probing) stay off the terminal unless asked for."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from kaggle_digits import tflog
+from tests.conftest import REPO
+
+# What TensorFlow writes to stderr when it loads and first looks for a GPU.
+TENSORFLOW_LINES = re.compile(r"absl::InitializeLog|oneDNN|cuInit|cuda drivers|^[IWE]\d{4} \d\d:\d\d", re.M)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any TensorFlow log setting of the user's or ours."""
+    names = (tflog.LEVEL_ENV, tflog.OUR_LEVEL_ENV, tflog.VERBOSE_ENV)
+    return {**{k: v for k, v in os.environ.items() if k not in names}, **extra}
+
+
+def test_a_real_command_writes_no_tensorflow_lines(small_data, tmp_path):
+    command = [sys.executable, "scripts/tune.py", "--model", "dense", "--trials", "1", "--folds", "2"]
+    command += ["--epochs", "1", "--subsample", "300", "--data-dir", small_data, "--runs-dir", tmp_path / "runs"]
+    done = subprocess.run(command, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "trial 0 fold 2/2 epoch 1/1" in done.stdout, "TensorFlow was loaded and trained a model"
+    assert not TENSORFLOW_LINES.search(done.stderr + done.stdout), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+IMPORT = "from kaggle_digits import tflog; tflog.import_tensorflow().config.list_physical_devices('GPU')"
+
+
+@pytest.mark.parametrize(
+    "asked", [{tflog.VERBOSE_ENV: "1"}, {tflog.LEVEL_ENV: "0"}], ids=["--verbose", "their own TF_CPP_MIN_LOG_LEVEL"]
+)
+def test_the_lines_come_back_when_the_user_asks(asked):
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT], cwd=REPO, env=clean_env(**asked), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "oneDNN custom operations" in done.stderr or TENSORFLOW_LINES.search(done.stderr), done.stderr
+
+
+def test_other_lines_written_while_tensorflow_loads_are_passed_on():
+    code = (
+        "import os, sys; from kaggle_digits import tflog\n"
+        "with tflog._native_stderr_filtered():\n"
+        "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "    os.write(2, b'I0000 00:00:1796062910.590637   19811 port.cc:153] oneDNN custom operations are on.\\n')\n"
+        "    os.write(2, b'something TensorFlow could not do\\n')\n"
+        "    print('a Python warning', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["something TensorFlow could not do", "a Python warning"]
+
+
+def test_verbose_is_an_option_of_every_command(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv(tflog.VERBOSE_ENV, "0")  # (so that monkeypatch restores it afterwards)
+    result = run_cli("submit", "--verbose", "--list", "--submissions-dir", tmp_path)
+    assert "unrecognized arguments" not in result.err
+    assert os.environ.get(tflog.VERBOSE_ENV) == "1", "worker processes inherit it"
