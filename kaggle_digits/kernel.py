@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from . import COMPETITION, __version__, paths, submission
+from . import models as families
 from .cli import format_seconds
 from .errors import UserError
 from .io import atomic_path, read_json, write_json
@@ -95,13 +96,11 @@ def resolve_user(user: str | None) -> str:
 
 
 def normalize_models(models: str | None) -> str | None:
-    """`"cnn, dense"` -> `"cnn,dense"`; None stays None (the pipeline's default families)."""
+    """`"cnn, dense"` -> `"cnn,dense"`; None stays None (the pipeline's default families). Checked as the
+    pipeline checks it (kaggle_digits.models.parse_families), so a bundle never carries an unknown family."""
     if models is None:
         return None
-    models = ",".join(m.strip() for m in models.split(",") if m.strip())
-    if not models:
-        raise UserError("--models needs at least one family, e.g. --models cnn")
-    return models
+    return ",".join(families.parse_families(models))
 
 
 def kernel_ref(user: str) -> str:
@@ -118,6 +117,8 @@ def write_bundle(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not _is_bundle(out):
         raise UserError(f"{out} exists and is not a kernel bundle: choose another --out")
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset}: choose one of {', '.join(PRESETS)}")
     models = normalize_models(models)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -11,7 +11,7 @@ import argparse
 import time
 from typing import Any
 
-from . import download, ensemble, models, report, runs, submit, tune
+from . import download, ensemble, models, report, runs, seeds, submit, tune
 from .cli import format_seconds
 from .errors import UserError
 
@@ -71,6 +71,7 @@ def study_name(model: str, augment: bool, preset: str) -> str:
 def run(args: argparse.Namespace) -> int:
     families = _families(args)
     _check_submit(args)
+    seeds.check_seed(args.seed)
     seed = tune.DEFAULT_SEED if args.seed is None else args.seed
     start = time.monotonic()
     steps = len(families) + 2 + bool(args.submit)
@@ -110,13 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def _families(args: argparse.Namespace) -> list[str]:
     if args.models is None:
         return list(PRESET_MODELS[args.preset])
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        raise UserError(f"--models {args.models!r}: name at least one of {', '.join(models.FAMILIES)}")
-    for name in names:
-        if name not in models.FAMILIES:
-            raise UserError(f"--models: unknown model '{name}', choose from {', '.join(models.FAMILIES)}")
-    return list(dict.fromkeys(names))
+    return models.parse_families(args.models)
 
 
 def _check_submit(args: argparse.Namespace) -> None:
