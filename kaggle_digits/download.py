@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, paths
+from . import data, io, paths
 from .errors import UserError
 from .io import read_json, write_json
 
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _check_overwrite(data_dir, manifest)
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=data_dir) as tmp:
+    # A full disk names data_dir, not the staging folder (removed with everything in it).
+    with io.writing_to(data_dir), tempfile.TemporaryDirectory(prefix=".staging-", dir=data_dir) as tmp:
         staging = Path(tmp)
         if source == "kernel":
             print(f"copying the competition's files from {paths.kaggle_input_dir()}", flush=True)

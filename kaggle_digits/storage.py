@@ -39,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import runs
 from .errors import UserError
-from .io import read_json, write_json
+from .io import DiskFull, is_disk_full, read_json, write_json
 
 DB_FILE = "optuna.db"  # tune's default storage: SQLite, one process
 JOURNAL_FILE = "optuna-journal.log"  # the default with `tune --jobs N`
@@ -224,14 +224,49 @@ def _say_stale(study: optuna.Study, trial: FrozenTrial) -> None:
 
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
-    """Turn a database error in the block (server gone, login revoked) into one masked line."""
+    """Turn a database error in the block (server gone, login revoked, a read-only or full disk under a
+    SQLite or journal file) into one masked line."""
     try:
         yield
+    except DiskFull:
+        raise
     except Exception as exc:
+        file = local_file(url)
+        # Optuna wraps the database's own error (StorageInternalError): look down the chain of causes.
+        causes = [exc]
+        while causes[-1].__cause__ is not None and len(causes) < 5:
+            causes.append(causes[-1].__cause__)
+        text = " ".join(str(e) for e in causes)
+        if file is not None and (any(is_disk_full(e) for e in causes) or "database or disk is full" in text):
+            raise DiskFull(file.parent) from None
+        if file is not None and "readonly database" in text:
+            raise UserError(
+                f"{file}: read-only, tune cannot record trials in it (attempt to write a readonly database)"
+            ) from None
         module = type(exc).__module__
         if module.startswith(("sqlalchemy", "psycopg2", "pymysql")):
             raise UserError(f"storage {display_url(url)}: {mask(_first_line(exc), url)}") from None
         raise
+
+
+def local_file(url: str) -> Path | None:
+    """The file behind a SQLite URL or a journal path; None for a database server."""
+    what = kind(url)
+    if what == "journal":
+        return Path(url)
+    return Path(url.split(":///", 1)[-1].split("?", 1)[0]) if what == "sqlite" else None
+
+
+def check_writable(url: str, runs_dir: Path) -> None:
+    """UserError naming what is read-only when tune could not record its trials: the storage's file, the
+    folder holding it (SQLite and the journal write beside their file) or the runs folder."""
+    file = local_file(url)
+    if file is not None and file.exists() and not os.access(file, os.W_OK):
+        raise UserError(f"{file}: read-only (no permission to write): tune records every trial there")
+    folders = dict.fromkeys(p for p in (file.parent if file is not None else None, Path(runs_dir)) if p is not None)
+    for folder in folders:
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{folder}: read-only folder (no permission to write): tune writes its trials there")
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

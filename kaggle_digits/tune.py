@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import re
 import shlex
 import signal
@@ -28,7 +29,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from . import N_CLASSES, cv, data, hardware, models, report, runs, storage
+from . import N_CLASSES, cv, data, hardware, models, report, runs, seeds, storage
 from .cli import format_seconds
 from .errors import UserError
 from .paths import Paths
@@ -186,7 +187,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--model {args.model}: unknown model, choose one of {', '.join(MODEL_NAMES)}")
     if args.preset is not None and args.preset not in PRESETS:
         raise UserError(f"--preset {args.preset}: choose one of {', '.join(PRESETS)}")
-    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0, "jobs": 1, "threads": 1}
+    seeds.check_seed(args.seed)
+    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "jobs": 1, "threads": 1}
     minimum["heartbeat"] = 1
     for name, low in minimum.items():
         value = getattr(args, name)
@@ -197,6 +199,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--precision {args.precision}: choose one of {', '.join(hardware.PRECISIONS)}")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout {args.timeout:g}: needs a positive number of seconds")
+    if args.timeout is not None and not math.isfinite(args.timeout):
+        raise UserError(f"--timeout {args.timeout:g}: needs a finite number of seconds (leave it out for no limit)")
     if args.study is not None and not STUDY_NAME.match(args.study):
         raise UserError(f"--study {args.study!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if args.worker is not None and not WORKER_ARG.match(args.worker):
@@ -693,6 +697,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     paths: Paths = args.paths
     study_name = args.study or (f"{args.model}-aug" if augment else args.model)
     url = choose_storage_url(args.storage, paths.runs_dir, study_name, args.jobs or 1)
+    storage.check_writable(url, paths.runs_dir)
     opened = storage.open_storage(url, heartbeat=args.heartbeat or storage.DEFAULT_HEARTBEAT)
     artifacts = storage.open_artifact_store(args.artifacts, create=True) if args.artifacts else None
 

@@ -154,6 +154,25 @@ def test_unwritable_data_dir_is_one_clear_line(run_cli, tmp_path):
     assert blocker.read_text() == "not a folder\n"
 
 
+def test_a_full_disk_names_the_data_folder_and_writes_nothing(run_cli, tmp_path, full_disk):
+    d = tmp_path / "data"
+    full_disk(d)
+    result = run_cli("download", "--data-dir", d)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"error: {d}: the disk is full (no space left on device); nothing half-written was kept"
+    ]
+    assert list(d.iterdir()) == []
+
+
+def test_a_file_where_a_folder_belongs_is_one_line_exit_2(run_cli, tmp_path):
+    blocker = tmp_path / "file.csv"
+    blocker.write_text("a,b\n")
+    result = run_cli("download", "--data-dir", blocker)
+    assert result.code == 2 and result.err.splitlines() == [f"error: {blocker}: is a file, expected a folder"]
+    assert blocker.read_text() == "a,b\n"
+
+
 def test_zip_import_validates_before_installing(run_cli, small_data, tmp_path):
     good = tmp_path / "digit-recognizer.zip"
     with zipfile.ZipFile(good, "w") as z:
