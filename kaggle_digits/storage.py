@@ -464,8 +464,10 @@ def list_trials(
     COMPLETE trials (the best `top` of each study when given), each as a local folder — the folder it was
     written to if reachable from here, else runs_dir/<study>/trial-<n> (a shared runs folder mounted
     elsewhere), else a copy from the artifact store (`artifacts`, or the one the trial recorded) cached in
-    runs_dir/.cache/. Trials found nowhere are listed in `unreachable` with the reason.
+    runs_dir/.cache/. Trials found nowhere are listed in `unreachable` with the reason. A study named
+    twice counts once.
     """
+    studies = list(dict.fromkeys(studies)) if studies else studies
     if storage is None:
         trials = runs.list_trials(runs_dir, studies)
         if top is not None:
