@@ -81,7 +81,7 @@ DB_FILE = storage.DB_FILE
 STEP_STRIDE = 1000
 # Prune a trial whose best validation accuracy so far is below the 25th percentile of the finished
 # trials at the same fold and epoch ("clearly behind"), once 3 trials have finished, and never in
-# the first 3 epochs of the first fold (early validation accuracy is noisy: BatchNorm statistics lag).
+# the first 3 epochs of the first fold (early validation accuracy is noisy while the weights move fast).
 PRUNE_KEEP_PERCENT = 75.0
 PRUNE_STARTUP_TRIALS = 3
 PRUNE_WARMUP_EPOCHS = 3
