@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,14 @@ class DiskFull(UserError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """True for a full disk or an exhausted quota, also from libraries that only say so in the message."""
+    """True for a full disk or an exhausted quota, also from libraries that only say so in the message
+    (NumPy's short write: "280000 requested and 239584 written", no errno)."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return "No space left on device" in str(exc)
+    return "No space left on device" in str(exc) or bool(_SHORT_WRITE.search(str(exc)))
+
+
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 @contextlib.contextmanager

@@ -173,6 +173,9 @@ def open_storage(
             if _is_creation_race(exc) and attempt + 1 < INIT_ATTEMPTS:
                 time.sleep(0.5 * (attempt + 1))
                 continue
+            file = local_file(url)
+            if file is not None and (is_disk_full(exc) or "database or disk is full" in str(exc)):
+                raise DiskFull(file.parent) from None
             raise UserError(f"--storage {shown}: cannot open it: {mask(_first_line(exc), url)}") from None
     raise AssertionError("unreachable")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import signal
@@ -14,7 +15,7 @@ import optuna
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
-from kaggle_digits import cli, data, models, runs, tune
+from kaggle_digits import cli, data, io, models, runs, tune
 from tests.conftest import REPO
 
 FAST = ("--folds", "2", "--epochs", "1")  # every test: 2 folds, 1 epoch
@@ -205,6 +206,19 @@ def test_a_file_given_as_the_runs_folder_is_one_line(run_cli, small_data, tmp_pa
     result = _tune(run_cli, small_data, blocker, "--model", "mlp", *FAST)
     assert result.code == 2 and result.err.splitlines() == [f"error: {blocker}: is a file, expected a folder"]
     assert blocker.read_text() == "x\n"
+
+
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (OSError("280000 requested and 239584 written"), True),  # NumPy's short write: no errno
+        (OSError(errno.ECONNRESET, "Connection reset by peer"), False),
+    ],
+)
+def test_what_counts_as_a_full_disk(error, full):
+    assert io.is_disk_full(error) is full
 
 
 def test_format_seconds_never_raises():
