@@ -53,7 +53,7 @@ def read_submission(path: str | os.PathLike, n_test: int | None = None) -> np.nd
     if not path.exists():
         raise UserError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f))
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file") from None
