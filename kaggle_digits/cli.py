@@ -88,11 +88,11 @@ def os_error_message(exc: OSError) -> str | None:
     if io.is_disk_full(exc):
         # shutil.copyfile names the source first and the destination second: name what was written.
         target = exc.filename2 or exc.filename
-        where = f"{Path(target).parent}: " if target else ""
+        where = f"{Path(str(target)).parent}: " if target else ""
         return f"{where}the disk is full (no space left on device)"
     if not exc.filename:
         return None
-    path = Path(exc.filename)
+    path = Path(str(exc.filename))
     if isinstance(exc, FileExistsError) and path.exists() and not path.is_dir():
         return f"{path}: is a file, expected a folder"
     if isinstance(exc, IsADirectoryError):
