@@ -9,7 +9,8 @@ validation and at the end of every fit: a forward pass over a few training batch
 layer in inference (no dropout, no augmentation), each batch-norm layer normalising by its batch's own
 statistics exactly as in training, and the moving statistics set to the average of those batches'
 statistics ("precise batch norm"). For a long fit this is what the moving averages approximate; for a
-short one it is what they have not reached yet. It costs one forward pass over ESTIMATE_IMAGES images.
+short one it is what they have not reached yet. It costs one forward pass over at most ESTIMATE_IMAGES
+images, and at most a quarter of the training images.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Images per re-estimation, in batches of ESTIMATE_BATCH: enough for per-channel means and variances
-# to settle, and a small fraction of a training epoch on the full data.
+# to settle, and a small fraction of a training epoch on the full data. On a small training set at most
+# 1/ESTIMATE_SHARE of it (but one batch), so that a forward pass without gradients stays a small part
+# of an epoch whatever the run's size.
 ESTIMATE_IMAGES = 2048
 ESTIMATE_BATCH = 256
+ESTIMATE_SHARE = 4
 
 
 @keras.saving.register_keras_serializable(package="kaggle_digits")
@@ -121,8 +125,9 @@ class BatchNormStatistics(keras.callbacks.Callback):
         training images, the rest of the network in inference."""
         if not self._layers or not len(self._images):
             return
-        batch = min(ESTIMATE_BATCH, len(self._images))
-        n_batches = max(1, min(ESTIMATE_IMAGES, len(self._images)) // batch)
+        n = len(self._images)
+        batch = min(ESTIMATE_BATCH, n)
+        n_batches = max(1, min(ESTIMATE_IMAGES, n // ESTIMATE_SHARE) // batch)
         rows = self._rng.choice(len(self._images), n_batches * batch, replace=False).reshape(n_batches, batch)
         if self._forward is None:
             self._forward = tf.function(lambda x: self._network(x, training=False))
