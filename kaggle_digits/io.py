@@ -3,14 +3,50 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from kaggle_digits.errors import UserError
+
+
+class DiskFull(UserError):
+    """A write failed because the disk is full; names the folder being written (the OS error names none)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        super().__init__(f"{self.folder}: the disk is full (no space left on device); nothing half-written was kept")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for a full disk or an exhausted quota, also from libraries that only say so in the message
+    (NumPy's short write: "280000 requested and 239584 written", no errno)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or bool(_SHORT_WRITE.search(str(exc)))
+
+
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+@contextlib.contextmanager
+def writing_to(folder: str | os.PathLike) -> Iterator[None]:
+    """Report a full disk in the block as DiskFull(folder): the folder the user chose, not a temporary one."""
+    try:
+        yield
+    except DiskFull:
+        raise DiskFull(folder) from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(folder) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -22,6 +58,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     runs folder shared by a team stays readable by all of it.
     """
     path = Path(path)
+    if path.is_dir():
+        # os.replace would fail later and name the temporary file instead.
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -32,6 +71,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(path.parent) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

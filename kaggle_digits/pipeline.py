@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kaggle_digits import models
+from kaggle_digits import models, seeds
 from kaggle_digits.budget import Plan
 from kaggle_digits.errors import UserError
 from kaggle_digits.search import tune
@@ -58,7 +58,7 @@ def study_name(model: str, augment: bool, preset: str) -> str:
 def with_plan(options: PipelineOptions, plan: Plan) -> PipelineOptions:
     """The options a budget's plan sets: the cnn alone, one trial, the plan's folds, epochs and
     augmentation, bf16 where the CPU has it (`fast`); options given explicitly win."""
-    if options.models is not None and [m.strip() for m in options.models.split(",") if m.strip()] != ["cnn"]:
+    if options.models is not None and models.parse_families(options.models) != ["cnn"]:
         raise UserError(f"--budget plans the cnn alone: leave out --models {options.models}")
     return replace(
         options,
@@ -77,13 +77,7 @@ def families(options: PipelineOptions) -> list[str]:
         raise UserError(f"--preset {options.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
     if options.models is None:
         return list(PRESET_MODELS[options.preset])
-    names = [m.strip() for m in options.models.split(",") if m.strip()]
-    if not names:
-        raise UserError(f"--models {options.models!r}: name at least one of {', '.join(models.FAMILIES)}")
-    for name in names:
-        if name not in models.FAMILIES:
-            raise UserError(f"--models: unknown model '{name}', choose from {', '.join(models.FAMILIES)}")
-    return list(dict.fromkeys(names))
+    return models.parse_families(options.models)
 
 
 def seed(options: PipelineOptions) -> int:
@@ -109,6 +103,7 @@ def tune_options(options: PipelineOptions, model: str) -> TuneOptions:
 def check(options: PipelineOptions) -> list[str]:
     """Every option, before any work (an upload problem is reported before an hour of tuning, not after);
     returns the families to tune."""
+    seeds.check_seed(options.seed)
     chosen = families(options)
     for model in chosen:
         tune.check_options(tune_options(options, model))

@@ -1,10 +1,11 @@
 """Units shown to people: durations as `1h02m`, `3m05s`, `42s`, and read back from `10m`, `1h`, `1h30m`."""
 
+import math
 import re
 
 
 def format_seconds(seconds: float) -> str:
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):  # NaN: no estimate yet (or no end)
         return "?"
     seconds = int(round(seconds))
     if seconds < 60:

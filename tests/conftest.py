@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import shutil
@@ -138,3 +140,43 @@ def tuned_mlp(tmp_path_factory, small_data) -> TunedStudy:
     best = runs.list_trials(root / "runs")[0]
     (ensemble_json,) = (root / "subs").glob("*.json")
     return TunedStudy(small_data, root / "runs", root / "subs", best.path, ensemble_json)
+
+
+class _FullDiskFile:
+    """A file opened for writing whose writes fail as on a full disk: ENOSPC and no file name."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """full_disk(folder): from now on, files opened for writing under `folder` fail on their first write
+    the way they do on a full disk (OSError ENOSPC without a file name). No root or real mount needed."""
+
+    def install(folder: Path) -> None:
+        folder = Path(folder).resolve()
+        real_open = builtins.open
+
+        def open_(file, mode="r", *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            writing = any(flag in mode for flag in "wax+")
+            if writing and isinstance(file, (str, os.PathLike)) and folder in Path(file).resolve().parents:
+                return _FullDiskFile(handle)
+            return handle
+
+        monkeypatch.setattr(builtins, "open", open_)
+
+    return install

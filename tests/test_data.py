@@ -77,8 +77,31 @@ def _bad_train(tmp_path, mutate):
         (lambda r: r[1:], "line 1: missing header"),
         (lambda r: [], "file is empty"),
         (lambda r: r[:2] + ["10" + r[2][1:]] + r[3:], "line 3, column label: '10' is not a digit 0-9"),
+        (lambda r: r[:3] + [r[3].replace(",0,", ",3.0,", 1)] + r[4:], "line 4, column pixel0: '3.0' is not an integer"),
+        (lambda r: r[:4] + [r[4].replace(",0,", ",1e2,", 1)] + r[5:], "line 5, column pixel0: '1e2' is not an integer"),
+        (
+            lambda r: r[:2] + [r[2][: r[2].rindex(",")] + ",12345678901234567890123"] + r[3:],
+            "line 3, column pixel783: '12345678901234567890... (23 characters)' is not an integer 0-255",
+        ),
+        (
+            lambda r: r[:2] + [r[2][: r[2].rindex(",")] + ",18446744073709551615"] + r[3:],
+            "line 3, column pixel783: '18446744073709551615' is not an integer 0-255",
+        ),
+        (lambda r: r[:5] + ["3.0" + r[5][1:]] + r[6:], "line 6, column label: '3.0' is not a digit 0-9"),
     ],
-    ids=["non-numeric", "256", "short-row", "no-header", "empty", "label-10"],
+    ids=[
+        "non-numeric",
+        "256",
+        "short-row",
+        "no-header",
+        "empty",
+        "label-10",
+        "3.0",
+        "1e2",
+        "23-digits",
+        "uint64",
+        "label-3.0",
+    ],
 )
 def test_bad_train_csv_is_one_clear_line(run_cli, tmp_path, mutate, message):
     path = _bad_train(tmp_path, mutate)
@@ -93,6 +116,27 @@ def test_bad_train_csv_is_one_clear_line(run_cli, tmp_path, mutate, message):
     assert path.read_bytes() == before
 
 
+def test_a_bad_cell_far_down_is_one_line_without_a_pandas_warning(run_cli, tmp_path, recwarn):
+    """pandas reads long files in chunks: a word in a later chunk gives mixed types and a DtypeWarning."""
+    path = _bad_train(
+        tmp_path, lambda r: r + [",".join(["3"] + ["0"] * 784)] * 1500 + [",".join(["3", "x"] + ["0"] * 783)]
+    )
+    (tmp_path / "data" / "test.csv").write_text(
+        ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n"
+    )
+    result = run_cli("download", "--data-dir", tmp_path / "data", "--verify")
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [f"error: {path} line 1507, column pixel0: 'x' is not an integer 0-255"]
+    assert not [w for w in recwarn if "DtypeWarning" in type(w.message).__name__]
+
+
+def test_a_byte_order_mark_before_the_header_is_accepted(tmp_path):
+    path = _bad_train(tmp_path, lambda r: r)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    X, y = data.load_train(path)
+    assert X.shape == (5, 28, 28) and list(y) == [3] * 5
+
+
 def test_download_never_overwrites_user_files(run_cli, tmp_path):
     path = _bad_train(tmp_path, lambda r: r)
     before = path.read_bytes()
@@ -105,9 +149,28 @@ def test_unwritable_data_dir_is_one_clear_line(run_cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
     result = run_cli("download", "--data-dir", blocker / "data")
-    assert result.code == 1 and "Traceback" not in result.err
+    assert result.code == 2 and "Traceback" not in result.err
     assert result.err.strip().splitlines() == [f"error: {blocker / 'data'}: Not a directory"]
     assert blocker.read_text() == "not a folder\n"
+
+
+def test_a_full_disk_names_the_data_folder_and_writes_nothing(run_cli, tmp_path, full_disk):
+    d = tmp_path / "data"
+    full_disk(d)
+    result = run_cli("download", "--data-dir", d)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"error: {d}: the disk is full (no space left on device); nothing half-written was kept"
+    ]
+    assert list(d.iterdir()) == []
+
+
+def test_a_file_where_a_folder_belongs_is_one_line_exit_2(run_cli, tmp_path):
+    blocker = tmp_path / "file.csv"
+    blocker.write_text("a,b\n")
+    result = run_cli("download", "--data-dir", blocker)
+    assert result.code == 2 and result.err.splitlines() == [f"error: {blocker}: is a file, expected a folder"]
+    assert blocker.read_text() == "a,b\n"
 
 
 def test_zip_import_validates_before_installing(run_cli, small_data, tmp_path):

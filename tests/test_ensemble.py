@@ -222,3 +222,67 @@ def test_trials_of_other_data_are_refused(tuned, tmp_path, run_cli):
     result = run_cli("ensemble", "--runs-dir", tuned, "--data-dir", other, "--submissions-dir", tmp_path / "s")
     assert result.code == 2 and "is not the file" in result.err and "SHA-256 differs" in result.err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_study_named_twice_counts_once(halves, small_data, tmp_path, run_cli):
+    result = run_cli(
+        "ensemble",
+        *("--runs-dir", halves, "--data-dir", small_data, "--submissions-dir", tmp_path),
+        *("--studies", "halves", "halves", "--method", "mean"),
+    )
+    assert result.code == 0, result.err
+    assert "3 trials from 1 studies (best 5 per study); 3 blendable" in result.out
+    (manifest,) = tmp_path.glob("*.json")
+    weights = [c["weight"] for c in read_json(manifest)["constituents"]]
+    assert len(weights) == 3 and weights == pytest.approx([1 / 3] * 3)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_damaged_trial_arrays_leave_the_trial_out_with_the_reason(halves, small_data, tmp_path, run_cli):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(halves, runs_dir)
+    subs = tmp_path / "subs"
+    folders = ("--runs-dir", runs_dir, "--data-dir", small_data, "--submissions-dir", subs)
+    _truncate(runs_dir / "halves" / "trial-0" / "oof.npy")
+    (runs_dir / "halves" / "trial-1" / "test.npy").unlink()
+    result = run_cli("ensemble", *folders, "--method", "mean")
+    assert result.code == 0, result.err
+    assert "skipped halves/trial-0: oof.npy is truncated or damaged" in result.out
+    assert "skipped halves/trial-1: test.npy is missing" in result.out
+    (csv,) = subs.glob("*-cv*.csv")
+    manifest = read_json(csv.with_suffix(".json"))
+    assert [c["name"] for c in manifest["constituents"]] == ["halves/trial-2"]
+
+    # The report skips what needs the damaged file, with the reason, and still writes its page.
+    _truncate(runs_dir / "halves" / "trial-2" / "oof.npy")
+    out = tmp_path / "report"
+    report = run_cli("report", *folders, "--reports-dir", tmp_path, "--submission", csv, "--out", out)
+    assert report.code == 0, report.err
+    assert "Traceback" not in report.out + report.err
+    assert "oof.npy is truncated or damaged" in report.out and (out / "index.html").is_file()
+
+    _truncate(runs_dir / "halves" / "trial-1" / "oof.npy")
+    none_left = run_cli("ensemble", *folders)
+    assert none_left.code == 2 and none_left.err.count("\n") == 1
+    assert none_left.err.startswith("error: no usable trials: halves/trial-")
+
+
+def test_a_full_disk_is_one_line_naming_the_submissions_folder(halves, small_data, tmp_path, run_cli, full_disk):
+    subs = tmp_path / "subs"
+    full_disk(subs)
+    result = run_cli("ensemble", "--runs-dir", halves, "--data-dir", small_data, "--submissions-dir", subs)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"error: {subs}: the disk is full (no space left on device); nothing half-written was kept"
+    ]
+    assert not subs.exists() or list(subs.iterdir()) == []
+
+
+def test_a_seed_out_of_range_is_one_line(halves, small_data, tmp_path, run_cli):
+    result = run_cli("ensemble", "--runs-dir", halves, "--data-dir", small_data, "--seed", "-1")
+    assert result.code == 2 and result.err.splitlines() == [
+        "error: --seed -1: needs a whole number from 0 to 2147483647"
+    ]

@@ -90,6 +90,23 @@ def test_bundle_needs_a_user_name(run_cli, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ("svm", "--models: unknown model 'svm', choose from mlp, dense, cnn"),
+        (" , ", "--models ' , ': name at least one"),
+    ],
+)
+def test_bundle_checks_its_models_as_the_pipeline_does(run_cli, tmp_path, models, message):
+    """A bundle would otherwise ask Kaggle to run a pipeline that fails at once."""
+    out = tmp_path / "b"
+    bundle = run_cli("kernel", "bundle", "--out", out, "--user", "erin", "--models", models)
+    assert_one_line_error(bundle, message)
+    assert not out.exists()
+    pipeline = run_cli("pipeline", "--models", models, "--data-dir", tmp_path / "d", "--runs-dir", tmp_path / "r")
+    assert pipeline.code == 2 and message in pipeline.err
+
+
 def _zip_names(content: bytes) -> set[str]:
     with zipfile.ZipFile(io.BytesIO(content)) as z:
         return set(z.namelist())

@@ -68,6 +68,8 @@ def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, t
         (("-m", "hello"), "-m goes with --submit"),
         (("--submit", "-m", "x"), "--submit needs Kaggle credentials"),
         (("--preset", "huge"), "invalid choice: 'huge'"),
+        (("--seed", "4294967296"), "--seed 4294967296: needs a whole number from 0 to 2147483647"),
+        (("--seed", "-1"), "--seed -1: needs a whole number"),
     ],
 )
 def test_bad_options_stop_before_any_work(run_cli, tmp_path, args, message, capsys):

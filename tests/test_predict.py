@@ -341,6 +341,16 @@ def test_show_never_replaces_an_input_or_a_file_it_did_not_write(tuned_mlp, mnis
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png", "holiday.png", "link.png", "seven.png"]
 
 
+def test_show_given_a_folder_is_one_line_naming_it(tuned_mlp, mnist, tmp_path, run_cli):
+    X, _ = mnist
+    (tmp_path / "a.png").write_bytes(user_image(X[0], "PNG"))
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    result = run_cli("predict", tmp_path / "a.png", "--show", folder, *tuned_mlp.folders())
+    assert result.code == 2 and result.err.splitlines() == [f"error: {folder}: is a folder, expected a file"]
+    assert os.listdir(folder) == [] and os.listdir(tmp_path).count("figures") == 1
+
+
 def test_keras_small_batches_predict_like_large_ones(small_data):
     """A drawing is one image: the Keras families' fast one-batch path must give what model.predict gives."""
     from kaggle_digits import models

@@ -86,6 +86,15 @@ def test_dry_run_sends_nothing(run_cli, fake_kaggle, folders):
     assert not (subs / "history.csv").exists()
 
 
+def test_a_byte_order_mark_before_the_header_is_accepted(run_cli, folders):
+    """Kaggle's own parser accepts one (spreadsheet programs write it); it is invisible on a terminal."""
+    _, _, path = folders
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert len(submission.read_submission(path, n_test=500)) == 500
+    result = run_cli("submit", path, "-m", "try", "--dry-run", *common(folders))
+    assert result.code == 0, result.err
+
+
 @pytest.mark.parametrize(
     "mutate, words",
     [

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
-from kaggle_digits import models
+from kaggle_digits import io, models, units
 from kaggle_digits.data import dataset as data
 from kaggle_digits.search import runs, storage, tune
 from tests.conftest import REPO
@@ -187,7 +189,10 @@ def test_ctrl_c_fails_the_running_trial_and_the_printed_command_resumes(run_cli,
         (["--model", "mlp", "--epochs", "-2"], "--epochs -2"),
         (["--model", "mlp", "--subsample", "-5"], "--subsample -5"),
         (["--model", "mlp", "--seed", "-1"], "--seed -1"),
+        (["--model", "mlp", "--seed", "4294967296"], "--seed 4294967296: needs a whole number from 0 to 2147483647"),
         (["--model", "mlp", "--timeout", "-3"], "--timeout -3: needs a positive number"),
+        (["--model", "mlp", "--timeout", "inf"], "--timeout inf: needs a finite number of seconds"),
+        (["--model", "mlp", "--timeout", "nan"], "--timeout nan: needs a positive number"),
         (["--model", "mlp", "--precision", "fp8"], "--precision fp8: choose one of auto, fast, float32"),
         (["--model", "mlp", "--preset", "huge"], "--preset huge: choose one of quick, standard, full"),
         (["--model", "mlp", "--study", "../x"], "--study '../x'"),
@@ -207,6 +212,108 @@ def test_bad_options_are_one_line(run_cli, small_data, tmp_path, args, message):
     assert result.code == 2
     assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
     assert message in result.err and "s3cret" not in result.err
+
+
+def test_a_file_given_as_the_runs_folder_is_one_line(run_cli, small_data, tmp_path):
+    blocker = tmp_path / "file.csv"
+    blocker.write_text("x\n")
+    result = _tune(run_cli, small_data, blocker, "--model", "mlp", *FAST)
+    assert result.code == 2 and result.err.splitlines() == [f"error: {blocker}: is a file, expected a folder"]
+    assert blocker.read_text() == "x\n"
+
+
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (OSError("280000 requested and 239584 written"), True),  # NumPy's short write: no errno
+        (OSError(errno.ECONNRESET, "Connection reset by peer"), False),
+    ],
+)
+def test_what_counts_as_a_full_disk(error, full):
+    assert io.is_disk_full(error) is full
+
+
+def test_format_seconds_never_raises():
+    assert [units.format_seconds(s) for s in (float("inf"), float("nan"), 59.6, 3600 * 30)] == [
+        "?",
+        "?",
+        "1m00s",
+        "30h00m",
+    ]
+
+
+def test_the_largest_seed_is_accepted(run_cli, small_data, tmp_path):
+    result = _tune(
+        run_cli, small_data, tmp_path / "runs", "--model", "mlp", "--trials", "1", "--seed", "2147483647", *FAST
+    )
+    assert result.code == 0, result.err
+    assert "seed 2147483647" in result.out
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_partial_file(run_cli, small_data, tmp_path, full_disk):
+    runs_dir = tmp_path / "runs"
+    full_disk(runs_dir / "mlp")  # the trial files; the study's database beside it still has room
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 2, result.err
+    folder = runs_dir / "mlp" / "trial-0"
+    assert result.err.splitlines() == [
+        f"error: {folder}: the disk is full (no space left on device); nothing half-written was kept"
+    ]
+    assert not list(folder.glob(".*")) and not (folder / runs.METRICS_FILE).exists()
+
+
+def test_a_read_only_runs_folder_is_one_line(run_cli, small_data, tmp_path, monkeypatch):
+    """As root, chmod does not stop writes: os.access is what tune asks, so that is what is simulated."""
+    runs_dir = tmp_path / "runs"
+    assert _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST).code == 0
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and str(runs_dir) in str(path):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    db = runs_dir / tune.DB_FILE
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 2 and result.err.splitlines() == [
+        f"error: {db}: read-only (no permission to write): tune records every trial there"
+    ]
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, *a, **k: Path(path) != runs_dir and real_access(path, mode, *a, **k)
+    )
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 2 and result.err.splitlines() == [
+        f"error: {runs_dir}: read-only folder (no permission to write): tune writes its trials there"
+    ]
+    assert len(_study(runs_dir, "mlp").trials) == 1
+
+
+def test_a_database_that_refuses_writes_is_one_line(run_cli, small_data, tmp_path):
+    """SQLite's own "attempt to write a readonly database" (here from a read-only URI, which stops root too)."""
+    runs_dir = tmp_path / "runs"
+    assert _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST).code == 0
+    db = runs_dir / tune.DB_FILE
+    url = f"sqlite:///file:{db}?mode=ro&uri=true"
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", "--storage", url, *FAST)
+    assert result.code == 2 and len(result.err.splitlines()) == 1, result.err
+    assert "readonly database" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod")
+def test_a_read_only_runs_folder_really_is_one_line(run_cli, small_data, tmp_path):
+    runs_dir = tmp_path / "runs"
+    assert _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST).code == 0
+    for path in [runs_dir, *runs_dir.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    finally:
+        for path in [runs_dir, *runs_dir.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    assert result.code == 2 and len(result.err.splitlines()) == 1 and "read-only" in result.err
 
 
 def test_presets_set_options_and_explicit_options_win():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaggle_digits import N_CLASSES, __version__
+from kaggle_digits import N_CLASSES, __version__, seeds
 from kaggle_digits.blend import manifest, submission
 from kaggle_digits.blend.manifest import blend
 from kaggle_digits.data import dataset as data
@@ -212,14 +212,20 @@ def candidates(
         if storage_url:
             where += f" of {storage.display_url(storage_url)}"
         raise UserError(f"no finished trials in {where}: run `python scripts/tune.py --model cnn` first")
+    # A trial whose arrays are missing, truncated or damaged is left out with the reason.
+    damaged = [(t, why) for t in chosen if (why := runs.unusable(t)) is not None]
+    usable = [t for t in chosen if all(t is not bad for bad, _ in damaged)]
+    if not usable:
+        reasons = "; ".join(f"{t.name}: {why}" for t, why in damaged)
+        raise UserError(f"no usable trials: {reasons}")
     groups: dict[tuple[str, str], list[runs.TrialRun]] = {}
-    for trial in chosen:
+    for trial in usable:
         groups.setdefault(_compatibility_key(trial), []).append(trial)
-    # The largest group; among equals, the one holding the best trial (chosen is best first).
-    key = max(groups, key=lambda k: (len(groups[k]), -chosen.index(groups[k][0])))
+    # The largest group; among equals, the one holding the best trial (usable is best first).
+    key = max(groups, key=lambda k: (len(groups[k]), -usable.index(groups[k][0])))
     kept = groups[key]
-    skipped = [(t, _why_not(t, kept[0])) for t in chosen if _compatibility_key(t) != key]
-    return Candidates(kept, np.sort(kept[0].oof_rows), skipped, list(listing.unreachable))
+    skipped = [(t, _why_not(t, kept[0])) for t in usable if _compatibility_key(t) != key]
+    return Candidates(kept, np.sort(kept[0].oof_rows), damaged + skipped, list(listing.unreachable))
 
 
 def _compatibility_key(trial: runs.TrialRun) -> tuple[str, str]:
@@ -300,6 +306,7 @@ def build(
     """
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    seeds.check_seed(seed)
     found = candidates(paths.runs_dir, studies, top, storage_url, artifacts, log)
     y_train = _train_labels(paths, found.rows, found.trials[0])
     oof = np.stack([_aligned(t) for t in found.trials])

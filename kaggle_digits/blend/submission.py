@@ -65,7 +65,7 @@ def read_submission(path: str | os.PathLike, n_test: int | None = None) -> np.nd
     if not path.exists():
         raise UserError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
             try:
                 rows = list(reader)

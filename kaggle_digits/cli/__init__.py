@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import NoReturn
 
-from kaggle_digits import __version__, tflog
+from kaggle_digits import __version__, io, tflog
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
 
@@ -71,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; user mistakes become one line on stderr and exit code 2 (1 for a file or folder
-    that cannot be read or written)."""
+    """Run one command; user mistakes become one line on stderr and exit code 2, including a file or folder
+    that cannot be read or written."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -97,10 +98,29 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A file or folder the command was given cannot be read or written: a path through a file, no
         # permission, a full or read-only disk. Errors without a path (a network failure) still raise.
-        if not exc.filename:
+        message = os_error_message(exc)
+        if message is None:
             raise
-        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        print(f"error: {message}", file=sys.stderr)
+        return UserError.exit_code
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an OS error caused by a path the user gave (None when it names no path and is not a
+    full disk): the path, then what is wrong with it in plain words."""
+    if io.is_disk_full(exc):
+        # shutil.copyfile names the source first and the destination second: name what was written.
+        target = exc.filename2 or exc.filename
+        where = f"{Path(str(target)).parent}: " if target else ""
+        return f"{where}the disk is full (no space left on device)"
+    if not exc.filename:
+        return None
+    path = Path(str(exc.filename))
+    if isinstance(exc, FileExistsError) and path.exists() and not path.is_dir():
+        return f"{path}: is a file, expected a folder"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a folder, expected a file"
+    return f"{path}: {exc.strerror or exc}"
 
 
 def run_script(command: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def _read_csv(path: Path, header: list[str]) -> np.ndarray:
     if not path.exists():
         raise UserError(f"{path}: file not found")
     with open(path, "rb") as f:
-        first = f.readline().decode("utf-8", "replace").strip()
+        # utf-8-sig: a byte-order mark before the header is accepted, as Kaggle's own parser does.
+        first = f.readline().decode("utf-8-sig", "replace").strip()
     if not first:
         raise UserError(f"{path}: file is empty (expected a header line `{','.join(header[:2])},...`)")
     names = [n.strip().strip('"') for n in first.split(",")]
@@ -98,7 +100,10 @@ def _read_csv(path: Path, header: list[str]) -> np.ndarray:
         col = next(i for i, (a, b) in enumerate(zip(names, header)) if a != b)
         raise UserError(f"{path} line 1, column {col + 1}: header '{names[col]}', expected '{header[col]}'")
     try:
-        frame = pd.read_csv(path, skip_blank_lines=False, engine="c")
+        with warnings.catch_warnings():
+            # Mixed types in a column (a stray word among numbers) are reported below, row and column named.
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            frame = pd.read_csv(path, skip_blank_lines=False, engine="c", encoding="utf-8-sig")
     except pd.errors.ParserError as exc:
         raise UserError(f"{path}: {_parser_message(exc)}") from None
     except UnicodeDecodeError:
@@ -129,14 +134,13 @@ def _validated_values(path: Path, frame: pd.DataFrame, header: list[str]) -> np.
         col = int(np.flatnonzero(missing[row])[0])
         raise UserError(f"{path} line {row + 2}, column {header[col]}: blank value")
     for col, dtype in enumerate(frame.dtypes):
-        if not pd.api.types.is_integer_dtype(dtype):
-            column = frame.iloc[:, col]
-            as_int = pd.to_numeric(column, errors="coerce")
-            bad = ~(as_int.notna() & (as_int == as_int.round()))
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UserError(
-                f"{path} line {row + 2}, column {header[col]}: '{column.iloc[row]}' is not an integer 0-255"
-            )
+        # int64 holds every plain integer that fits; anything else (3.0, 1e2, a word, a 20-digit number)
+        # is found in the column's text as written.
+        if dtype != np.int64:
+            high = 9 if header[col] == "label" else 255
+            row, text = _first_bad_cell(path, header[col], high)
+            what = "a digit 0-9" if high == 9 else "an integer 0-255"
+            raise UserError(f"{path} line {row + 2}, column {header[col]}: '{text}' is not {what}")
     values = frame.to_numpy(dtype=np.int64)
     out_of_range = (values < 0) | (values > 255)
     if out_of_range.any():
@@ -144,6 +148,24 @@ def _validated_values(path: Path, frame: pd.DataFrame, header: list[str]) -> np.
         raise UserError(f"{path} line {row + 2}, column {header[col]}: '{values[row, col]}' is not an integer 0-255")
     assert values.shape == (n_rows, len(header))
     return values
+
+
+def _first_bad_cell(path: Path, column: str, high: int) -> tuple[int, str]:
+    """The first row (0-based, after the header) of `column` whose text is not a plain integer 0..high, and
+    that text. Called only when pandas did not read the column as integers, so there is one."""
+    cells = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False, engine="c", encoding="utf-8-sig")[
+        column
+    ]
+    for row, cell in enumerate(cells):
+        text = cell.strip()
+        if not (text.isascii() and text.isdigit() and int(text) <= high):
+            return row, _shown(text)
+    raise AssertionError(f"{path} column {column}: no cell outside 0-{high} found")  # pragma: no cover
+
+
+def _shown(text: str, limit: int = 20) -> str:
+    """A cell as an error message quotes it: at most `limit` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _raw_line(path: Path, line_number: int) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kaggle_digits import io
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
@@ -82,7 +83,8 @@ def fetch(
         return Fetched(data_dir, manifest.get("source", "existing files"), True, describe(data_dir))
     _check_overwrite(data_dir, manifest)
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=data_dir) as tmp:
+    # A full disk names data_dir, not the staging folder (removed with everything in it).
+    with io.writing_to(data_dir), tempfile.TemporaryDirectory(prefix=".staging-", dir=data_dir) as tmp:
         staging = Path(tmp)
         if source == "kernel":
             log(f"copying the competition's files from {paths.kaggle_input_dir()}")

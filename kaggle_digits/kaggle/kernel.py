@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaggle_digits import COMPETITION, __version__, models
+from kaggle_digits import COMPETITION, __version__
+from kaggle_digits import models as models_registry
 from kaggle_digits.blend import submission
 from kaggle_digits.data import paths
 from kaggle_digits.errors import UserError
@@ -33,7 +34,7 @@ KERNEL_SLUG = "kaggle-digits"
 KERNEL_TITLE = "kaggle-digits"  # Kaggle derives the slug from the title: keep them equal
 RUNNER_NAME = "run_kaggle_digits.py"
 RUNNER_SOURCE = paths.PACKAGE_DIR / "cli" / "kernel_runner.py"  # the kernel's script: a face, like the commands
-PRESETS = models.PRESET_NAMES
+PRESETS = models_registry.PRESET_NAMES
 DEFAULT_PRESET = "standard"
 # Only source files are bundled: no data, runs, caches or anything else that may sit in the package folder.
 BUNDLED_SUFFIXES = {".py", ".html", ".css", ".js"}
@@ -60,13 +61,11 @@ def resolve_user(user: str | None) -> str:
 
 
 def normalize_models(models: str | None) -> str | None:
-    """`"cnn, dense"` -> `"cnn,dense"`; None stays None (the pipeline's default families)."""
+    """`"cnn, dense"` -> `"cnn,dense"`; None stays None (the pipeline's default families). Checked as the
+    pipeline checks it (kaggle_digits.models.parse_families), so a bundle never carries an unknown family."""
     if models is None:
         return None
-    models = ",".join(m.strip() for m in models.split(",") if m.strip())
-    if not models:
-        raise UserError("--models needs at least one family, e.g. --models cnn")
-    return models
+    return ",".join(models_registry.parse_families(models))
 
 
 def kernel_ref(user: str) -> str:
@@ -83,6 +82,8 @@ def write_bundle(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not _is_bundle(out):
         raise UserError(f"{out} exists and is not a kernel bundle: choose another --out")
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset}: choose one of {', '.join(PRESETS)}")
     models = normalize_models(models)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

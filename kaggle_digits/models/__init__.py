@@ -31,4 +31,16 @@ def get(name: str) -> ModelSpec:
     return importlib.import_module(FAMILIES[name]).SPEC
 
 
-__all__ = ["FAMILIES", "PRESET_NAMES", "FitResult", "GradientFn", "ModelSpec", "get", "names"]
+def parse_families(text: str, option: str = "--models") -> list[str]:
+    """`"cnn, dense"` -> ["cnn", "dense"]: known family names, each once, in the order given; a UserError
+    naming the option for an empty list or an unknown name."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"{option} {text!r}: name at least one of {', '.join(FAMILIES)}")
+    for name in names:
+        if name not in FAMILIES:
+            raise UserError(f"{option}: unknown model '{name}', choose from {', '.join(FAMILIES)}")
+    return list(dict.fromkeys(names))
+
+
+__all__ = ["FAMILIES", "PRESET_NAMES", "FitResult", "GradientFn", "ModelSpec", "get", "names", "parse_families"]

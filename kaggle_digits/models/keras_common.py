@@ -8,7 +8,8 @@ builds a new iterator every epoch, which measured here stalled some epochs' firs
 (a 6,400-image epoch takes 3 s). Augmentation (kaggle_digits.models.augment, one random affine transform per
 image) runs inside the compiled training step, in a layer wrapped around the model for fit only: the
 returned and saved model never holds it, and validation, prediction and test images never pass
-through it. The model itself scales pixels to [0, 1]
+through it. Batch-norm moving statistics are re-estimated on training images before each validation
+and at the end of a fit (batchnorm.py). The model itself scales pixels to [0, 1]
 (a Rescaling layer), so a saved model takes raw 0-255 pixels. Keras and TensorFlow are imported only
 here and in the family modules, after the thread environment is set.
 """
@@ -31,6 +32,8 @@ tflog.import_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from kaggle_digits.models.batchnorm import BatchNormStatistics  # noqa: E402
 
 # Each fit builds a fresh model, so TensorFlow's "retracing" warnings are expected noise here.
 tf.get_logger().setLevel("ERROR")
@@ -58,64 +61,6 @@ def classifier_out(x: keras.KerasTensor) -> keras.KerasTensor:
 
 def model_input() -> keras.KerasTensor:
     return keras.Input(shape=INPUT_SHAPE, name="pixels")
-
-
-@keras.saving.register_keras_serializable(package="kaggle_digits")
-class BatchNorm(keras.layers.Layer):
-    """keras.layers.BatchNormalization's arithmetic (same momentum, epsilon, biased moving variance) on
-    TensorFlow's fused kernel (FusedBatchNormV3, oneDNN on x86).
-
-    Keras 3 builds batch norm from a dozen separate element-wise ops, and under mixed_bfloat16 adds
-    casts to float32 and back around them; on this CPU that made batch norm cost about as much as the
-    convolutions. The fused kernel takes bfloat16 activations directly (statistics in float32).
-    Works on (b, h, w, c) and (b, c) inputs; normalises over the last axis.
-    """
-
-    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.momentum = momentum
-        self.epsilon = epsilon
-
-    def build(self, input_shape) -> None:
-        channels = (input_shape[-1],)
-        # Scale, offset and moving statistics stay float32 whatever the compute dtype (autocast=False).
-        self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma", autocast=False)
-        self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta", autocast=False)
-        self.moving_mean = self.add_weight(
-            shape=channels, initializer="zeros", name="moving_mean", trainable=False, autocast=False
-        )
-        self.moving_variance = self.add_weight(
-            shape=channels, initializer="ones", name="moving_variance", trainable=False, autocast=False
-        )
-
-    def call(self, inputs, training=None):
-        x = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, [-1, 1, 1, inputs.shape[-1]])
-        if training:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
-            )
-            # The kernel returns the unbiased (n - 1) variance; Keras averages the biased one.
-            n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-            variance = variance * (n - 1.0) / n
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x,
-                self.gamma,
-                self.beta,
-                self.moving_mean,
-                self.moving_variance,
-                epsilon=self.epsilon,
-                is_training=False,
-            )
-        return y if len(inputs.shape) == 4 else tf.reshape(y, tf.shape(inputs))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
 
 
 @keras.saving.register_keras_serializable(package="kaggle_digits")
@@ -268,6 +213,8 @@ def fit(
 
     params: lr, lr_decay, batch_size, epochs, optional patience (early stopping on val_accuracy with
     the best weights restored; 0 = off) and rotation/zoom/shift (augmentation of training batches).
+    The BatchNorm layers' moving statistics are re-estimated on training images before each validation
+    and at the end (batchnorm.BatchNormStatistics), so a fit of any length predicts with its own.
     """
     hardware.ensure_configured()
     keras.utils.set_random_seed(seed)
@@ -281,7 +228,8 @@ def fit(
         trainer = keras.Sequential([model_input(), _RandomAffine(magnitudes), model])
     compile_model(trainer, params, steps_per_epoch, epochs)
 
-    callbacks: list[keras.callbacks.Callback] = []
+    # First, so that validation, early stopping and on_epoch see the re-estimated statistics.
+    callbacks: list[keras.callbacks.Callback] = [BatchNormStatistics(model, _check_images(X, "X"), seed)]
     validation = None
     if X_val is not None and y_val is not None:
         validation = eval_dataset(X_val, y_val)

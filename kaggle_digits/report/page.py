@@ -273,7 +273,7 @@ class Report:
                 section = Section(key, title)
                 try:
                     build(section)
-                except Skip as exc:
+                except (Skip, runs.ArtifactError) as exc:  # a trial's damaged array: skip what needs it
                     section.skipped = str(exc)
                 self.sections.append(section)
                 self.log(section_line(section))
@@ -428,7 +428,7 @@ class Report:
             oof, rows = ensemble.oof()
             fingerprint = ensemble.constituents[0].trial.info.get("data")
             return f"the ensemble {ensemble.csv.name}", oof, rows, fingerprint
-        except Skip as exc:
+        except (Skip, runs.ArtifactError) as exc:
             reason = str(exc)
         best = []
         for study in self.studies:
@@ -706,7 +706,7 @@ class _Part:
         return None
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, Skip):
+        if isinstance(exc, (Skip, runs.ArtifactError)):
             self.section.notes.append(f"{self.what}: {exc}")
             return True
         return False

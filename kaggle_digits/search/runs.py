@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kaggle_digits import N_CLASSES
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json, write_npy
 
@@ -79,15 +80,15 @@ class TrialRun:
 
     @cached_property
     def oof_proba(self) -> np.ndarray:
-        return np.load(self.path / "oof.npy")
+        return load_array(self.path / "oof.npy")
 
     @cached_property
     def oof_rows(self) -> np.ndarray:
-        return np.load(self.path / "oof_rows.npy")
+        return load_array(self.path / "oof_rows.npy")
 
     @cached_property
     def test_proba(self) -> np.ndarray:
-        return np.load(self.path / "test.npy")
+        return load_array(self.path / "test.npy")
 
     @cached_property
     def history(self) -> list[dict[str, Any]]:
@@ -98,6 +99,36 @@ class TrialRun:
         """Saved fold models `fold-<k>.<the family's suffix>`, in fold order (empty when none were kept)."""
         found = (p for p in self.path.glob("fold-*.*") if _FOLD_MODEL.match(p.name) and p.is_file())
         return sorted(found, key=lambda p: int(_FOLD_MODEL.match(p.name).group(1)))
+
+
+class ArtifactError(UserError):
+    """A trial's array file is missing, truncated or damaged (commands that can, leave that trial out)."""
+
+
+def load_array(path: Path) -> np.ndarray:
+    """One .npy array of a trial; ArtifactError naming the file when it is missing or cannot be read whole."""
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path.name} is missing ({path})") from None
+    except (ValueError, EOFError) as exc:
+        # numpy: "Failed to read all data for array...", "cannot reshape array of size...", a bad header.
+        raise ArtifactError(f"{path.name} is truncated or damaged ({path}: {str(exc).splitlines()[0]})") from None
+
+
+def unusable(trial: TrialRun, test: bool = True) -> str | None:
+    """Why `trial`'s OOF (and, with `test`, test) probabilities cannot be used, or None when they can.
+
+    Checks that oof_rows.npy, oof.npy and test.npy load whole and have the shapes runs/ promises."""
+    try:
+        rows, oof = trial.oof_rows, trial.oof_proba
+        if rows.ndim != 1 or oof.shape != (len(rows), N_CLASSES):
+            return f"oof.npy has shape {oof.shape}, oof_rows.npy {rows.shape}: expected ({len(rows)}, {N_CLASSES})"
+        if test and (trial.test_proba.ndim != 2 or trial.test_proba.shape[1] != N_CLASSES):
+            return f"test.npy has shape {trial.test_proba.shape}, expected (n_test, {N_CLASSES})"
+    except ArtifactError as exc:
+        return str(exc)
+    return None
 
 
 def save_trial(
@@ -137,9 +168,9 @@ def list_studies(runs_dir: str | os.PathLike) -> list[str]:
 
 
 def list_trials(runs_dir: str | os.PathLike, studies: list[str] | None = None) -> list[TrialRun]:
-    """Finished trials of the given studies (default: all), best CV accuracy first."""
+    """Finished trials of the given studies (default: all; a study named twice counts once), best CV first."""
     runs_dir = Path(runs_dir)
-    names = list_studies(runs_dir) if studies is None else studies
+    names = list_studies(runs_dir) if studies is None else list(dict.fromkeys(studies))
     trials = []
     for study in names:
         folder = runs_dir / study

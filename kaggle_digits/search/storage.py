@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import read_json, write_json
+from kaggle_digits.io import DiskFull, is_disk_full, read_json, write_json
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs
 
@@ -188,6 +188,9 @@ def open_storage(
             if _is_creation_race(exc) and attempt + 1 < INIT_ATTEMPTS:
                 time.sleep(0.5 * (attempt + 1))
                 continue
+            file = local_file(url)
+            if file is not None and (is_disk_full(exc) or "database or disk is full" in str(exc)):
+                raise DiskFull(file.parent) from None
             raise UserError(f"--storage {shown}: cannot open it: {mask(_first_line(exc), url)}") from None
     raise AssertionError("unreachable")
 
@@ -306,14 +309,49 @@ def stale_reporter(log: Log) -> Callable[[optuna.Study, FrozenTrial], None]:
 
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
-    """Turn a database error in the block (server gone, login revoked) into one masked line."""
+    """Turn a database error in the block (server gone, login revoked, a read-only or full disk under a
+    SQLite or journal file) into one masked line."""
     try:
         yield
+    except DiskFull:
+        raise
     except Exception as exc:
+        file = local_file(url)
+        # Optuna wraps the database's own error (StorageInternalError): look down the chain of causes.
+        causes = [exc]
+        while causes[-1].__cause__ is not None and len(causes) < 5:
+            causes.append(causes[-1].__cause__)
+        text = " ".join(str(e) for e in causes)
+        if file is not None and (any(is_disk_full(e) for e in causes) or "database or disk is full" in text):
+            raise DiskFull(file.parent) from None
+        if file is not None and "readonly database" in text:
+            raise UserError(
+                f"{file}: read-only, tune cannot record trials in it (attempt to write a readonly database)"
+            ) from None
         module = type(exc).__module__
         if module.startswith(("sqlalchemy", "psycopg2", "pymysql")):
             raise UserError(f"storage {display_url(url)}: {mask(_first_line(exc), url)}") from None
         raise
+
+
+def local_file(url: str) -> Path | None:
+    """The file behind a SQLite URL or a journal path; None for a database server."""
+    what = kind(url)
+    if what == "journal":
+        return Path(url)
+    return Path(url.split(":///", 1)[-1].split("?", 1)[0]) if what == "sqlite" else None
+
+
+def check_writable(url: str, runs_dir: Path) -> None:
+    """UserError naming what is read-only when tune could not record its trials: the storage's file, the
+    folder holding it (SQLite and the journal write beside their file) or the runs folder."""
+    file = local_file(url)
+    if file is not None and file.exists() and not os.access(file, os.W_OK):
+        raise UserError(f"{file}: read-only (no permission to write): tune records every trial there")
+    folders = dict.fromkeys(p for p in (file.parent if file is not None else None, Path(runs_dir)) if p is not None)
+    for folder in folders:
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{folder}: read-only folder (no permission to write): tune writes its trials there")
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -511,8 +549,10 @@ def list_trials(
     COMPLETE trials (the best `top` of each study when given), each as a local folder — the folder it was
     written to if reachable from here, else runs_dir/<study>/trial-<n> (a shared runs folder mounted
     elsewhere), else a copy from the artifact store (`artifacts`, or the one the trial recorded) cached in
-    runs_dir/.cache/. Trials found nowhere are listed in `unreachable` with the reason.
+    runs_dir/.cache/. Trials found nowhere are listed in `unreachable` with the reason. A study named
+    twice counts once.
     """
+    studies = list(dict.fromkeys(studies)) if studies else studies
     if storage is None:
         trials = runs.list_trials(runs_dir, studies)
         if top is not None:

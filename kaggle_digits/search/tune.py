@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import signal
 import threading
@@ -26,7 +27,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from kaggle_digits import N_CLASSES, models
+from kaggle_digits import N_CLASSES, models, seeds
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
@@ -67,7 +68,7 @@ def step_position(step: int) -> tuple[int, int]:
 
 # Prune a trial whose best validation accuracy so far is below the 25th percentile of the finished
 # trials at the same fold and epoch ("clearly behind"), once 3 trials have finished, and never in
-# the first 3 epochs of the first fold (early validation accuracy is noisy: BatchNorm statistics lag).
+# the first 3 epochs of the first fold (early validation accuracy is noisy while the weights move fast).
 PRUNE_KEEP_PERCENT = 75.0
 PRUNE_STARTUP_TRIALS = 3
 PRUNE_WARMUP_EPOCHS = 3
@@ -569,7 +570,8 @@ def check_options(options: TuneOptions) -> None:
         raise UserError(f"--model {options.model}: unknown model, choose one of {', '.join(models.names())}")
     if options.preset is not None and options.preset not in models.PRESET_NAMES:
         raise UserError(f"--preset {options.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
-    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "seed": 0, "jobs": 1, "threads": 1}
+    seeds.check_seed(options.seed)
+    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "jobs": 1, "threads": 1}
     minimum["heartbeat"] = 1
     for name, low in minimum.items():
         value = getattr(options, name)
@@ -580,6 +582,8 @@ def check_options(options: TuneOptions) -> None:
         raise UserError(f"--precision {options.precision}: choose one of {', '.join(hardware.PRECISIONS)}")
     if options.timeout is not None and not options.timeout > 0:
         raise UserError(f"--timeout {options.timeout:g}: needs a positive number of seconds")
+    if options.timeout is not None and not math.isfinite(options.timeout):
+        raise UserError(f"--timeout {options.timeout:g}: needs a finite number of seconds (leave it out for no limit)")
     if options.study is not None and not STUDY_NAME.match(options.study):
         raise UserError(f"--study {options.study!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if options.worker is not None and not WORKER_ARG.match(options.worker):
@@ -620,6 +624,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
     seed = DEFAULT_SEED if options.seed is None else options.seed
     study_name = options.study_name
     url = choose_storage_url(options.storage, paths.runs_dir, study_name, options.jobs or 1)
+    storage.check_writable(url, paths.runs_dir)
     opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT, log=log)
     artifacts = storage.open_artifact_store(options.artifacts, create=True) if options.artifacts else None
 
