@@ -264,7 +264,7 @@ def test_two_processes_share_one_journal_study_and_the_ensemble_uses_all_four(ru
 
 HOLD_THE_LOCK_AND_DIE = """
 import os, signal, sys, optuna
-from kaggle_digits import storage
+from kaggle_digits.search import storage
 journal = storage.open_storage(sys.argv[1])
 optuna.create_study(study_name="locked", storage=journal)
 journal._backend._lock.acquire()  # the lock the storage takes around each append, as a worker holds it
@@ -272,7 +272,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 TEN_TRIALS = """
 import sys, optuna
-from kaggle_digits import storage
+from kaggle_digits.search import storage
 study = optuna.load_study(study_name="locked", storage=storage.open_storage(sys.argv[1]))
 study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=10)
 """

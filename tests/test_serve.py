@@ -182,7 +182,7 @@ def test_kept_alive_connections_do_not_wait_for_delayed_acks():
     socket says it is TCP: checked on the socket itself, not by timing requests (a busy machine is slow)."""
     import asyncio
 
-    listener = serve._listen(0)
+    listener = serve.listen(0)
 
     async def accepted_nodelay() -> int:
         accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()

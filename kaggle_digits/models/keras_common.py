@@ -33,7 +33,7 @@ tflog.import_tensorflow()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kaggle_digits.models.batchnorm import BatchNormStatistics  # noqa: E402
+from kaggle_digits.models.batchnorm import BatchNorm, BatchNormStatistics  # noqa: E402, F401  (BatchNorm: the families' layer)
 
 # Each fit builds a fresh model, so TensorFlow's "retracing" warnings are expected noise here.
 tf.get_logger().setLevel("ERROR")
