@@ -14,6 +14,7 @@ from kaggle_digits.cli import ensemble as ensemble_face
 from kaggle_digits.cli import submit as submit_face
 from kaggle_digits.cli import tune as tune_face
 from kaggle_digits.cli.hints import report_command
+from kaggle_digits.cli.options import from_args
 from kaggle_digits.cli.output import say
 from kaggle_digits.data import download
 from kaggle_digits.pipeline import DEFAULT_PRESET, PRESET_MODELS, PipelineOptions
@@ -59,22 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> PipelineOptions:
-    return PipelineOptions(
-        preset=args.preset,
-        models=args.models,
-        augment=bool(args.augment),
-        submit=bool(args.submit),
-        message=args.message,
-        subsample=args.subsample,
-        epochs=args.epochs,
-        folds=args.folds,
-        trials=args.trials,
-        seed=args.seed,
-        precision=args.precision,
-        data_dir=args.data_dir,
-        runs_dir=args.runs_dir,
-        budget=None if args.budget is None else parse_duration(args.budget),
-    )
+    """The parsed command line as the library's options."""
+    budget_seconds = None if args.budget is None else parse_duration(args.budget)
+    return from_args(PipelineOptions, args, augment=bool(args.augment), submit=bool(args.submit), budget=budget_seconds)
 
 
 def run(args: argparse.Namespace) -> int:

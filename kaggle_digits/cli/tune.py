@@ -6,6 +6,7 @@ import argparse
 import shlex
 
 from kaggle_digits.cli.hints import report_command, script_command
+from kaggle_digits.cli.options import from_args
 from kaggle_digits.cli.output import plural, say
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.models import hardware
@@ -80,28 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> TuneOptions:
     """The parsed command line as the library's options."""
-    return TuneOptions(
-        model=args.model,
-        augment=bool(args.augment),
-        preset=args.preset,
-        trials=args.trials,
-        timeout=args.timeout,
-        folds=args.folds,
-        epochs=args.epochs,
-        subsample=args.subsample,
-        precision=args.precision,
-        seed=args.seed,
-        study=args.study,
-        storage=args.storage,
-        prune=not args.no_prune,
-        jobs=args.jobs,
-        threads=args.threads,
-        artifacts=args.artifacts,
-        heartbeat=args.heartbeat,
-        worker=args.worker,
-        data_dir=args.data_dir,
-        runs_dir=args.runs_dir,
-    )
+    return from_args(TuneOptions, args, augment=bool(args.augment), prune=not args.no_prune)
 
 
 def run(args: argparse.Namespace) -> int:

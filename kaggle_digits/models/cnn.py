@@ -89,12 +89,7 @@ class CnnSpec(kc.KerasSpec):
             "final_conv": trial.suggest_categorical("final_conv", (0, 128)),
             "dense_units": trial.suggest_categorical("dense_units", DENSE_UNITS),
             "batchnorm": trial.suggest_categorical("batchnorm", (True, False)),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-            "lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True),
-            "lr_decay": trial.suggest_float("lr_decay", 0.85, 1.0),
-            "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
-            "epochs": 45 if augment else 30,
-            "patience": 0,
+            **kc.training_space(trial, (3e-4, 3e-3), BATCH_SIZES, epochs=45 if augment else 30, patience=0),
         }
         if augment:
             params.update(augment_space(trial))

@@ -48,12 +48,7 @@ class DenseSpec(kc.KerasSpec):
         params: dict[str, Any] = {
             "units": [trial.suggest_categorical(f"units_{i}", UNITS) for i in range(n_layers)],
             "batchnorm": trial.suggest_categorical("batchnorm", (False, True)),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-            "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
-            "lr_decay": trial.suggest_float("lr_decay", 0.85, 1.0),
-            "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
-            "epochs": 40 if augment else 30,
-            "patience": 5,
+            **kc.training_space(trial, (1e-4, 3e-3), BATCH_SIZES, epochs=40 if augment else 30, patience=5),
         }
         if augment:
             params.update(augment_space(trial))

@@ -304,6 +304,21 @@ def load(path: Path) -> keras.Model:
     return keras.models.load_model(Path(path), compile=False)
 
 
+def training_space(
+    trial: Any, lr: tuple[float, float], batch_sizes: tuple[int, ...], epochs: int, patience: int
+) -> dict[str, Any]:
+    """The search space both Keras families share: dropout, Adam's learning rate and its per-epoch decay,
+    the batch size; epochs and early-stopping patience are fixed."""
+    return {
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "lr": trial.suggest_float("lr", *lr, log=True),
+        "lr_decay": trial.suggest_float("lr_decay", 0.85, 1.0),
+        "batch_size": trial.suggest_categorical("batch_size", batch_sizes),
+        "epochs": epochs,
+        "patience": patience,
+    }
+
+
 class KerasSpec:
     """Shared ModelSpec methods; a family adds name, build, search_space and default_params."""
 
@@ -314,30 +329,10 @@ class KerasSpec:
         raise NotImplementedError
 
     def fit(
-        self,
-        params: dict[str, Any],
-        X: np.ndarray,
-        y: np.ndarray,
-        X_val: np.ndarray | None = None,
-        y_val: np.ndarray | None = None,
-        *,
-        max_epochs: int | None = None,
-        seed: int = 0,
-        on_epoch: EpochCallback | None = None,
-        verbose: bool = True,
+        self, params: dict[str, Any], X: np.ndarray, y: np.ndarray, X_val=None, y_val=None, **options: Any
     ) -> FitResult:
-        return fit(
-            self.build,
-            params,
-            X,
-            y,
-            X_val,
-            y_val,
-            max_epochs=max_epochs,
-            seed=seed,
-            on_epoch=on_epoch,
-            verbose=verbose,
-        )
+        """ModelSpec.fit: `fit` (above) with this family's network; options: max_epochs, seed, on_epoch, verbose."""
+        return fit(self.build, params, X, y, X_val, y_val, **options)
 
     def predict_proba(self, model: keras.Model, X: np.ndarray) -> np.ndarray:
         return predict_proba(model, X)
