@@ -1,10 +1,10 @@
 """Stopping a tuning process at a known point of a trial, whatever the speed of the machine.
 
 A test that kills or interrupts a worker "in the middle of a trial" must not race the trial. It stops
-the process (SIGSTOP) when it prints an epoch line, then looks at what the process cannot change while
-stopped: the study (the trial still RUNNING, no epoch of its last fold reported yet, so the trial cannot
-end before the process runs again) and /proc/locks (the process holds no file lock that the others or
-the test would wait for). Stopped anywhere else, the process goes on (SIGCONT) to its next epoch line.
+the process (SIGSTOP), then looks at what the process cannot change while stopped: the study (a trial of
+its still RUNNING, no epoch of that trial's last fold reported yet, so the trial cannot end before the
+process runs again) and /proc/locks (the process holds no file lock that the others or the test would
+wait for). Stopped anywhere else, the process goes on (SIGCONT) and is looked at again a moment later.
 Linux only (/proc), like the workers' own bookkeeping.
 """
 
@@ -60,32 +60,52 @@ def signal_pending(pid: int, signum: int) -> bool:
     return False
 
 
-def _before_its_last_fold(url: str, study_name: str, number: int, folds: int) -> bool:
-    """Trial `number` is RUNNING and has reported no epoch of its last fold: it cannot end by itself."""
-    study = storage.open_storage(url, heartbeat=None)
-    study_id = study.get_study_id_from_name(study_name)
-    trial = study.get_trial(study.get_trial_id_from_study_id_trial_number(study_id, number))
-    last_fold = (folds - 1) * tune.STEP_STRIDE
-    return trial.state == TrialState.RUNNING and all(step < last_fold for step in trial.intermediate_values)
+def _running_trial(url: str, study_name: str, pid: int) -> tuple[int, bool] | None:
+    """The trial process `pid` is running (its number, and whether it has reported no epoch of its last
+    fold yet, so that it cannot end by itself), or None."""
+    opened = storage.open_storage(url, heartbeat=None)
+    study_id = opened.get_study_id_from_name(study_name)
+    folds = int(opened.get_study_user_attrs(study_id)[tune.STUDY_ATTR]["folds"])
+    last_fold = tune.pruner_step(folds - 1, 0)
+    for trial in opened.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        if (trial.user_attrs.get(storage.WORKER_ATTR) or {}).get("pid") == pid:
+            return trial.number, all(step < last_fold for step in trial.intermediate_values)
+    return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        return _state(pid) not in "ZX"
+    except FileNotFoundError:
+        return False
 
 
 def stop_in_a_trial(
     process: subprocess.Popen, lines: list[str], url: str, study_name: str, workers: dict[str, int]
 ) -> tuple[str, int]:
     """Stop one of `workers` (line prefix -> pid, e.g. {"[w1] ": 1234}; {"": pid} for a lone process) in
-    a trial it cannot finish while stopped; returns its prefix and the trial's number."""
+    a trial it cannot finish while stopped; returns its prefix and the trial's number.
+
+    Once one of them prints an epoch line, each is stopped in turn and looked at: left stopped when it is
+    in such a trial, else let go. (Its printed lines reach the test late, through pipes and the launcher,
+    so where it is is read from the study, not from them.)"""
     prefixes = "|".join(re.escape(p) for p in workers)
-    pattern = rf"^({prefixes}){EPOCH_LINE}|^({prefixes})worker \d+/\d+ done"
+    read_until(process, rf"^({prefixes}){EPOCH_LINE}", lines)
+    deadline = time.monotonic() + HANG_GUARD
     while True:
-        found = read_until(process, pattern, lines)
-        assert found.group(1) is not None, f"a worker ended before it could be stopped:\n{''.join(lines)}"
-        prefix, number, folds = found.group(1), int(found.group(2)), int(found.group(3))
-        pid = workers[prefix]
-        os.kill(pid, signal.SIGSTOP)
-        _wait_for(lambda pid=pid: _state(pid) in "Tt", f"process {pid} did not stop")
-        if not holds_a_file_lock(pid) and _before_its_last_fold(url, study_name, number, folds):
-            return prefix, number
-        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, f"no worker could be stopped in a trial:\n{''.join(lines)}"
+        alive = [prefix for prefix, pid in workers.items() if _running(pid)]
+        assert alive, f"every worker ended before it could be stopped:\n{''.join(lines)}"
+        for prefix in alive:
+            pid = workers[prefix]
+            os.kill(pid, signal.SIGSTOP)
+            _wait_for(lambda pid=pid: not _running(pid) or _state(pid) in "Tt", f"process {pid} did not stop")
+            if _running(pid) and not holds_a_file_lock(pid):
+                found = _running_trial(url, study_name, pid)
+                if found is not None and found[1]:
+                    return prefix, found[0]
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
 
 
 def interrupt_stopped(process: subprocess.Popen, stopped: list[int]) -> None:
