@@ -127,7 +127,9 @@ def calibrate(policy: str, key: str) -> Speed:
     y = rng.integers(0, 10, CALIBRATION_IMAGES).astype(np.uint8)
     ends: list[float] = []
     params = {**cnn.SPEC.default_params(augment=True), "epochs": 2}
-    fitted = cnn.SPEC.fit(params, X, y, max_epochs=2, on_epoch=lambda epoch, metrics: ends.append(time.monotonic()))
+    fitted = cnn.SPEC.fit(
+        params, X, y, max_epochs=2, on_epoch=lambda epoch, metrics: ends.append(time.monotonic()), verbose=False
+    )
     train_per_s = CALIBRATION_IMAGES / max(ends[-1] - ends[-2], 1e-6)
     cnn.SPEC.predict_proba(fitted.model, X)
     t0 = time.monotonic()

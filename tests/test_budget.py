@@ -66,3 +66,15 @@ def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, m
     assert not any((tmp_path / name).exists() for name in ("data", "runs", "s")), "nothing was done"
     result = run_cli("pipeline", "--budget", "10m", "--models", "mlp", *folders)
     assert result.code == 2 and "--budget plans the cnn alone" in result.err
+
+
+def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(budget, "CALIBRATION_IMAGES", 256)  # a small measurement: this checks the mechanics
+    lines: list[str] = []
+    first = budget.speed("fast", log=lines.append)
+    assert first.train_per_s > 0 and first.predict_per_s > 0 and first.seconds > 0
+    assert len(lines) == 1 and "measuring this machine's cnn speed" in lines[0]
+    assert capfd.readouterr().out == "", "the fit behind the measurement prints nothing"
+    again = budget.speed("fast", log=lines.append)
+    assert again.seconds == 0 and again.train_per_s == first.train_per_s and len(lines) == 1

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     studies = []
     for i, model in enumerate(families, start=2):
         chosen = pipeline.tune_options(options, model)
-        _step(i, steps, f"tune {model} (study '{chosen.study}', preset {options.preset})", start, options.budget)
+        how = f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
+        _step(i, steps, f"tune {model} (study '{chosen.study}', {how})", start, options.budget)
         code = tune_face.run_options(chosen, args.paths)
         if code != 0:
             return code  # interrupted: tune has said how to resume
@@ -91,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
     _step(len(families) + 2, steps, "ensemble", start, options.budget)
     result = ensemble.build(
-        args.paths, studies=studies, name=f"pipeline-{options.preset}", seed=pipeline.seed(options), log=say
+        args.paths,
+        studies=studies,
+        name="pipeline-budget" if options.budget is not None else f"pipeline-{options.preset}",
+        seed=pipeline.seed(options),
+        log=say,
     )
     ensemble_face.print_result(result, args.paths)
 
