@@ -201,8 +201,10 @@ def open_study(
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             exists = True
         else:
-            study.set_user_attr(STUDY_ATTR, binding)
+            # The default trial is queued before the settings are recorded: a worker joining the study waits
+            # for the settings, so it can never take trial 0's number from the default.
             study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
+            study.set_user_attr(STUDY_ATTR, binding)
             return study, True
     study = optuna.load_study(study_name=name, storage=opened, sampler=common["sampler"], pruner=common["pruner"])
     recorded = _recorded_binding(study)
@@ -210,11 +212,12 @@ def open_study(
     if n_existing and not shared:
         study.sampler = make_sampler(seed, n_existing)
     if recorded is None:
-        if n_existing:
+        if _foreign_trials(study):
             raise UserError(f"study '{name}' in {shown_url} was not created by this tool: pick another --study")
         # Created by a process that stopped before recording its settings: finish the job.
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
         study.set_user_attr(STUDY_ATTR, binding)
-        study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
         return study, True
     differences = [
         f"{key} {_fmt(recorded.get(key))} (asked: {_fmt(binding[key])})"
@@ -236,9 +239,14 @@ def _recorded_binding(study: optuna.Study) -> dict[str, Any] | None:
     deadline = time.monotonic() + JOIN_WAIT
     while True:
         recorded = study.user_attrs.get(STUDY_ATTR)
-        if recorded is not None or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+        if recorded is not None or _foreign_trials(study) or time.monotonic() > deadline:
             return recorded
         time.sleep(0.2)
+
+
+def _foreign_trials(study: optuna.Study) -> bool:
+    """Trials other than the default one this tool queues first: a study some other code made."""
+    return any(not t.user_attrs.get("default") for t in study.get_trials(deepcopy=False))
 
 
 def _fmt(value: Any) -> str:
