@@ -44,6 +44,10 @@ class ToySpec:
         proba = np.exp(logits)
         return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
 
+    def gradient_fn(self, model: Any) -> None:
+        """No gradients: attribution maps of this family use occlusion."""
+        return None
+
     def save(self, model: Any, path: Path) -> None:
         with atomic_open(path, "wb") as f:
             np.savez(f, centroids=model["centroids"], temperature=model["temperature"])
