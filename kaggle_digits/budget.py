@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kaggle_digits import tflog
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import write_json
 from kaggle_digits.progress import Log, silent
@@ -82,7 +83,7 @@ def machine_key(policy: str) -> str:
                 break
     except OSError:
         pass
-    import tensorflow as tf
+    tf = tflog.import_tensorflow()
 
     return f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
 

@@ -3,21 +3,12 @@ its own earlier output but never a file of the user's that happens to have the s
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from kaggle_digits.io import read_json, write_json
+from kaggle_digits.io import read_json, sha256, write_json
 
 MANIFEST = ".kaggle-digits-written.json"  # {file name: sha256 of what was written}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _recorded(folder: Path) -> dict[str, str]:
@@ -31,7 +22,7 @@ def _recorded(folder: Path) -> dict[str, str]:
 def foreign(folder: Path, files: Iterable[Path]) -> list[Path]:
     """Those of `files` (in `folder`) that exist but were not written by the toolkit, or changed since."""
     recorded = _recorded(Path(folder))
-    return [p for p in files if p.is_file() and recorded.get(p.name) != _sha256(p)]
+    return [p for p in files if p.is_file() and recorded.get(p.name) != sha256(p)]
 
 
 def record(folder: Path, files: Iterable[Path]) -> None:
@@ -39,5 +30,5 @@ def record(folder: Path, files: Iterable[Path]) -> None:
     present stay."""
     folder = Path(folder)
     recorded = {name: digest for name, digest in _recorded(folder).items() if (folder / name).is_file()}
-    recorded.update({p.name: _sha256(p) for p in files})
+    recorded.update({p.name: sha256(p) for p in files})
     write_json(folder / MANIFEST, recorded)

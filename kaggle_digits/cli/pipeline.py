@@ -68,12 +68,12 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
 def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     options = options_from(args)
-    pipeline.check(options)  # every option, before the calibration
+    families = pipeline.check(options)  # every option, before the calibration
     if options.budget is not None:
         plan = budget.plan(options.budget, budget.speed(options.precision or "fast", log=say))
         options = pipeline.with_plan(options, plan)
         print_plan(plan, options)
-    families = pipeline.check(options)
+        families = pipeline.families(options)
     steps = len(families) + 2 + bool(options.submit)
 
     _step(1, steps, "download", start, options.budget)

@@ -27,7 +27,6 @@ from kaggle_digits.units import format_seconds
 HELP = "upload a submission to Kaggle (--wait for its score), score it locally (--local), or --list submissions"
 DEFAULT_TIMEOUT = 900.0  # Kaggle usually scores this competition within a minute or two
 DEFAULT_POLL = 10.0
-# The CV accuracy in a name written by submission.submission_name: ...-cv0.99571.csv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import pandas as pd
 
 from kaggle_digits import N_PIXELS
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import atomic_open
+from kaggle_digits.io import atomic_open, sha256  # noqa: F401  (sha256: data.sha256, the files' fingerprint)
 
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
@@ -273,12 +272,3 @@ def count_rows(path: str | os.PathLike) -> int:
             lines += chunk.count(b"\n")
             last = chunk[-1:]
     return max(lines + (last != b"\n") - 1, 0)
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
