@@ -3,9 +3,11 @@ calibration, cached per machine), and the plan â€” folds, epochs, augmentation â
 a budget.
 
 The plan tunes the cnn only (one trial: the public recipe, its learning-rate schedule fitted to the
-epochs that run) on PLAN_FOLDS folds, and spends the budget on epochs: the most that fit, with
-augmentation from AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per epoch;
-docs/benchmarks.md has the runs behind both choices).
+epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
+hardware.default_fold_jobs), and spends the budget on epochs: the most that fit, with augmentation from
+AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per epoch; docs/benchmarks.md
+has the runs behind both choices). The speed is measured the way the folds run: in `jobs` processes at
+once, each with its share of the cores.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from kaggle_digits.io import write_json
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.units import format_seconds
 
-PLAN_FOLDS = 3
+PLAN_FOLDS = 4
 MIN_EPOCHS = 1
 MAX_EPOCHS = 45  # the recipe's full length
-AUGMENT_FROM_EPOCHS = 12
+AUGMENT_FROM_EPOCHS = 10
 # The share of the budget a plan may expect to use: the rest absorbs the estimate's error.
 PLANNED_SHARE = 0.9
 # Start-up (imports), reading the data, the ensemble and the files written, outside the folds' training.
 FIXED_SECONDS = 30.0
+# Starting a fold's process (spawn, imports, the data sent to it) and reading its model back.
+PROCESS_SECONDS = 10.0
 CALIBRATION_IMAGES = 2048
 CACHE_ENV = "KAGGLE_DIGITS_CACHE_DIR"
 CACHE_FILE = "speed.json"
@@ -41,13 +45,15 @@ N_TRAIN, N_TEST = 42_000, 28_000
 
 @dataclass(frozen=True)
 class Speed:
-    """The cnn's training and prediction speed on this machine, in images per second."""
+    """The cnn's training and prediction speed on this machine, in images per second of one of `jobs`
+    processes running at once."""
 
     train_per_s: float
     predict_per_s: float
     policy: str  # the Keras dtype policy it was measured in
     machine: str  # what it was measured on (machine_key)
     seconds: float = 0.0  # what measuring it took (0 when read from the cache)
+    jobs: int = 1
 
 
 @dataclass(frozen=True)
@@ -65,14 +71,16 @@ class Plan:
     epochs: int
     augment: bool
     steps: list[Step]
+    jobs: int = 1
 
     @property
     def expected(self) -> float:
         return sum(step.seconds for step in self.steps)
 
 
-def machine_key(policy: str) -> str:
-    """The CPU model, the cores this process may use, TensorFlow's version and the dtype policy."""
+def machine_key(policy: str, jobs: int = 1) -> str:
+    """The CPU model, the cores this process may use, TensorFlow's version, the dtype policy and the
+    processes sharing the cores."""
     from kaggle_digits.models import hardware
 
     model = platform.processor() or platform.machine()
@@ -85,7 +93,8 @@ def machine_key(policy: str) -> str:
         pass
     tf = tflog.import_tensorflow()
 
-    return f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
+    key = f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
+    return key if jobs == 1 else f"{key} | {jobs} processes"
 
 
 def cache_file() -> Path:
@@ -94,12 +103,13 @@ def cache_file() -> Path:
     return Path(folder) / CACHE_FILE
 
 
-def speed(precision: str = "fast", log: Log = silent) -> Speed:
-    """This machine's speed in `precision`: from the cache, else measured now (and cached)."""
+def speed(precision: str = "fast", log: Log = silent, jobs: int = 1) -> Speed:
+    """This machine's speed in `precision` with `jobs` processes at once: from the cache, else measured
+    now (and cached)."""
     from kaggle_digits.models import hardware
 
     policy = hardware.configure(precision)
-    key = machine_key(policy)
+    key = machine_key(policy, jobs)
     path = cache_file()
     try:
         cached = json.loads(path.read_text()) if path.is_file() else {}
@@ -107,9 +117,10 @@ def speed(precision: str = "fast", log: Log = silent) -> Speed:
         cached = {}
     entry = cached.get(key) if isinstance(cached, dict) else None
     if isinstance(entry, dict) and entry.get("train_per_s", 0) > 0 and entry.get("predict_per_s", 0) > 0:
-        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key)
-    log(f"measuring this machine's cnn speed ({policy}; once per machine, kept in {path}) ...")
-    measured = calibrate(policy, key)
+        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key, jobs=jobs)
+    how = f"{policy}, {jobs} processes at once" if jobs > 1 else policy
+    log(f"measuring this machine's cnn speed ({how}; once per machine, kept in {path}) ...")
+    measured = calibrate(policy, key, jobs)
     try:
         write_json(path, {**(cached if isinstance(cached, dict) else {}), key: asdict(measured)})
     except OSError:  # a cache that cannot be written only costs the next run a calibration
@@ -117,12 +128,31 @@ def speed(precision: str = "fast", log: Log = silent) -> Speed:
     return measured
 
 
-def calibrate(policy: str, key: str) -> Speed:
+def calibrate(policy: str, key: str, jobs: int = 1) -> Speed:
     """Time the recipe cnn (with augmentation) on CALIBRATION_IMAGES synthetic images: the second of two
-    epochs (the first builds the graph), then two predictions of the same images (the second timed)."""
+    epochs (the first builds the graph), then two predictions of the same images (the second timed).
+    With jobs > 1, in that many processes at once (as the folds run), averaging their speeds."""
+    started = time.monotonic()
+    if jobs <= 1:
+        train_per_s, predict_per_s = measure()
+    else:
+        from kaggle_digits.search import processes
+
+        tasks = [processes.Task(_measure_in_process, (), f"speed measurement {k + 1}") for k in range(jobs)]
+        measured = processes.run(tasks, jobs, policy=policy)
+        train_per_s = float(np.mean([m[0] for m in measured]))
+        predict_per_s = float(np.mean([m[1] for m in measured]))
+    return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs)
+
+
+def _measure_in_process(report) -> tuple[float, float]:
+    return measure()
+
+
+def measure() -> tuple[float, float]:
+    """(training, prediction) images per second of the recipe cnn in this process (see calibrate)."""
     from kaggle_digits.models import cnn
 
-    started = time.monotonic()
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (CALIBRATION_IMAGES, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, CALIBRATION_IMAGES).astype(np.uint8)
@@ -136,7 +166,7 @@ def calibrate(policy: str, key: str) -> Speed:
     t0 = time.monotonic()
     cnn.SPEC.predict_proba(fitted.model, X)
     predict_per_s = CALIBRATION_IMAGES / max(time.monotonic() - t0, 1e-6)
-    return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started)
+    return train_per_s, predict_per_s
 
 
 def expected_fold_seconds(epochs: int, folds: int, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST) -> float:
@@ -148,14 +178,21 @@ def expected_fold_seconds(epochs: int, folds: int, speed: Speed, n_train: int = 
 
 
 def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST, folds: int = PLAN_FOLDS) -> Plan:
-    """The most epochs whose expected time fits PLANNED_SHARE of the budget. A budget too small for
-    MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
+    """The most epochs whose expected time fits PLANNED_SHARE of the budget, the folds fitted speed.jobs
+    at a time. A budget too small for MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
+    jobs = max(1, min(speed.jobs, folds))
+    rounds = -(-folds // jobs)
 
     def steps_for(epochs: int) -> list[Step]:
-        fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test)
+        fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test) + (PROCESS_SECONDS if jobs > 1 else 0)
         return [
             Step("start-up, data, ensemble and files", FIXED_SECONDS),
-            *(Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold) for k in range(folds)),
+            *(
+                Step(f"cnn folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs", fold)
+                if jobs > 1
+                else Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold)
+                for k in range(rounds)
+            ),
         ]
 
     def total(epochs: int) -> float:
@@ -174,4 +211,4 @@ def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TE
     steps = steps_for(epochs)
     if speed.seconds:
         steps.insert(0, Step("measuring this machine's speed", speed.seconds))
-    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps)
+    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps, jobs)

@@ -7,4 +7,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kaggle_digits.cli import run_script  # noqa: E402
 
-run_script("pipeline")
+# The guard: worker processes (spawned) import this file again and must not run the command.
+if __name__ == "__main__":
+    run_script("pipeline")

@@ -32,18 +32,28 @@ def test_bad_budgets_are_one_clear_line(run_cli, tmp_path, bad):
 
 
 SLOW = Speed(train_per_s=1000.0, predict_per_s=5000.0, policy="float32", machine="test")
+SLOW_TWO_PROCESSES = Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
 
 
+@pytest.mark.parametrize("speed", [SLOW, SLOW_TWO_PROCESSES])
 @pytest.mark.parametrize("seconds", [600, 3600, 14400])
-def test_the_plan_fits_its_own_estimate(seconds):
-    plan = budget.plan(seconds, SLOW)
+def test_the_plan_fits_its_own_estimate(seconds, speed):
+    plan = budget.plan(seconds, speed)
     assert plan.expected <= budget.PLANNED_SHARE * seconds
     assert budget.MIN_EPOCHS <= plan.epochs <= budget.MAX_EPOCHS
+    assert plan.jobs == speed.jobs
+    rounds = -(-plan.folds // plan.jobs)  # the folds run plan.jobs at a time
+    overhead = budget.PROCESS_SECONDS if plan.jobs > 1 else 0
     if plan.epochs < budget.MAX_EPOCHS:  # the most epochs that fit: one more would not
-        one_more = budget.FIXED_SECONDS + plan.folds * budget.expected_fold_seconds(plan.epochs + 1, plan.folds, SLOW)
-        assert one_more > budget.PLANNED_SHARE * seconds
+        fold = budget.expected_fold_seconds(plan.epochs + 1, plan.folds, speed) + overhead
+        assert budget.FIXED_SECONDS + rounds * fold > budget.PLANNED_SHARE * seconds
     assert plan.augment == (plan.epochs >= budget.AUGMENT_FROM_EPOCHS)
-    assert budget.plan(seconds * 2, SLOW).epochs >= plan.epochs  # more time never buys less
+    assert budget.plan(seconds * 2, speed).epochs >= plan.epochs  # more time never buys less
+
+
+def test_two_processes_at_once_buy_more_epochs_than_one_at_their_combined_speed():
+    # 2 processes at 800 images/s each train 1,600 images/s together: more than one process at 1,000.
+    assert budget.plan(3600, SLOW_TWO_PROCESSES).epochs > budget.plan(3600, SLOW).epochs
 
 
 def test_a_budget_too_small_for_the_smallest_plan_is_refused():
@@ -57,7 +67,7 @@ def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, m
     from kaggle_digits.models import hardware
 
     monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
-    key = budget.machine_key(hardware.configure("fast"))
+    key = budget.machine_key(hardware.configure("fast"), hardware.default_fold_jobs(budget.PLAN_FOLDS))
     write_json(budget.cache_file(), {key: {"train_per_s": 1000.0, "predict_per_s": 5000.0}})
     folders = ("--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path / "s")
     result = run_cli("pipeline", "--budget", "1m", *folders)

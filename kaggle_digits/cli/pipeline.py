@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, help=f"seed of folds, sampler, fits and ensemble (default {tune.DEFAULT_SEED})"
     )
     group.add_argument(
+        "--fold-jobs",
+        type=int,
+        metavar="N",
+        help="folds fitted at once, each in its own process (default: one per core on a CPU, at most the folds; 1 on a GPU)",
+    )
+    group.add_argument(
         "--precision", help="Keras precision policy: auto, fast, float32, mixed_bfloat16, mixed_float16 (see tune)"
     )
 
@@ -70,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     families = pipeline.check(options)  # every option, before the calibration
     if options.budget is not None:
-        plan = budget.plan(options.budget, budget.speed(options.precision or "fast", log=say))
+        from kaggle_digits.models import hardware
+
+        jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or budget.PLAN_FOLDS)
+        speed = budget.speed(options.precision or "fast", log=say, jobs=jobs)
+        plan = budget.plan(options.budget, speed, folds=options.folds or budget.PLAN_FOLDS)
         options = pipeline.with_plan(options, plan)
         print_plan(plan, options)
         families = pipeline.families(options)
@@ -113,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
 def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
     """The plan a budget bought, each step with its expected time."""
     print(
-        f"plan for {format_seconds(plan.budget)}: cnn, {options.folds} folds, {options.epochs} epochs"
+        f"plan for {format_seconds(plan.budget)}: cnn, {options.folds} folds ({options.fold_jobs} at once), "
+        f"{options.epochs} epochs"
         + (", augmented" if options.augment else "")
         + f", precision {options.precision}; expected {format_seconds(plan.expected)}"
     )
@@ -136,12 +147,11 @@ def _summary(
     seconds: float,
 ) -> None:
     run = f"budget {format_seconds(options.budget)}" if options.budget is not None else options.preset
+    augmented = any(pipeline.tune_options(options, model).augment for model in families)
     budget_note = ""
     if options.budget is not None:
         budget_note = f" ({seconds / options.budget:.0%} of the budget)"
-    print(
-        f"\npipeline ({run}{', augmented' if options.augment else ''}) done in {format_seconds(seconds)}{budget_note}"
-    )
+    print(f"\npipeline ({run}{', augmented' if augmented else ''}) done in {format_seconds(seconds)}{budget_note}")
     for model, name in zip(families, studies):
         best = runs.list_trials(args.paths.runs_dir, [name])
         if best:

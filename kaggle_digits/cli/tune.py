@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs", type=int, metavar="N", help="worker processes on this machine tuning the study together (default 1)"
     )
     parser.add_argument(
+        "--fold-jobs",
+        type=int,
+        metavar="N",
+        help="folds of a trial fitted at once, each in its own process with a share of the threads (default 1; "
+        "on a CPU, 2 processes of 1 thread train faster than 1 of 2)",
+    )
+    parser.add_argument(
         "--threads", type=int, metavar="N", help="threads per worker process (default: the usable cores / --jobs)"
     )
     parser.add_argument(

@@ -177,6 +177,20 @@ def is_configured() -> bool:
     return _configured is not None
 
 
+def default_fold_jobs(folds: int | None) -> int:
+    """Folds to fit at once by default: on a CPU one process per core of the thread budget (two processes
+    of one thread train faster than one of two; docs/benchmarks.md), at most `folds`; on a GPU one
+    process, which has the device to itself."""
+    if detect().gpus:
+        return 1
+    return max(1, min(thread_budget(), folds or thread_budget()))
+
+
+def current_policy() -> str | None:
+    """The policy this process configured, or None before `configure`."""
+    return _configured
+
+
 def ensure_configured() -> str:
     """`configure("auto")` unless the process already chose a precision; returns the policy in force."""
     return _configured if _configured is not None else configure("auto")

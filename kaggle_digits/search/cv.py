@@ -6,9 +6,12 @@ set is predicted by every fold model and the probabilities are averaged. Works f
 
 from __future__ import annotations
 
+import functools
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,6 +110,7 @@ def cross_validate(
     on_epoch: FoldEpochCallback | None = None,
     log: Log | None = silent,
     label: str = "",
+    fold_jobs: int = 1,
 ) -> CVResult:
     """Fit `spec` with `params` on each of `folds` stratified folds of X uint8 (n, 28, 28), y (n,).
 
@@ -114,11 +118,13 @@ def cross_validate(
     Fold k trains on the other folds with seed `seed + k`; its held-out fold is the validation data
     (monitoring and on_epoch only) and gets its out-of-fold prediction. `log` receives one progress
     line per epoch and per fold (with elapsed time and ETA); None is silent.
+    fold_jobs : folds fitted at once, each in its own process with its share of the cores
+    (kaggle_digits.search.processes); 1 fits them one after another in this process.
     """
     rows = np.arange(len(y), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     Xr, yr = X[rows], np.asarray(y)[rows]
     check_folds(yr, folds, "the rows to cross-validate")
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(Xr, yr))
     epochs_per_fold = planned_epochs(params, max_epochs)
     oof = np.zeros((len(rows), N_CLASSES), dtype=np.float32)
     covered = np.zeros(len(rows), dtype=np.int64)
@@ -126,61 +132,142 @@ def cross_validate(
     result = CVResult(oof, rows, test, [], [], [], [], [])
     start = time.monotonic()
     epochs_done = 0  # over all folds, for the ETA
+    folds_done = 0
 
-    def eta(folds_left_after_this: int, epochs_left_in_fold: int) -> float:
+    def eta() -> float:
         if not epochs_done or epochs_per_fold is None:
             return float("nan")
         per_epoch = (time.monotonic() - start) / epochs_done
-        return per_epoch * (epochs_left_in_fold + folds_left_after_this * epochs_per_fold)
+        return per_epoch * max(0, folds * epochs_per_fold - epochs_done)
 
-    for fold, (fit_idx, val_idx) in enumerate(splitter.split(Xr, yr)):
+    def fold_epoch(fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        nonlocal epochs_done
+        epochs_done += 1
+        if log is not None:
+            of = f"/{epochs_per_fold}" if epochs_per_fold else ""
+            log(
+                f"{label}fold {fold + 1}/{folds} epoch {epoch + 1}{of}  "
+                + "  ".join(f"{_short(k)} {v:.4f}" for k, v in metrics.items() if k in _SHOWN)
+                + f"  elapsed {format_seconds(time.monotonic() - start)}"
+                + f"  ETA {format_seconds(eta())}"
+            )
+        if on_epoch is not None:
+            on_epoch(fold, epoch, metrics)
 
-        def fold_epoch(epoch: int, metrics: dict[str, float], fold: int = fold) -> None:
-            nonlocal epochs_done
-            epochs_done += 1
-            if log is not None:
-                of = f"/{epochs_per_fold}" if epochs_per_fold else ""
-                left = max(0, (epochs_per_fold or 0) - epoch - 1)
-                log(
-                    f"{label}fold {fold + 1}/{folds} epoch {epoch + 1}{of}  "
-                    + "  ".join(f"{_short(k)} {v:.4f}" for k, v in metrics.items() if k in _SHOWN)
-                    + f"  elapsed {format_seconds(time.monotonic() - start)}"
-                    + f"  ETA {format_seconds(eta(folds - fold - 1, left))}"
-                )
-            if on_epoch is not None:
-                on_epoch(fold, epoch, metrics)
-
-        t0 = time.monotonic()
-        fitted = spec.fit(
-            params,
-            Xr[fit_idx],
-            yr[fit_idx],
-            Xr[val_idx],
-            yr[val_idx],
-            max_epochs=max_epochs,
-            seed=seed + fold,
-            on_epoch=fold_epoch,
-            verbose=False,
-        )
-        seconds = time.monotonic() - t0
-        oof[val_idx] = spec.predict_proba(fitted.model, Xr[val_idx])
+    def fold_done(fold: int, fitted: FoldFit) -> None:
+        nonlocal folds_done, epochs_done
+        folds_done += 1
+        fit_idx, val_idx = splits[fold]
+        oof[val_idx] = fitted.val_proba
         covered[val_idx] += 1
-        test += spec.predict_proba(fitted.model, X_test) / folds
-        accuracy = float((oof[val_idx].argmax(axis=1) == yr[val_idx]).mean())
-        result.fold_accuracies.append(accuracy)
-        result.fit_seconds.append(seconds)
-        result.epochs.append(int(fitted.epochs))
-        result.histories.append({"fold": fold, **fitted.history})
-        result.models.append(fitted.model)
+        accuracy = float((fitted.val_proba.argmax(axis=1) == yr[val_idx]).mean())
+        # A fold that stopped early (early stopping) leaves its planned epochs out of the ETA.
+        epochs_done += max(0, (epochs_per_fold or 0) - fitted.epochs)
         if log is not None:
             log(
                 f"{label}fold {fold + 1}/{folds} done  accuracy {accuracy:.4f}  {fitted.epochs} epochs in "
-                f"{format_seconds(seconds)}  elapsed {format_seconds(time.monotonic() - start)}"
-                f"  ETA {format_seconds(eta(folds - fold - 1, 0))}"
+                f"{format_seconds(fitted.seconds)}  elapsed {format_seconds(time.monotonic() - start)}"
+                f"  ETA {format_seconds(eta())}"
             )
+
+    def arguments(fold: int) -> tuple[Any, ...]:
+        fit_idx, val_idx = splits[fold]
+        return (spec, params, Xr[fit_idx], yr[fit_idx], Xr[val_idx], yr[val_idx], X_test, max_epochs, seed + fold)
+
+    fitted_folds: list[FoldFit] = []
+    if fold_jobs <= 1 or folds == 1:
+        for fold in range(folds):
+            fitted = fit_fold(*arguments(fold), on_epoch=lambda e, m, fold=fold: fold_epoch(fold, e, m))
+            fold_done(fold, fitted)
+            fitted_folds.append(fitted)
+    else:
+        fitted_folds = _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epoch, fold_done)
+
+    for fold, fitted in enumerate(fitted_folds):
+        test += fitted.test_proba / folds
+        _, val_idx = splits[fold]
+        result.fold_accuracies.append(float((fitted.val_proba.argmax(axis=1) == yr[val_idx]).mean()))
+        result.fit_seconds.append(fitted.seconds)
+        result.epochs.append(int(fitted.epochs))
+        result.histories.append({"fold": fold, **fitted.history})
+        result.models.append(fitted.model)
     assert (covered == 1).all(), "every OOF row is predicted by exactly one fold model"
     result.test_proba = test.astype(np.float32)
     return result
+
+
+@dataclass
+class FoldFit:
+    """One fold's fitted model, its predictions of the held-out rows and of the test set, and how the
+    fit went."""
+
+    model: Any
+    val_proba: np.ndarray
+    test_proba: np.ndarray
+    history: dict[str, list[float]]
+    epochs: int
+    seconds: float
+
+
+def fit_fold(
+    spec: ModelSpec,
+    params: dict[str, Any],
+    X_fit: np.ndarray,
+    y_fit: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    X_test: np.ndarray,
+    max_epochs: int | None,
+    seed: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> FoldFit:
+    """Fit one fold's model (validating on the held-out rows) and predict the held-out rows and the test set."""
+    t0 = time.monotonic()
+    fitted = spec.fit(
+        params, X_fit, y_fit, X_val, y_val, max_epochs=max_epochs, seed=seed, on_epoch=on_epoch, verbose=False
+    )
+    seconds = time.monotonic() - t0
+    return FoldFit(
+        fitted.model,
+        spec.predict_proba(fitted.model, X_val),
+        spec.predict_proba(fitted.model, X_test),
+        fitted.history,
+        int(fitted.epochs),
+        seconds,
+    )
+
+
+def _fit_fold_in_child(*args: Any, model_path: str, report: Callable[..., None]) -> FoldFit:
+    """fit_fold in a child process: epochs are reported to the parent, the model is written to
+    model_path (the parent reads it back) and the result travels without it."""
+    spec = args[0]
+    fitted = fit_fold(*args, on_epoch=report)
+    spec.save(fitted.model, Path(model_path))
+    fitted.model = None
+    return fitted
+
+
+def _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epoch, fold_done) -> list[FoldFit]:
+    from kaggle_digits.models import hardware
+    from kaggle_digits.search import processes
+
+    with tempfile.TemporaryDirectory(prefix="kaggle-digits-folds-") as folder:
+        paths = [str(Path(folder) / f"fold-{k}{spec.model_suffix}") for k in range(folds)]
+        tasks = [
+            processes.Task(functools.partial(_fit_fold_in_child, model_path=paths[k]), arguments(k), f"fold {k + 1}")
+            for k in range(folds)
+        ]
+
+        def on_report(fold: int, values: tuple[Any, ...]) -> None:
+            fold_epoch(fold, *values)
+
+        def on_done(fold: int, fitted: FoldFit) -> None:
+            fold_done(fold, fitted)
+
+        fitted_folds = processes.run(tasks, fold_jobs, on_report, hardware.current_policy(), on_done=on_done)
+        for k, fitted in enumerate(fitted_folds):
+            fitted.model = spec.load(Path(paths[k]))
+    return fitted_folds
 
 
 # Epoch metrics shown in progress lines, and their short names.

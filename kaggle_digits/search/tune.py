@@ -398,6 +398,7 @@ class Tuning:
     rows: np.ndarray
     info_data: dict[str, Any]
     trials: int | None
+    fold_jobs: int = 1
     url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
     artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
     log: Log = silent
@@ -435,6 +436,7 @@ class Tuning:
                 on_epoch=self._pruning_reporter(trial),
                 log=self.log,
                 label=f"trial {trial.number} ",
+                fold_jobs=self.fold_jobs,
             )
         if not (np.isfinite(result.oof_proba).all() and np.isfinite(result.test_proba).all()):
             self.log(f"trial {trial.number} failed: the fit diverged (non-finite probabilities)")
@@ -558,6 +560,7 @@ class TuneOptions:
     storage: str | None = None
     prune: bool = True
     jobs: int | None = None
+    fold_jobs: int | None = None  # folds fitted at once, each in its own process (None: 1)
     threads: int | None = None
     artifacts: str | None = None
     heartbeat: int | None = None
@@ -579,13 +582,13 @@ def check_options(options: TuneOptions) -> None:
     if options.preset is not None and options.preset not in models.PRESET_NAMES:
         raise UserError(f"--preset {options.preset}: choose one of {', '.join(models.PRESET_NAMES)}")
     seeds.check_seed(options.seed)
-    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "jobs": 1, "threads": 1}
+    minimum = {"trials": 1, "folds": 2, "epochs": 1, "subsample": 1, "jobs": 1, "fold_jobs": 1, "threads": 1}
     minimum["heartbeat"] = 1
     for name, low in minimum.items():
         value = getattr(options, name)
         if value is not None and value < low:
             what = "at least 2 folds" if name == "folds" else f"a value of at least {low}"
-            raise UserError(f"--{name} {value}: needs {what}")
+            raise UserError(f"--{name.replace('_', '-')} {value}: needs {what}")
     if options.precision is not None and options.precision not in hardware.PRECISIONS:
         raise UserError(f"--precision {options.precision}: choose one of {', '.join(hardware.PRECISIONS)}")
     if options.timeout is not None and not options.timeout > 0:
@@ -687,6 +690,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         rows=rows,
         info_data=fingerprint,
         trials=resolved["trials"],
+        fold_jobs=options.fold_jobs or 1,
         url=url,
         artifacts=artifacts,
         log=log,
@@ -815,9 +819,9 @@ def command_args(
         parts += ["--jobs", str(jobs)]
     if options.get("precision") is not None:
         parts += ["--precision", str(options["precision"])]
-    for name in ("threads", "artifacts", "heartbeat"):
+    for name in ("fold_jobs", "threads", "artifacts", "heartbeat"):
         if getattr(request, name) is not None:
-            parts += [f"--{name}", str(getattr(request, name))]
+            parts += [f"--{name.replace('_', '-')}", str(getattr(request, name))]
     for name in ("data_dir", "runs_dir"):
         if getattr(request, name):
             parts += [f"--{name.replace('_', '-')}", str(getattr(request, name))]

@@ -1,0 +1,86 @@
+"""Folds fitted side by side in child processes (kaggle_digits.search.processes, cv's fold_jobs)."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import optuna
+import pytest
+
+from kaggle_digits.errors import UserError
+from kaggle_digits.models import dense
+from kaggle_digits.search import cv, processes
+
+
+def _small_set(n: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Digits drawn as a bright square whose position is the label (learnable in one epoch)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    X = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        r, c = divmod(int(label), 4)
+        X[i, 2 + 6 * r : 7 + 6 * r, 2 + 6 * c : 7 + 6 * c] = 250
+    return X, y.astype(np.int64)
+
+
+PARAMS = {**dense.SPEC.default_params(False), "epochs": 1}
+
+
+def test_folds_in_processes_cover_every_row_once_and_return_models_that_made_the_predictions():
+    X, y = _small_set()
+    X_test = X[:100]
+    events: list[tuple[int, int]] = []
+    result = cv.cross_validate(
+        dense.SPEC, PARAMS, X, y, X_test, folds=4, fold_jobs=2, seed=3, on_epoch=lambda f, e, m: events.append((f, e))
+    )
+    assert sorted(events) == [(k, 0) for k in range(4)], "each fold's epoch reached the parent"
+    assert len(result.models) == 4 and len(result.fold_accuracies) == 4
+    assert np.allclose(result.oof_proba.sum(axis=1), 1, atol=1e-4)
+    assert result.cv_accuracy > 0.5
+    # The models read back are the ones that predicted: the test set is their mean prediction.
+    mean = np.mean([dense.SPEC.predict_proba(m, X_test) for m in result.models], axis=0)
+    assert np.allclose(mean, result.test_proba, atol=1e-4)
+    # The same folds as one after another in this process (the split depends on the seed alone).
+    sequential = cv.cross_validate(dense.SPEC, PARAMS, X, y, X_test, folds=4, fold_jobs=1, seed=3)
+    assert sequential.oof_rows.tolist() == result.oof_rows.tolist()
+    assert not multiprocessing.active_children()
+
+
+def _fails(report):
+    raise UserError("train.csv row 7: a planted mistake")
+
+
+def _crashes(report):
+    raise ZeroDivisionError("a planted bug")
+
+
+def _reports_then_waits(report):
+    import time
+
+    report("started")
+    time.sleep(600)  # ended by the parent long before
+
+
+def test_a_childs_user_error_is_one_line_in_the_parent_and_a_bug_keeps_its_traceback():
+    with pytest.raises(UserError, match="row 7: a planted mistake"):
+        processes.run([processes.Task(_fails, (), "fold 1")], 1)
+    with pytest.raises(RuntimeError, match=r"(?s)fold 2 failed in its process.*ZeroDivisionError: a planted bug"):
+        processes.run([processes.Task(_crashes, (), "fold 2")], 1)
+    assert not multiprocessing.active_children()
+
+
+def test_what_stops_the_parent_ends_every_child():
+    # As a pruned trial does: the parent's callback raises on a child's report; both children end.
+    def on_report(i, values):
+        raise optuna.TrialPruned("behind")
+
+    tasks = [processes.Task(_reports_then_waits, (), f"fold {k + 1}") for k in range(2)]
+    with pytest.raises(optuna.TrialPruned):
+        processes.run(tasks, 2, on_report)
+    assert not multiprocessing.active_children()
+
+
+def test_the_fold_jobs_option_is_checked(run_cli, tmp_path):
+    result = run_cli("tune", "--model", "dense", "--fold-jobs", "0", "--runs-dir", tmp_path / "runs")
+    assert result.code == 2 and result.err.strip() == "error: --fold-jobs 0: needs a value of at least 1"
