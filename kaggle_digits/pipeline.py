@@ -28,7 +28,7 @@ TUNE_OPTIONS = ("subsample", "epochs", "folds", "trials", "seed", "precision", "
 # them averaged) rather than tune's 2, fitted side by side in one process per core (fold_jobs), which
 # trains more images per second than one process on every core; with that speed it affords augmentation
 # (docs/benchmarks.md).
-PIPELINE_TUNE: dict[str, dict[str, dict[str, Any]]] = {"quick": {"cnn": {"folds": 4, "epochs": 10, "augment": True}}}
+PIPELINE_TUNE: dict[str, dict[str, dict[str, Any]]] = {"quick": {"cnn": {"folds": 4, "epochs": 8, "augment": True}}}
 
 
 @dataclass

@@ -94,9 +94,11 @@ def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next
     tiny = ("--trials", "1", "--epochs", "1", "--subsample", "300")
     result = run_cli("pipeline", "--models", "cnn,dense", *tiny, *folders)
     assert result.code == 0, result.err
-    (cnn,) = runs.list_trials(runs_dir, ["cnn-quick"])
+    (cnn,) = runs.list_trials(runs_dir, ["cnn-aug-quick"])  # the quick pipeline augments the cnn
     (dense,) = runs.list_trials(runs_dir, ["dense-quick"])
-    assert cnn.info["folds"] == 3 and models.get("cnn").presets["quick"]["folds"] == 2  # the pipeline's, not tune's
+    assert cnn.info["folds"] == 4 and models.get("cnn").presets["quick"]["folds"] == 2  # the pipeline's, not tune's
+    assert cnn.info["augment"] and not dense.info["augment"]
+    assert len(cnn.metrics["fold_accuracies"]) == 4
     fast = hardware.choose_policy("fast", hardware.detect())
     cnn_part, dense_part = result.out.split("tune dense", 1)
     assert f"precision: {fast}" in cnn_part
