@@ -103,3 +103,35 @@ def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next
     cnn_part, dense_part = result.out.split("tune dense", 1)
     assert f"precision: {fast}" in cnn_part
     assert f"precision: {hardware.choose_policy('auto', hardware.detect())}" in dense_part
+
+
+def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_score(run_cli, small_data_copy, tmp_path):
+    """solution.csv is read by the local scorer alone: tuning (folds in child processes too), the ensemble
+    and the submission are the same whatever labels it holds."""
+    import csv as csv_module
+
+    def pipeline(name: str):
+        folders = (
+            "--data-dir",
+            small_data_copy,
+            "--runs-dir",
+            tmp_path / name,
+            "--submissions-dir",
+            tmp_path / f"s-{name}",
+        )
+        result = run_cli("pipeline", "--models", "mlp", "--trials", "1", "--folds", "2", "--subsample", "600", *folders)
+        assert result.code == 0, result.err
+        (written,) = (tmp_path / f"s-{name}").glob("*.csv")
+        return result.out, written.read_bytes()
+
+    true_out, true_file = pipeline("true")
+    solution = small_data_copy / "solution.csv"
+    with solution.open() as f:
+        rows = list(csv_module.reader(f))
+    wrong = [rows[0]] + [[image, str((int(label) + 1) % 10), *rest] for image, label, *rest in rows[1:]]
+    with solution.open("w", newline="") as f:
+        csv_module.writer(f).writerows(wrong)
+    wrong_out, wrong_file = pipeline("wrong")
+    assert wrong_file == true_file
+    assert re.search(r"local leaderboard 0\.9", true_out)
+    assert re.search(r"local leaderboard 0\.0", wrong_out), "the planted labels reached the scorer, and only it"
