@@ -112,7 +112,7 @@ def _zip_names(content: bytes) -> set[str]:
         return set(z.namelist())
 
 
-def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path):
+def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, monkeypatch):
     out, subs = tmp_path / "build" / "kernel", tmp_path / "submissions"
     first = run_cli("kernel", "push", "--out", out, "--preset", "quick")
     assert first.code == 0, first.err
@@ -151,11 +151,13 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path):
     )
 
     fake_kaggle.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
-    status = run_cli("kernel", "status", "--wait", "--poll", "0")
+    naps: list[float] = []
+    monkeypatch.setattr("kaggle_digits.kaggle.kernel.time.sleep", naps.append)  # the fake answers at once
+    status = run_cli("kernel", "status", "--wait", "--poll", "5")
     assert status.code == 0, status.err
     lines = [line.split("  ")[0] for line in status.out.splitlines() if line.startswith("kdtester/kaggle-digits:")]
     assert lines == [f"kdtester/kaggle-digits: {s}" for s in ("queued", "running", "complete")]
-    assert len(fake_kaggle.calls("GetKernelSessionStatus")) == 4
+    assert len(fake_kaggle.calls("GetKernelSessionStatus")) == 4 and naps == [5.0, 5.0, 5.0]
 
     # Output: submission.csv is validated and copied into submissions/ with a name saying where it came from.
     truth = submission.read_submission(small_data_copy / "solution.csv")
@@ -197,13 +199,16 @@ def test_push_forbidden_and_unreachable(run_cli, fake_kaggle, tmp_path):
 
 
 def test_status_of_unknown_and_failed_kernels(run_cli, fake_kaggle, tmp_path):
+    for poll in ("0", "-1", "nan"):  # checked before any request
+        assert_one_line_error(run_cli("kernel", "status", "--wait", "--poll", poll), f"--poll {poll}", "5 or more")
+    assert fake_kaggle.requests == []
     assert_one_line_error(run_cli("kernel", "status"), "not found", "kernel.py push")
     assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
     fake_kaggle.kernel_statuses = ["ERROR"]
     fake_kaggle.kernel_failure_message = "Your notebook tried to allocate more memory than is available"
     plain = run_cli("kernel", "status")
     assert plain.code == 0 and "kdtester/kaggle-digits: error" in plain.out and "more memory" in plain.out
-    assert_one_line_error(run_cli("kernel", "status", "--wait", "--poll", "0"), "failed", "more memory")
+    assert_one_line_error(run_cli("kernel", "status", "--wait"), "failed", "more memory")
 
 
 def test_output_without_submission(run_cli, fake_kaggle, small_data_copy, tmp_path):

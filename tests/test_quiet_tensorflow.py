@@ -62,6 +62,10 @@ def test_other_lines_written_while_tensorflow_loads_are_passed_on():
 
 def test_verbose_is_an_option_of_every_command(run_cli, monkeypatch, tmp_path):
     monkeypatch.setenv(tflog.VERBOSE_ENV, "0")  # (so that monkeypatch restores it afterwards)
+    monkeypatch.setenv(tflog.VERBOSE_ENV, "0")
+    before = run_cli("--verbose", "submit", "--list", "--submissions-dir", tmp_path)  # before the command's name
+    assert "unrecognized arguments" not in before.err and os.environ.get(tflog.VERBOSE_ENV) == "1"
+    monkeypatch.setenv(tflog.VERBOSE_ENV, "0")
     result = run_cli("submit", "--verbose", "--list", "--submissions-dir", tmp_path)
     assert "unrecognized arguments" not in result.err
     assert os.environ.get(tflog.VERBOSE_ENV) == "1", "worker processes inherit it"

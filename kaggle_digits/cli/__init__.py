@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kaggle Digit Recognizer toolkit: data, cross-validated tuning, ensembles, submissions.",
     )
     parser.add_argument("--version", action="version", version=f"kaggle-digits {__version__}")
+    # Also before the command's name (a subcommand's own default would overwrite a shared dest).
+    parser.add_argument("--verbose", dest="verbose_first", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options()
     for name, module_name in COMMANDS.items():
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    tflog.set_verbose(getattr(args, "verbose", False))  # before anything imports TensorFlow
+    tflog.set_verbose(
+        getattr(args, "verbose", False) or getattr(args, "verbose_first", False)
+    )  # before anything imports TensorFlow
     try:
         args.paths = paths.resolve(
             data_dir=args.data_dir,
