@@ -133,6 +133,7 @@ def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_sco
         csv_module.writer(f).writerows(wrong)
     wrong_out, wrong_file = pipeline("wrong")
     assert wrong_file == true_file
+
     def local(out: str) -> float:
         return float(re.search(r"local leaderboard (0\.\d+)", out).group(1))
 
