@@ -90,10 +90,12 @@ def seed(options: PipelineOptions) -> int:
 
 def tune_options(options: PipelineOptions, model: str) -> TuneOptions:
     """The tune run of one family: the preset, the pipeline's departures, then the options given."""
-    chosen = dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
+    # A budget's plan (with_plan) replaces the preset's departures.
+    chosen = {} if options.budget is not None else dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
     chosen |= {name: getattr(options, name) for name in TUNE_OPTIONS if getattr(options, name) is not None}
     chosen["seed"] = seed(options)
-    augment = options.augment or bool(chosen.pop("augment", False))
+    preset_augments = bool(chosen.pop("augment", False))
+    augment = options.augment or preset_augments
     if chosen.get("fold_jobs") is None:
         from kaggle_digits.models import hardware
 

@@ -139,3 +139,19 @@ def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_sco
 
     assert local(true_out) > 0.5
     assert local(wrong_out) < 0.2, "the planted labels reached the scorer, and only it"
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_plans_its_own(augment):
+    from kaggle_digits import budget, pipeline
+
+    chosen = pipeline.tune_options(pipeline.PipelineOptions(augment=augment), "cnn")
+    assert chosen.augment and chosen.study == "cnn-aug-quick" and chosen.folds == 4 and chosen.fold_jobs >= 1
+    assert pipeline.tune_options(pipeline.PipelineOptions(augment=augment), "dense").augment == augment
+    # Under --budget the plan decides: a plan too short for augmentation does not augment.
+    plan = budget.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
+    planned = pipeline.tune_options(
+        pipeline.with_plan(pipeline.PipelineOptions(augment=augment, budget=600.0), plan), "cnn"
+    )
+    assert planned.augment == augment and planned.epochs == 6 and planned.folds == 4 and planned.fold_jobs == 2
+    assert planned.study == ("cnn-aug-budget" if augment else "cnn-budget")
