@@ -38,6 +38,8 @@ FIXED_SECONDS = 30.0
 # Starting a fold's process (spawn, imports, the data sent to it) and reading its model back.
 PROCESS_SECONDS = 10.0
 CALIBRATION_IMAGES = 2048
+# With several processes: how long after they are started they all begin measuring (their imports fit).
+SYNC_SECONDS = 20.0
 CACHE_ENV = "KAGGLE_DIGITS_CACHE_DIR"
 CACHE_FILE = "speed.json"
 N_TRAIN, N_TEST = 42_000, 28_000
@@ -94,7 +96,7 @@ def machine_key(policy: str, jobs: int = 1) -> str:
     tf = tflog.import_tensorflow()
 
     key = f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
-    return key if jobs == 1 else f"{key} | {jobs} processes"
+    return key if jobs == 1 else f"{key} | {jobs} processes in step"
 
 
 def cache_file() -> Path:
@@ -138,14 +140,21 @@ def calibrate(policy: str, key: str, jobs: int = 1) -> Speed:
     else:
         from kaggle_digits.search import processes
 
-        tasks = [processes.Task(_measure_in_process, (), f"speed measurement {k + 1}") for k in range(jobs)]
+        # Every process starts its measurement at one moment (after its imports), so that the processes
+        # share the cores the whole time as the folds do; one that measured while another was still
+        # starting would measure a machine to itself.
+        start_at = time.time() + SYNC_SECONDS
+        tasks = [processes.Task(_measure_in_process, (start_at,), f"speed measurement {k + 1}") for k in range(jobs)]
         measured = processes.run(tasks, jobs, policy=policy)
         train_per_s = float(np.mean([m[0] for m in measured]))
         predict_per_s = float(np.mean([m[1] for m in measured]))
     return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs)
 
 
-def _measure_in_process(report) -> tuple[float, float]:
+def _measure_in_process(start_at: float, report) -> tuple[float, float]:
+    from kaggle_digits.models import cnn  # noqa: F401  (TensorFlow and Keras loaded before the wait)
+
+    time.sleep(max(0.0, start_at - time.time()))
     return measure()
 
 

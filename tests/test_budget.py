@@ -88,3 +88,15 @@ def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeyp
     assert capfd.readouterr().out == "", "the fit behind the measurement prints nothing"
     again = budget.speed("fast", log=lines.append)
     assert again.seconds == 0 and again.train_per_s == first.train_per_s and len(lines) == 1
+
+
+def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monkeypatch, tmp_path):
+    import multiprocessing
+
+    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(budget, "SYNC_SECONDS", 8.0)
+    measured = budget.speed("fast", jobs=2)
+    assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0
+    assert measured.machine.endswith("| 2 processes in step") and not multiprocessing.active_children()
+    assert budget.speed("fast", jobs=2).seconds == 0, "read from the cache"
+    assert budget.speed("fast", jobs=2).jobs == 2
