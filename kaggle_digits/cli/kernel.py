@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
+from kaggle_digits.cli.options import check_wait_options
 from kaggle_digits.cli.output import say
 from kaggle_digits.errors import UserError
 from kaggle_digits.kaggle import kernel
-from kaggle_digits.kaggle.api import MIN_POLL_SECONDS
 from kaggle_digits.kaggle.kernel import (
     DATASET_SLUG,
     DEFAULT_PRESET,
@@ -90,19 +89,8 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_wait_options(args: argparse.Namespace) -> None:
-    """--poll and --timeout, before any request: each look is a request to Kaggle."""
-    if not math.isfinite(args.timeout) or args.timeout < 0:
-        raise UserError(f"--timeout {args.timeout:g}: give the seconds --wait waits, a number 0 or more")
-    if not math.isfinite(args.poll) or args.poll < MIN_POLL_SECONDS:
-        raise UserError(
-            f"--poll {args.poll:g}: give the seconds between looks at the kernel's status, "
-            f"{MIN_POLL_SECONDS:.0f} or more (each look is a request to Kaggle)"
-        )
-
-
 def _status(args: argparse.Namespace) -> int:
-    _check_wait_options(args)
+    check_wait_options(args, "the kernel's status")
     ref = kernel_ref(resolve_user(args.user))
     status, failure = kernel.status(ref, wait=args.wait, timeout=args.timeout, poll=args.poll, log=say)
     if not args.wait:

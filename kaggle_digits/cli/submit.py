@@ -11,11 +11,11 @@ The file is validated strictly before anything is sent and is never modified.
 from __future__ import annotations
 
 import argparse
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
 from kaggle_digits.blend import submission
+from kaggle_digits.cli.options import check_wait_options
 
 # Importing kaggle_api does not import the client: that happens at the first call to Kaggle.
 from kaggle_digits.data.paths import Paths
@@ -67,13 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_wait_options(args: argparse.Namespace) -> None:
     """--timeout and --poll are checked before anything is sent: a bad value found after the upload
     would cost one of the day's submissions."""
-    if not math.isfinite(args.timeout) or args.timeout < 0:
-        raise UserError(f"--timeout {args.timeout:g}: give the seconds --wait waits, a number 0 or more")
-    if not math.isfinite(args.poll) or args.poll < MIN_POLL_SECONDS:
-        raise UserError(
-            f"--poll {args.poll:g}: give the seconds between looks at the submission list, "
-            f"{MIN_POLL_SECONDS:.0f} or more (each look is a request to Kaggle)"
-        )
+    check_wait_options(args, "the submission list")
 
 
 def _local(args: argparse.Namespace) -> int:
