@@ -1,13 +1,15 @@
 """Time budgets for the pipeline: how fast this machine trains and predicts with the cnn (a short
-calibration, cached per machine), and the plan — folds, epochs, augmentation — whose expected time fits
-a budget.
+calibration, cached per machine), and the plan — runs, folds, epochs, augmentation — whose expected time
+fits a budget.
 
-The plan tunes the cnn only (one trial: the public recipe, its learning-rate schedule fitted to the
-epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
+The plan trains the cnn only (the public recipe, its learning-rate schedule fitted to the epochs that
+run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
 hardware.default_fold_jobs), and spends the budget on epochs: the most that fit, with augmentation from
 AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per epoch; docs/benchmarks.md
-has the runs behind both choices). The speed is measured the way the folds run: in `jobs` processes at
-once, each with its share of the cores.
+has the runs behind both choices). A budget that gives every run at least RUN_EPOCHS epochs buys more
+runs instead — each a cross-validation of its own seed and fold split — and the ensemble averages
+their fold models. The speed is measured the way the folds run: in `jobs` processes at once, each with
+its share of the cores.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ PLAN_FOLDS = 4
 MIN_EPOCHS = 1
 MAX_EPOCHS = 45  # the recipe's full length
 AUGMENT_FROM_EPOCHS = 10
+# A plan adds a run (another seed and fold split, averaged in the ensemble) only while every run still
+# gets this many epochs: by then the recipe's schedule has annealed (its decay is spread over the epochs
+# that run), and more models add more than longer training.
+RUN_EPOCHS = 30
+MAX_RUNS = 12
 # The share of the budget a plan may expect to use: the rest absorbs the estimate's error.
 PLANNED_SHARE = 0.9
 # Start-up (imports), reading the data, the ensemble and the files written, outside the folds' training.
 FIXED_SECONDS = 30.0
 # Starting a fold's process (spawn, imports, the data sent to it) and reading its model back.
 PROCESS_SECONDS = 10.0
+# Each run besides: reading the data, opening its study, writing its fold models and predictions.
+RUN_SECONDS = 10.0
 CALIBRATION_IMAGES = 2048
 # With several processes: how long after they are started they all begin measuring (their imports fit).
 SYNC_SECONDS = 20.0
@@ -74,6 +83,7 @@ class Plan:
     augment: bool
     steps: list[Step]
     jobs: int = 1
+    runs: int = 1  # cross-validations of the cnn, each with its own seed and fold split
 
     @property
     def expected(self) -> float:
@@ -179,45 +189,69 @@ def measure() -> tuple[float, float]:
 
 
 def expected_fold_seconds(epochs: int, folds: int, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST) -> float:
-    """One fold: its epochs of training on (folds-1)/folds of the rows, validating the held-out rows after
-    each epoch, then predicting the held-out rows and the test set."""
+    """One fold: its epochs of training on (folds-1)/folds of the rows, then predicting the held-out rows
+    and the test set (a planned run is not pruned, so the held-out rows are not scored after every epoch)."""
     held_out = n_train / folds
-    per_epoch = (n_train - held_out) / speed.train_per_s + held_out / speed.predict_per_s
-    return epochs * per_epoch + (held_out + n_test) / speed.predict_per_s
+    return epochs * (n_train - held_out) / speed.train_per_s + (held_out + n_test) / speed.predict_per_s
+
+
+def plan_steps(
+    epochs: int, runs: int, speed: Speed, folds: int = PLAN_FOLDS, n_train: int = N_TRAIN, n_test: int = N_TEST
+) -> list[Step]:
+    """The steps of `runs` runs of `epochs` epochs on `folds` folds, fitted speed.jobs at a time, with
+    each step's expected seconds (the speed's own measurement not included)."""
+    jobs = max(1, min(speed.jobs, folds))
+    rounds = -(-folds // jobs)
+    fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test) + (PROCESS_SECONDS if jobs > 1 else 0)
+    steps = [Step("start-up, ensemble and files", FIXED_SECONDS)]
+    if runs > 1:
+        return steps + [
+            Step(
+                f"cnn run {run + 1}/{runs}: {folds} folds ({jobs} at once) x {epochs} epochs",
+                rounds * fold + RUN_SECONDS,
+            )
+            for run in range(runs)
+        ]
+    return (
+        steps
+        + [
+            Step(f"cnn folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs", fold)
+            if jobs > 1
+            else Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold)
+            for k in range(rounds)
+        ]
+        + [Step("data, study and fold models", RUN_SECONDS)]
+    )
 
 
 def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST, folds: int = PLAN_FOLDS) -> Plan:
     """The most epochs whose expected time fits PLANNED_SHARE of the budget, the folds fitted speed.jobs
-    at a time. A budget too small for MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
-    jobs = max(1, min(speed.jobs, folds))
-    rounds = -(-folds // jobs)
+    at a time; as many runs as still give each RUN_EPOCHS epochs (at least one). A budget too small for
+    one run of MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
+    allowed = PLANNED_SHARE * budget
 
-    def steps_for(epochs: int) -> list[Step]:
-        fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test) + (PROCESS_SECONDS if jobs > 1 else 0)
-        return [
-            Step("start-up, data, ensemble and files", FIXED_SECONDS),
-            *(
-                Step(f"cnn folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs", fold)
-                if jobs > 1
-                else Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold)
-                for k in range(rounds)
-            ),
-        ]
+    def total(epochs: int, runs: int) -> float:
+        return sum(step.seconds for step in plan_steps(epochs, runs, speed, folds, n_train, n_test)) + speed.seconds
 
-    def total(epochs: int) -> float:
-        return sum(step.seconds for step in steps_for(epochs)) + speed.seconds
+    def most_epochs(runs: int) -> int:
+        """The most epochs (up to MAX_EPOCHS) that `runs` runs fit in; 0 when not even MIN_EPOCHS do."""
+        epochs = 0
+        while epochs < MAX_EPOCHS and total(epochs + 1, runs) <= allowed:
+            epochs += 1
+        return epochs if epochs >= MIN_EPOCHS else 0
 
-    if total(MIN_EPOCHS) > PLANNED_SHARE * budget:
-        need = total(MIN_EPOCHS) / PLANNED_SHARE
+    if not most_epochs(1):
+        need = total(MIN_EPOCHS, 1) / PLANNED_SHARE
         raise UserError(
             f"--budget {format_seconds(budget)}: too small for the smallest plan (the cnn on {folds} folds, "
-            f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS))} on this machine): give at least "
+            f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS, 1))} on this machine): give at least "
             f"{format_seconds(need)}"
         )
-    epochs = MIN_EPOCHS
-    while epochs < MAX_EPOCHS and total(epochs + 1) <= PLANNED_SHARE * budget:
-        epochs += 1
-    steps = steps_for(epochs)
+    runs = 1
+    while runs < MAX_RUNS and most_epochs(runs + 1) >= RUN_EPOCHS:
+        runs += 1
+    epochs = most_epochs(runs)
+    steps = plan_steps(epochs, runs, speed, folds, n_train, n_test)
     if speed.seconds:
         steps.insert(0, Step("measuring this machine's speed", speed.seconds))
-    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps, jobs)
+    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps, max(1, min(speed.jobs, folds)), runs)

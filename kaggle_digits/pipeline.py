@@ -8,21 +8,29 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kaggle_digits import models, seeds
-from kaggle_digits.budget import Plan
+from kaggle_digits.budget import MAX_RUNS, Plan
 from kaggle_digits.errors import UserError
 from kaggle_digits.search import tune
 from kaggle_digits.search.tune import TuneOptions
 
 DEFAULT_PRESET = "quick"
-# The families each preset tunes when none are named. quick: what reaches the quick target within its
-# time on a 2-core CPU (docs/benchmarks.md).
+# Each preset is a time budget (kaggle_digits.budget plans the cnn within it) unless the run is sized by
+# hand (see preset_budget); then it is each family's tune preset, as `tune --preset` reads it.
+PRESET_BUDGETS: dict[str, float] = {"quick": 600.0, "standard": 3600.0, "full": 14400.0}
+# Options that size a run by hand: given any of them, a preset stops being a budget.
+SIZING_OPTIONS = ("epochs", "trials", "subsample")
+# A run's seed: the pipeline's seed plus run * RUN_SEED_STRIDE (fold k of a run fits with its seed + k,
+# so runs never share a fold's seed).
+RUN_SEED_STRIDE = 1000
+# The families each preset tunes when none are named and it is not a budget. quick: what reaches the
+# quick target within its time on a 2-core CPU (docs/benchmarks.md).
 PRESET_MODELS: dict[str, tuple[str, ...]] = {
     "quick": ("cnn",),
     "standard": ("mlp", "dense", "cnn"),
     "full": ("mlp", "dense", "cnn"),
 }
 # Options handed to every tune run unchanged (None = the preset's value).
-TUNE_OPTIONS = ("subsample", "epochs", "folds", "trials", "seed", "precision", "fold_jobs")
+TUNE_OPTIONS = ("subsample", "epochs", "folds", "trials", "precision", "fold_jobs")
 # Where the pipeline departs from tune's preset (options given explicitly still win). The submission
 # averages the fold models, so the quick cnn uses 4 folds (each model trained on 3/4 of the rows, four of
 # them averaged) rather than tune's 2, fitted side by side in one process per core (fold_jobs), which
@@ -50,22 +58,45 @@ class PipelineOptions:
     data_dir: str | None = None  # as given by the user, for the commands printed along the way
     runs_dir: str | None = None
     budget: float | None = None  # seconds: plan the run to end within them (budget.plan)
+    runs: int | None = (
+        None  # cross-validations of each family, each its own seed and fold split (None: 1, or the plan's)
+    )
+    planned: bool = False  # the options a budget's plan set (with_plan)
 
 
-def study_name(model: str, augment: bool, preset: str) -> str:
+def study_name(model: str, augment: bool, preset: str, run: int = 0) -> str:
     """The pipeline's study for a family: `<model>[-aug]-<preset>` (`-budget` for a --budget run), so
-    presets never mix in one study."""
-    return f"{model}{'-aug' if augment else ''}-{preset}"
+    presets never mix in one study; runs after the first add `-run<k>` (k from 2)."""
+    return f"{model}{'-aug' if augment else ''}-{preset}" + (f"-run{run + 1}" if run else "")
+
+
+def preset_budget(options: PipelineOptions) -> float | None:
+    """The time budget a run is planned in: --budget, else its preset's, unless the run is sized by hand
+    (--models other than the cnn, or any of SIZING_OPTIONS), when the preset sets each family's tune
+    preset instead and this is None."""
+    if options.budget is not None:
+        return options.budget
+    if options.models is not None and models.parse_families(options.models) != ["cnn"]:
+        return None
+    if any(getattr(options, name) is not None for name in SIZING_OPTIONS):
+        return None
+    return PRESET_BUDGETS.get(options.preset)
+
+
+def run_count(options: PipelineOptions) -> int:
+    return 1 if options.runs is None else options.runs
 
 
 def with_plan(options: PipelineOptions, plan: Plan) -> PipelineOptions:
-    """The options a budget's plan sets: the cnn alone, one trial, the plan's folds, epochs and
+    """The options a budget's plan sets: the cnn alone, one trial, the plan's runs, folds, epochs and
     augmentation, bf16 where the CPU has it (`fast`); options given explicitly win."""
     if options.models is not None and models.parse_families(options.models) != ["cnn"]:
         raise UserError(f"--budget plans the cnn alone: leave out --models {options.models}")
     return replace(
         options,
+        planned=True,
         models="cnn",
+        runs=plan.runs if options.runs is None else options.runs,
         trials=1 if options.trials is None else options.trials,
         fold_jobs=plan.jobs if options.fold_jobs is None else options.fold_jobs,
         folds=plan.folds if options.folds is None else options.folds,
@@ -88,12 +119,14 @@ def seed(options: PipelineOptions) -> int:
     return tune.DEFAULT_SEED if options.seed is None else options.seed
 
 
-def tune_options(options: PipelineOptions, model: str) -> TuneOptions:
-    """The tune run of one family: the preset, the pipeline's departures, then the options given."""
+def tune_options(options: PipelineOptions, model: str, run: int = 0) -> TuneOptions:
+    """The tune run of one family (its `run`-th cross-validation, from 0): the preset, the pipeline's
+    departures, then the options given. A run of a plan has one trial that nothing can prune (a pruner
+    needs finished trials to compare with), so its held-out folds are scored once, after the last epoch."""
     # A budget's plan (with_plan) replaces the preset's departures.
-    chosen = {} if options.budget is not None else dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
+    chosen = {} if options.planned else dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
     chosen |= {name: getattr(options, name) for name in TUNE_OPTIONS if getattr(options, name) is not None}
-    chosen["seed"] = seed(options)
+    chosen["seed"] = seed(options) + run * RUN_SEED_STRIDE
     preset_augments = bool(chosen.pop("augment", False))
     augment = options.augment or preset_augments
     if chosen.get("fold_jobs") is None:
@@ -104,9 +137,10 @@ def tune_options(options: PipelineOptions, model: str) -> TuneOptions:
         model=model,
         augment=augment,
         preset=options.preset,
-        study=study_name(model, augment, "budget" if options.budget is not None else options.preset),
+        study=study_name(model, augment, "budget" if options.budget is not None else options.preset, run),
         data_dir=options.data_dir,
         runs_dir=options.runs_dir,
+        prune=chosen.get("trials") != 1,
         **chosen,
     )
 
@@ -115,9 +149,13 @@ def check(options: PipelineOptions) -> list[str]:
     """Every option, before any work (an upload problem is reported before an hour of tuning, not after);
     returns the families to tune."""
     seeds.check_seed(options.seed)
+    if options.runs is not None and not 1 <= options.runs <= MAX_RUNS:
+        raise UserError(f"--runs {options.runs}: give a whole number from 1 to {MAX_RUNS}")
+    seeds.check_seed(seed(options) + (run_count(options) - 1) * RUN_SEED_STRIDE, "--seed (with --runs)")
     chosen = families(options)
     for model in chosen:
-        tune.check_options(tune_options(options, model))
+        for run in range(run_count(options)):
+            tune.check_options(tune_options(options, model, run))
     if options.message and not options.submit:
         raise UserError("-m goes with --submit (the message is the uploaded submission's description)")
     if options.submit:

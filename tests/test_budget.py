@@ -41,14 +41,37 @@ def test_the_plan_fits_its_own_estimate(seconds, speed):
     plan = budget.plan(seconds, speed)
     assert plan.expected <= budget.PLANNED_SHARE * seconds
     assert budget.MIN_EPOCHS <= plan.epochs <= budget.MAX_EPOCHS
-    assert plan.jobs == speed.jobs
-    rounds = -(-plan.folds // plan.jobs)  # the folds run plan.jobs at a time
-    overhead = budget.PROCESS_SECONDS if plan.jobs > 1 else 0
-    if plan.epochs < budget.MAX_EPOCHS:  # the most epochs that fit: one more would not
-        fold = budget.expected_fold_seconds(plan.epochs + 1, plan.folds, speed) + overhead
-        assert budget.FIXED_SECONDS + rounds * fold > budget.PLANNED_SHARE * seconds
+    assert plan.jobs == speed.jobs and 1 <= plan.runs <= budget.MAX_RUNS
+    if plan.runs > 1:  # more runs only while each still gets RUN_EPOCHS
+        assert plan.epochs >= budget.RUN_EPOCHS
+    if plan.epochs < budget.MAX_EPOCHS:  # the most epochs that fit these runs: one more would not
+        more = budget.plan_steps(plan.epochs + 1, plan.runs, speed)
+        assert sum(step.seconds for step in more) > budget.PLANNED_SHARE * seconds
     assert plan.augment == (plan.epochs >= budget.AUGMENT_FROM_EPOCHS)
-    assert budget.plan(seconds * 2, speed).epochs >= plan.epochs  # more time never buys less
+    longer = budget.plan(seconds * 2, speed)
+    assert longer.runs * longer.epochs >= plan.runs * plan.epochs  # more time never buys less training
+
+
+def test_the_plans_steps_are_its_runs_rounds_of_folds():
+    plan = budget.plan(600, SLOW_TWO_PROCESSES)
+    assert plan.runs == 1 and [step.what for step in plan.steps] == [
+        "start-up, ensemble and files",
+        f"cnn folds 1-2/4 at once: {plan.epochs} epochs",
+        f"cnn folds 3-4/4 at once: {plan.epochs} epochs",
+        "data, study and fold models",
+    ]
+    assert plan.expected == pytest.approx(sum(step.seconds for step in plan.steps))
+
+
+def test_a_long_budget_buys_several_runs_of_at_least_run_epochs_each():
+    plan = budget.plan(14400, SLOW_TWO_PROCESSES)
+    assert plan.runs > 1 and plan.epochs >= budget.RUN_EPOCHS
+    runs = [step.what for step in plan.steps if step.what.startswith("cnn run")]
+    assert runs == [
+        f"cnn run {k}/{plan.runs}: 4 folds (2 at once) x {plan.epochs} epochs" for k in range(1, plan.runs + 1)
+    ]
+    # One run more would leave each fewer than RUN_EPOCHS: the budget buys no more runs than it holds.
+    assert budget.plan(14400 * plan.runs / (plan.runs + 1), SLOW_TWO_PROCESSES).runs <= plan.runs
 
 
 def test_two_processes_at_once_buy_more_epochs_than_one_at_their_combined_speed():

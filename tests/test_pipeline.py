@@ -145,9 +145,10 @@ def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_sco
 def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_plans_its_own(augment):
     from kaggle_digits import budget, pipeline
 
-    chosen = pipeline.tune_options(pipeline.PipelineOptions(augment=augment), "cnn")
+    sized = pipeline.PipelineOptions(augment=augment, epochs=8)  # sized by hand: the preset's departures
+    chosen = pipeline.tune_options(sized, "cnn")
     assert chosen.augment and chosen.study == "cnn-aug-quick" and chosen.folds == 4 and chosen.fold_jobs >= 1
-    assert pipeline.tune_options(pipeline.PipelineOptions(augment=augment), "dense").augment == augment
+    assert pipeline.tune_options(sized, "dense").augment == augment
     # Under --budget the plan decides: a plan too short for augmentation does not augment.
     plan = budget.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
     planned = pipeline.tune_options(
@@ -155,3 +156,62 @@ def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_pla
     )
     assert planned.augment == augment and planned.epochs == 6 and planned.folds == 4 and planned.fold_jobs == 2
     assert planned.study == ("cnn-aug-budget" if augment else "cnn-budget")
+    assert planned.trials == 1 and not planned.prune, "one planned trial: nothing to prune it against"
+
+
+@pytest.mark.parametrize(
+    "given, seconds",
+    [
+        ({}, 600.0),
+        ({"preset": "standard"}, 3600.0),
+        ({"preset": "full"}, 14400.0),
+        ({"models": "cnn"}, 600.0),
+        ({"fold_jobs": 1, "folds": 5, "precision": "float32", "augment": True}, 600.0),
+        ({"budget": 1800.0, "preset": "full"}, 1800.0),
+        ({"models": "cnn,dense"}, None),
+        ({"epochs": 3}, None),
+        ({"trials": 2}, None),
+        ({"subsample": 1000}, None),
+    ],
+)
+def test_a_preset_is_a_time_budget_unless_the_run_is_sized_by_hand(given, seconds):
+    from kaggle_digits import pipeline
+
+    assert pipeline.preset_budget(pipeline.PipelineOptions(**given)) == seconds
+
+
+def test_the_runs_of_a_plan_have_their_own_studies_and_seeds():
+    from kaggle_digits import budget, pipeline
+
+    plan = budget.Plan(3600.0, folds=4, epochs=30, augment=True, steps=[], jobs=2, runs=3)
+    options = pipeline.with_plan(pipeline.PipelineOptions(preset="standard", seed=7), plan)
+    chosen = [pipeline.tune_options(options, "cnn", k) for k in range(pipeline.run_count(options))]
+    assert [c.study for c in chosen] == ["cnn-aug-standard", "cnn-aug-standard-run2", "cnn-aug-standard-run3"]
+    assert [c.seed for c in chosen] == [7, 7 + pipeline.RUN_SEED_STRIDE, 7 + 2 * pipeline.RUN_SEED_STRIDE]
+    assert all(c.epochs == 30 and c.folds == 4 and c.trials == 1 and not c.prune for c in chosen)
+    # --runs given wins over the plan's
+    assert pipeline.run_count(pipeline.with_plan(pipeline.PipelineOptions(runs=1), plan)) == 1
+
+
+def test_runs_are_cross_validations_of_their_own_seeds_all_offered_to_the_ensemble(run_cli, small_data_copy, tmp_path):
+    runs_dir, subs = tmp_path / "runs", tmp_path / "subs"
+    folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", subs)
+    result = run_cli(
+        "pipeline", "--models", "mlp", "--runs", "2", "--trials", "1", "--folds", "2", "--subsample", "600", *folders
+    )
+    assert result.code == 0, result.err
+    assert "tune mlp (study 'mlp-quick', preset quick, run 1/2 (seed 0))" in result.out
+    assert "tune mlp (study 'mlp-quick-run2', preset quick, run 2/2 (seed 1000))" in result.out
+    (first,) = runs.list_trials(runs_dir, ["mlp-quick"])
+    (second,) = runs.list_trials(runs_dir, ["mlp-quick-run2"])
+    assert (first.info["seed"], second.info["seed"]) == (0, 1000)
+    (manifest,) = subs.glob("*.json")
+    blended = read_json(manifest)
+    assert "mlp-quick" in str(blended) and "mlp-quick-run2" in str(blended), "both runs were ensemble candidates"
+
+
+@pytest.mark.parametrize("runs_given", ["0", "13"])
+def test_runs_out_of_range_is_one_line(run_cli, tmp_path, runs_given):
+    result = run_cli("pipeline", "--runs", runs_given, "--data-dir", tmp_path / "d", "--runs-dir", tmp_path / "r")
+    assert result.code == 2 and result.err.startswith(f"error: --runs {runs_given}:") and result.err.count("\n") == 1
+    assert not (tmp_path / "d").exists()

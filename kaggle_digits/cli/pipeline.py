@@ -17,7 +17,7 @@ from kaggle_digits.cli.hints import report_command
 from kaggle_digits.cli.options import from_args
 from kaggle_digits.cli.output import say
 from kaggle_digits.data import download
-from kaggle_digits.pipeline import DEFAULT_PRESET, PRESET_MODELS, PipelineOptions
+from kaggle_digits.pipeline import DEFAULT_PRESET, PRESET_BUDGETS, PRESET_MODELS, PipelineOptions
 from kaggle_digits.search import runs, tune
 from kaggle_digits.units import format_seconds, parse_duration
 
@@ -29,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=list(models.PRESET_NAMES),
         default=DEFAULT_PRESET,
-        help=f"tuning budget of every family (default {DEFAULT_PRESET}): "
-        + "; ".join(f"{p}: {', '.join(m)}" for p, m in PRESET_MODELS.items()),
+        help=f"(default {DEFAULT_PRESET}) a time budget for the cnn: "
+        + ", ".join(f"{p} {format_seconds(s)}" for p, s in PRESET_BUDGETS.items())
+        + " (as --budget); with --models other than cnn, --epochs, --trials or --subsample it is each family's tune "
+        "preset instead, tuning " + "; ".join(f"{p}: {', '.join(m)}" for p, m in PRESET_MODELS.items()),
     )
     parser.add_argument(
         "--budget",
@@ -51,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, metavar="E", help="cap on the epochs of every fit")
     group.add_argument("--folds", type=int, metavar="K", help="cross-validation folds")
     group.add_argument("--trials", type=int, metavar="N", help="trials per family")
+    group.add_argument(
+        "--runs",
+        type=int,
+        metavar="N",
+        help="cross-validations of each family, each with its own seed and fold split, all offered to the "
+        "ensemble (default 1, or what the budget's plan buys)",
+    )
     group.add_argument(
         "--seed", type=int, help=f"seed of folds, sampler, fits and ensemble (default {tune.DEFAULT_SEED})"
     )
@@ -75,32 +84,41 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     options = options_from(args)
     families = pipeline.check(options)  # every option, before the calibration
-    if options.budget is not None:
+    budget_seconds = pipeline.preset_budget(options)
+    if budget_seconds is not None:
         from kaggle_digits.models import hardware
 
         jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or budget.PLAN_FOLDS)
         speed = budget.speed(options.precision or "fast", log=say, jobs=jobs)
-        plan = budget.plan(options.budget, speed, folds=options.folds or budget.PLAN_FOLDS)
+        plan = budget.plan(budget_seconds, speed, folds=options.folds or budget.PLAN_FOLDS)
         options = pipeline.with_plan(options, plan)
         print_plan(plan, options)
         families = pipeline.families(options)
-    steps = len(families) + 2 + bool(options.submit)
+    runs_each = pipeline.run_count(options)
+    steps = len(families) * runs_each + 2 + bool(options.submit)
 
-    _step(1, steps, "download", start, options.budget)
+    _step(1, steps, "download", start, budget_seconds)
     fetched = download.fetch(args.paths, log=say)
     download_face.print_files(fetched.source, fetched.files)
 
-    studies = []
-    for i, model in enumerate(families, start=2):
-        chosen = pipeline.tune_options(options, model)
-        how = f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
-        _step(i, steps, f"tune {model} (study '{chosen.study}', {how})", start, options.budget)
-        code = tune_face.run_options(chosen, args.paths)
-        if code != 0:
-            return code  # interrupted: tune has said how to resume
-        studies.append(chosen.study)
+    tuned: list[tuple[str, str]] = []  # (family, study) of each tune run
+    step = 2
+    for model in families:
+        for k in range(runs_each):
+            chosen = pipeline.tune_options(options, model, k)
+            how = (
+                f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
+            )
+            of = f", run {k + 1}/{runs_each} (seed {chosen.seed})" if runs_each > 1 else ""
+            _step(step, steps, f"tune {model} (study '{chosen.study}', {how}{of})", start, budget_seconds)
+            step += 1
+            code = tune_face.run_options(chosen, args.paths)
+            if code != 0:
+                return code  # interrupted: tune has said how to resume
+            tuned.append((model, chosen.study))
+    studies = [study for _, study in tuned]
 
-    _step(len(families) + 2, steps, "ensemble", start, options.budget)
+    _step(step, steps, "ensemble", start, budget_seconds)
     result = ensemble.build(
         args.paths,
         studies=studies,
@@ -111,20 +129,21 @@ def run(args: argparse.Namespace) -> int:
     ensemble_face.print_result(result, args.paths)
 
     if options.submit:
-        _step(steps, steps, "submit to Kaggle", start, options.budget)
+        _step(steps, steps, "submit to Kaggle", start, budget_seconds)
         code = submit_face.upload(args.paths, result.submission, options.message)
         if code != 0:
             return code
 
-    _summary(args, options, studies, families, result, time.monotonic() - start)
+    _summary(args, options, tuned, result, time.monotonic() - start, budget_seconds)
     return 0
 
 
 def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
     """The plan a budget bought, each step with its expected time."""
     print(
-        f"plan for {format_seconds(plan.budget)}: cnn, {options.folds} folds ({options.fold_jobs} at once), "
-        f"{options.epochs} epochs"
+        f"plan for {format_seconds(plan.budget)}: cnn, "
+        + (f"{options.runs} runs (each its own seed and fold split) of " if (options.runs or 1) > 1 else "")
+        + f"{options.folds} folds ({options.fold_jobs} at once), {options.epochs} epochs"
         + (", augmented" if options.augment else "")
         + f", precision {options.precision}; expected {format_seconds(plan.expected)}"
     )
@@ -141,18 +160,18 @@ def _step(i: int, n: int, what: str, start: float, budget_seconds: float | None 
 def _summary(
     args: argparse.Namespace,
     options: PipelineOptions,
-    studies: list[str],
-    families: list[str],
+    tuned: list[tuple[str, str]],
     result: ensemble.Result,
     seconds: float,
+    budget_seconds: float | None,
 ) -> None:
     run = f"budget {format_seconds(options.budget)}" if options.budget is not None else options.preset
-    augmented = any(pipeline.tune_options(options, model).augment for model in families)
+    augmented = any(pipeline.tune_options(options, model).augment for model, _ in tuned)
     budget_note = ""
-    if options.budget is not None:
-        budget_note = f" ({seconds / options.budget:.0%} of the budget)"
+    if budget_seconds is not None:
+        budget_note = f" ({seconds / budget_seconds:.0%} of its {format_seconds(budget_seconds)} budget)"
     print(f"\npipeline ({run}{', augmented' if augmented else ''}) done in {format_seconds(seconds)}{budget_note}")
-    for model, name in zip(families, studies):
+    for model, name in tuned:
         best = runs.list_trials(args.paths.runs_dir, [name])
         if best:
             print(f"  {model:<6} best CV {best[0].cv_accuracy:.5f} ± {best[0].cv_std:.5f}  ({best[0].name})")
@@ -165,4 +184,6 @@ def _summary(
     else:
         print("  local leaderboard: no solution.csv (real Kaggle data)")
     print(f"  submission: {result.submission}")
-    print(f"  plots: {report_command(args.paths, submission_file=result.submission, studies=studies)}")
+    print(
+        f"  plots: {report_command(args.paths, submission_file=result.submission, studies=[name for _, name in tuned])}"
+    )

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-prune",
         action="store_true",
-        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate",
+        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate, and the "
+        "held-out fold is scored once, after the last epoch, instead of after every epoch (faster)",
     )
     parser.add_argument(
         "--precision",

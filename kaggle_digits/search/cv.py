@@ -111,6 +111,7 @@ def cross_validate(
     log: Log | None = silent,
     label: str = "",
     fold_jobs: int = 1,
+    monitor: bool = True,
 ) -> CVResult:
     """Fit `spec` with `params` on each of `folds` stratified folds of X uint8 (n, 28, 28), y (n,).
 
@@ -120,6 +121,10 @@ def cross_validate(
     line per epoch and per fold (with elapsed time and ETA); None is silent.
     fold_jobs : folds fitted at once, each in its own process with its share of the cores
     (kaggle_digits.search.processes); 1 fits them one after another in this process.
+    monitor : score the held-out fold after every epoch (for on_epoch's val_accuracy, a pruner, the
+    curves in history.json). False scores it once, by the fold model's out-of-fold prediction, which
+    saves a prediction of the held-out rows per epoch (several percent of an epoch); a fit whose params
+    stop early (`patience` > 0) is monitored regardless, as early stopping needs it.
     """
     rows = np.arange(len(y), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     Xr, yr = X[rows], np.asarray(y)[rows]
@@ -170,9 +175,22 @@ def cross_validate(
                 f"  ETA {format_seconds(eta())}"
             )
 
+    watch = monitor or int(params.get("patience", 0) or 0) > 0
+
     def arguments(fold: int) -> tuple[Any, ...]:
         fit_idx, val_idx = splits[fold]
-        return (spec, params, Xr[fit_idx], yr[fit_idx], Xr[val_idx], yr[val_idx], X_test, max_epochs, seed + fold)
+        return (
+            spec,
+            params,
+            Xr[fit_idx],
+            yr[fit_idx],
+            Xr[val_idx],
+            yr[val_idx],
+            X_test,
+            max_epochs,
+            seed + fold,
+            watch,
+        )
 
     fitted_folds: list[FoldFit] = []
     if fold_jobs <= 1 or folds == 1:
@@ -219,12 +237,15 @@ def fit_fold(
     X_test: np.ndarray,
     max_epochs: int | None,
     seed: int,
+    monitor: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FoldFit:
-    """Fit one fold's model (validating on the held-out rows) and predict the held-out rows and the test set."""
+    """Fit one fold's model and predict the held-out rows and the test set. monitor: the fit validates
+    on the held-out rows after every epoch (see cross_validate); they never train the model."""
     t0 = time.monotonic()
+    watched = (X_val, y_val) if monitor else (None, None)
     fitted = spec.fit(
-        params, X_fit, y_fit, X_val, y_val, max_epochs=max_epochs, seed=seed, on_epoch=on_epoch, verbose=False
+        params, X_fit, y_fit, *watched, max_epochs=max_epochs, seed=seed, on_epoch=on_epoch, verbose=False
     )
     seconds = time.monotonic() - t0
     return FoldFit(

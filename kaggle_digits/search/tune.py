@@ -399,6 +399,7 @@ class Tuning:
     info_data: dict[str, Any]
     trials: int | None
     fold_jobs: int = 1
+    monitor: bool = True  # score the held-out fold each epoch (for the pruner); cv.cross_validate
     url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
     artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
     log: Log = silent
@@ -437,6 +438,7 @@ class Tuning:
                 log=self.log,
                 label=f"trial {trial.number} ",
                 fold_jobs=self.fold_jobs,
+                monitor=self.monitor,
             )
         if not (np.isfinite(result.oof_proba).all() and np.isfinite(result.test_proba).all()):
             self.log(f"trial {trial.number} failed: the fit diverged (non-finite probabilities)")
@@ -691,6 +693,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         info_data=fingerprint,
         trials=resolved["trials"],
         fold_jobs=options.fold_jobs or 1,
+        monitor=options.prune,  # without a pruner nobody reads the per-epoch scores
         url=url,
         artifacts=artifacts,
         log=log,
