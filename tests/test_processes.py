@@ -84,3 +84,27 @@ def test_what_stops_the_parent_ends_every_child():
 def test_the_fold_jobs_option_is_checked(run_cli, tmp_path):
     result = run_cli("tune", "--model", "dense", "--fold-jobs", "0", "--runs-dir", tmp_path / "runs")
     assert result.code == 2 and result.err.strip() == "error: --fold-jobs 0: needs a value of at least 1"
+
+
+@pytest.mark.parametrize("fold_jobs", [1, 2])
+def test_unmonitored_folds_are_scored_once_unless_they_stop_early(fold_jobs):
+    X, y = _small_set(800)
+    metrics: list[dict[str, float]] = []
+    quiet = {**PARAMS, "patience": 0}
+    result = cv.cross_validate(
+        dense.SPEC,
+        quiet,
+        X,
+        y,
+        X[:50],
+        folds=2,
+        fold_jobs=fold_jobs,
+        monitor=False,
+        on_epoch=lambda f, e, m: metrics.append(m),
+    )
+    assert len(metrics) == 2 and all("loss" in m and "val_accuracy" not in m for m in metrics), "no per-epoch scoring"
+    assert all("val_accuracy" not in history for history in result.histories)
+    assert len(result.fold_accuracies) == 2 and result.cv_accuracy > 0.5, "each fold is scored by its OOF prediction"
+    # Early stopping needs the held-out scores: a fit with patience is monitored whatever is asked.
+    stopping = cv.cross_validate(dense.SPEC, PARAMS, X, y, X[:50], folds=2, fold_jobs=fold_jobs, monitor=False)
+    assert all("val_accuracy" in history for history in stopping.histories)
