@@ -411,15 +411,16 @@ def test_an_epoch_cap_compresses_the_learning_rate_schedule():
 
 
 def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():
-    """The training dataset repeats (one iterator for the whole fit): each run of steps_per_epoch batches
-    is one pass over all rows, a partial last batch included, in a new order each pass."""
+    """The training dataset repeats once per epoch (one iterator for the whole fit): each run of
+    steps_per_epoch batches is one pass over all rows, a partial last batch included, in a new order each
+    pass, and it ends after the last epoch (no thread left working on a pass nobody will read)."""
     from kaggle_digits.models import keras_common as kc
 
     n, batch_size = 150, 64
     X = np.zeros((n, 28, 28), dtype=np.uint8)
     X[:, 0, 0] = np.arange(n)  # each image carries its row number
     y = np.arange(n) % 10
-    batches = iter(kc.train_dataset(X, y, batch_size, seed=0))
+    batches = iter(kc.train_dataset(X, y, batch_size, seed=0, epochs=2))
     steps = math.ceil(n / batch_size)
     passes = []
     for _ in range(2):
@@ -433,6 +434,7 @@ def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():
         assert sorted(rows) == list(range(n))
         passes.append(rows)
     assert passes[0] != passes[1]
+    assert next(batches, None) is None, "the dataset ends after its epochs"
 
 
 def test_steps_per_execution_divides_the_epoch():

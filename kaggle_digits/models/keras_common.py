@@ -3,7 +3,7 @@ the on_epoch bridge, seeding, save and load.
 
 The input path: the uint8 training images stay resident in one tensor; each epoch shuffles indices and
 gathers whole batches from it (no per-epoch Python copy) and casts them to float. The dataset repeats
-and fit runs a fixed number of steps per epoch, so one iterator serves the whole fit: Keras otherwise
+once per epoch and fit runs a fixed number of steps per epoch, so one iterator serves the whole fit: Keras otherwise
 builds a new iterator every epoch, which measured here stalled some epochs' first step by about 1 s
 (a 6,400-image epoch takes 3 s). Augmentation (kaggle_digits.models.augment, one random affine transform per
 image) runs inside the compiled training step, in a layer wrapped around the model for fit only: the
@@ -117,8 +117,13 @@ def _check_images(X: np.ndarray, what: str) -> np.ndarray:
     return X.reshape(len(X), *INPUT_SHAPE)
 
 
-def train_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled training batches (float32 (b, 28, 28, 1) in 0-255, int32 (b,)), reshuffled each epoch."""
+def train_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epochs: int) -> tf.data.Dataset:
+    """`epochs` passes of shuffled training batches (float32 (b, 28, 28, 1) in 0-255, int32 (b,)),
+    reshuffled each pass.
+
+    Finite on purpose: an endless (repeat()) dataset keeps its prefetching thread working on the next
+    pass when the fit ends, and deleting the iterator then waits for that thread; in fold processes
+    running side by side that wait was seen to last up to a minute per fit (docs/benchmarks.md)."""
     images = tf.constant(_check_images(X, "X"))  # uint8, resident for the whole fit
     labels = tf.constant(np.asarray(y, dtype=np.int32))
     n = len(labels)
@@ -132,7 +137,7 @@ def train_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> t
         .shuffle(n, seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
         .map(batch)  # a gather and a cast: cheap enough to run inline
-        .repeat()  # one iterator for the whole fit; each pass reshuffles (see fit's steps_per_epoch)
+        .repeat(epochs)  # one iterator for the whole fit; each pass reshuffles (see fit's steps_per_epoch)
         .prefetch(2)
     )
 
@@ -241,7 +246,7 @@ def fit(
     if on_epoch is not None:
         callbacks.append(_EpochBridge(on_epoch))
     history = trainer.fit(
-        train_dataset(X, y, batch_size, seed),
+        train_dataset(X, y, batch_size, seed, epochs),
         validation_data=validation,
         epochs=epochs,
         callbacks=callbacks,
