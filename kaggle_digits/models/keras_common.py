@@ -117,13 +117,22 @@ def _check_images(X: np.ndarray, what: str) -> np.ndarray:
     return X.reshape(len(X), *INPUT_SHAPE)
 
 
+def _fixed() -> tf.data.Options:
+    """Dataset options without tf.data's autotuning. Our pipelines are a gather and a cast with a fixed
+    prefetch, so there is nothing to tune; and the autotuner's background thread, which wakes at periods
+    growing to a minute, held up the deletion of a fit's iterator (the end of the fit) by up to a minute
+    in fold processes running side by side (docs/benchmarks.md)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
 def train_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epochs: int) -> tf.data.Dataset:
     """`epochs` passes of shuffled training batches (float32 (b, 28, 28, 1) in 0-255, int32 (b,)),
     reshuffled each pass.
 
-    Finite on purpose: an endless (repeat()) dataset keeps its prefetching thread working on the next
-    pass when the fit ends, and deleting the iterator then waits for that thread; in fold processes
-    running side by side that wait was seen to last up to a minute per fit (docs/benchmarks.md)."""
+    Finite on purpose, and without tf.data's autotuning (see _fixed): an endless dataset keeps its
+    prefetching thread on a pass nobody will read when the fit ends."""
     images = tf.constant(_check_images(X, "X"))  # uint8, resident for the whole fit
     labels = tf.constant(np.asarray(y, dtype=np.int32))
     n = len(labels)
@@ -139,6 +148,7 @@ def train_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoc
         .map(batch)  # a gather and a cast: cheap enough to run inline
         .repeat(epochs)  # one iterator for the whole fit; each pass reshuffles (see fit's steps_per_epoch)
         .prefetch(2)
+        .with_options(_fixed())
     )
 
 
@@ -150,7 +160,7 @@ def eval_dataset(X: np.ndarray, y: np.ndarray | None = None) -> tf.data.Dataset:
     def cast(x, *label):
         return (tf.cast(x, tf.float32), *label) if label else tf.cast(x, tf.float32)
 
-    return ds.batch(EVAL_BATCH).map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(EVAL_BATCH).map(cast).prefetch(2).with_options(_fixed())
 
 
 class _EpochBridge(keras.callbacks.Callback):
