@@ -148,7 +148,7 @@ def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
         + f", precision {options.precision}; expected {format_seconds(plan.expected)}"
     )
     for step in plan.steps:
-        print(f"  {step.what:<40} {format_seconds(step.seconds):>7}")
+        print(f"  {step.what:<46} {format_seconds(step.seconds):>7}")
 
 
 def _step(i: int, n: int, what: str, start: float, budget_seconds: float | None = None) -> None:
