@@ -121,8 +121,8 @@ def seed(options: PipelineOptions) -> int:
 
 def tune_options(options: PipelineOptions, model: str, run: int = 0) -> TuneOptions:
     """The tune run of one family (its `run`-th cross-validation, from 0): the preset, the pipeline's
-    departures, then the options given. A run of a plan has one trial that nothing can prune (a pruner
-    needs finished trials to compare with), so its held-out folds are scored once, after the last epoch."""
+    departures, then the options given. One trial is not pruned (a pruner needs finished trials to
+    compare with); a planned run's held-out folds are scored once, after the last epoch."""
     # A budget's plan (with_plan) replaces the preset's departures.
     chosen = {} if options.planned else dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
     chosen |= {name: getattr(options, name) for name in TUNE_OPTIONS if getattr(options, name) is not None}
@@ -141,6 +141,7 @@ def tune_options(options: PipelineOptions, model: str, run: int = 0) -> TuneOpti
         data_dir=options.data_dir,
         runs_dir=options.runs_dir,
         prune=chosen.get("trials") != 1,
+        monitor=not options.planned,
         **chosen,
     )
 

@@ -157,6 +157,7 @@ def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_pla
     assert planned.augment == augment and planned.epochs == 6 and planned.folds == 4 and planned.fold_jobs == 2
     assert planned.study == ("cnn-aug-budget" if augment else "cnn-budget")
     assert planned.trials == 1 and not planned.prune, "one planned trial: nothing to prune it against"
+    assert not planned.monitor and chosen.monitor, "a planned run scores its held-out folds once, at the end"
 
 
 @pytest.mark.parametrize(
@@ -188,7 +189,7 @@ def test_the_runs_of_a_plan_have_their_own_studies_and_seeds():
     chosen = [pipeline.tune_options(options, "cnn", k) for k in range(pipeline.run_count(options))]
     assert [c.study for c in chosen] == ["cnn-aug-standard", "cnn-aug-standard-run2", "cnn-aug-standard-run3"]
     assert [c.seed for c in chosen] == [7, 7 + pipeline.RUN_SEED_STRIDE, 7 + 2 * pipeline.RUN_SEED_STRIDE]
-    assert all(c.epochs == 30 and c.folds == 4 and c.trials == 1 and not c.prune for c in chosen)
+    assert all(c.epochs == 30 and c.folds == 4 and c.trials == 1 and not c.prune and not c.monitor for c in chosen)
     # --runs given wins over the plan's
     assert pipeline.run_count(pipeline.with_plan(pipeline.PipelineOptions(runs=1), plan)) == 1
 

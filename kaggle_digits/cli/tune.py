@@ -42,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-prune",
         action="store_true",
-        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate, and the "
-        "held-out fold is scored once, after the last epoch, instead of after every epoch (faster)",
+        help="run every trial to its end (no pruning): each finished trial is then an ensemble candidate",
     )
     parser.add_argument(
         "--precision",

@@ -561,6 +561,9 @@ class TuneOptions:
     study: str | None = None
     storage: str | None = None
     prune: bool = True
+    # Score the held-out fold after every epoch (progress lines, curves, the pruner). The pipeline turns it
+    # off for a planned run, whose one trial nothing can prune: its folds are scored once, at the end.
+    monitor: bool = True
     jobs: int | None = None
     fold_jobs: int | None = None  # folds fitted at once, each in its own process (None: 1)
     threads: int | None = None
@@ -693,7 +696,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         info_data=fingerprint,
         trials=resolved["trials"],
         fold_jobs=options.fold_jobs or 1,
-        monitor=options.prune,  # without a pruner nobody reads the per-epoch scores
+        monitor=options.monitor or options.prune,  # a pruner needs the per-epoch scores
         url=url,
         artifacts=artifacts,
         log=log,
