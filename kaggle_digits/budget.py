@@ -48,9 +48,8 @@ PROCESS_SECONDS = 10.0
 # Each run besides: reading the data, opening its study, writing its fold models and predictions.
 RUN_SECONDS = 10.0
 # Images per calibration epoch, and its epochs (the first, which builds the graph, is not timed). Timed
-# epochs of a few seconds each: with one epoch of 2,048 images, two processes measuring "at once" did
-# not overlap for the whole of their short timed windows, and the plan's speed came out about 18% above
-# what the folds then trained at.
+# epochs of a few seconds each: a single short timed epoch overstated the speed the folds then trained
+# at (docs/benchmarks.md).
 CALIBRATION_IMAGES = 6144
 CALIBRATION_EPOCHS = 3
 # With several processes: how long after they are started they all begin measuring (their imports fit).
@@ -208,12 +207,17 @@ def expected_fold_seconds(epochs: int, folds: int, speed: Speed, n_train: int = 
     return epochs * (n_train - held_out) / speed.train_per_s + (held_out + n_test) / speed.predict_per_s
 
 
+def folds_at_once(speed: Speed, folds: int) -> int:
+    """The folds a plan fits at once: the processes its speed was measured in, at most the folds."""
+    return max(1, min(speed.jobs, folds))
+
+
 def plan_steps(
     epochs: int, runs: int, speed: Speed, folds: int = PLAN_FOLDS, n_train: int = N_TRAIN, n_test: int = N_TEST
 ) -> list[Step]:
     """The steps of `runs` runs of `epochs` epochs on `folds` folds, fitted speed.jobs at a time, with
     each step's expected seconds (the speed's own measurement not included)."""
-    jobs = max(1, min(speed.jobs, folds))
+    jobs = folds_at_once(speed, folds)
     rounds = -(-folds // jobs)
     fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test) + (PROCESS_SECONDS if jobs > 1 else 0)
     steps = [Step("start-up, ensemble and files", FIXED_SECONDS)]
@@ -267,4 +271,4 @@ def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TE
     steps = plan_steps(epochs, runs, speed, folds, n_train, n_test)
     if speed.seconds:
         steps.insert(0, Step("measuring this machine's speed", speed.seconds))
-    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps, max(1, min(speed.jobs, folds)), runs)
+    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps, folds_at_once(speed, folds), runs)

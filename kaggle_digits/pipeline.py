@@ -58,9 +58,7 @@ class PipelineOptions:
     data_dir: str | None = None  # as given by the user, for the commands printed along the way
     runs_dir: str | None = None
     budget: float | None = None  # seconds: plan the run to end within them (budget.plan)
-    runs: int | None = (
-        None  # cross-validations of each family, each its own seed and fold split (None: 1, or the plan's)
-    )
+    runs: int | None = None  # cross-validations of each family, each its own seed and split (None: 1 or the plan's)
     planned: bool = False  # the options a budget's plan set (with_plan)
 
 
@@ -70,13 +68,18 @@ def study_name(model: str, augment: bool, preset: str, run: int = 0) -> str:
     return f"{model}{'-aug' if augment else ''}-{preset}" + (f"-run{run + 1}" if run else "")
 
 
+def cnn_alone(options: PipelineOptions) -> bool:
+    """--models is left out or names the cnn alone: the only family a budget can plan."""
+    return options.models is None or models.parse_families(options.models) == ["cnn"]
+
+
 def preset_budget(options: PipelineOptions) -> float | None:
     """The time budget a run is planned in: --budget, else its preset's, unless the run is sized by hand
     (--models other than the cnn, or any of SIZING_OPTIONS), when the preset sets each family's tune
     preset instead and this is None."""
     if options.budget is not None:
         return options.budget
-    if options.models is not None and models.parse_families(options.models) != ["cnn"]:
+    if not cnn_alone(options):
         return None
     if any(getattr(options, name) is not None for name in SIZING_OPTIONS):
         return None
@@ -90,7 +93,7 @@ def run_count(options: PipelineOptions) -> int:
 def with_plan(options: PipelineOptions, plan: Plan) -> PipelineOptions:
     """The options a budget's plan sets: the cnn alone, one trial, the plan's runs, folds, epochs and
     augmentation, bf16 where the CPU has it (`fast`); options given explicitly win."""
-    if options.models is not None and models.parse_families(options.models) != ["cnn"]:
+    if not cnn_alone(options):
         raise UserError(f"--budget plans the cnn alone: leave out --models {options.models}")
     return replace(
         options,

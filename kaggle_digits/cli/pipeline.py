@@ -103,12 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
     tuned: list[tuple[str, str]] = []  # (family, study) of each tune run
     step = 2
+    how = f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
     for model in families:
         for k in range(runs_each):
             chosen = pipeline.tune_options(options, model, k)
-            how = (
-                f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
-            )
             of = f", run {k + 1}/{runs_each} (seed {chosen.seed})" if runs_each > 1 else ""
             _step(step, steps, f"tune {model} (study '{chosen.study}', {how}{of})", start, budget_seconds)
             step += 1
@@ -142,7 +140,7 @@ def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
     """The plan a budget bought, each step with its expected time."""
     print(
         f"plan for {format_seconds(plan.budget)}: cnn, "
-        + (f"{options.runs} runs (each its own seed and fold split) of " if (options.runs or 1) > 1 else "")
+        + (f"{options.runs} runs (each its own seed and fold split) of " if pipeline.run_count(options) > 1 else "")
         + f"{options.folds} folds ({options.fold_jobs} at once), {options.epochs} epochs"
         + (", augmented" if options.augment else "")
         + f", precision {options.precision}; expected {format_seconds(plan.expected)}"

@@ -119,9 +119,9 @@ def _check_images(X: np.ndarray, what: str) -> np.ndarray:
 
 def _fixed() -> tf.data.Options:
     """Dataset options without tf.data's autotuning. Our pipelines are a gather and a cast with a fixed
-    prefetch, so there is nothing to tune; and the autotuner's background thread, which wakes at periods
-    growing to a minute, held up the deletion of a fit's iterator (the end of the fit) by up to a minute
-    in fold processes running side by side (docs/benchmarks.md)."""
+    prefetch, so there is nothing to tune; and waiting for the autotuner's background thread held up the
+    deletion of a fit's iterator, the end of the fit, in fold processes running side by side
+    (docs/benchmarks.md, "A fit's end held up")."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
