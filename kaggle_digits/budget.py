@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ MAX_RUNS = 12
 PLANNED_SHARE = 0.9
 # Start-up (imports), reading the data, the ensemble and the files written, outside the folds' training.
 FIXED_SECONDS = 30.0
+STARTUP_STEP = "start-up, ensemble and files"
 # Starting a fold's process (spawn, imports, the data sent to it) and reading its model back.
 PROCESS_SECONDS = 10.0
 # Each run besides: reading the data, opening its study, writing its fold models and predictions.
@@ -76,6 +77,7 @@ class Speed:
 class Step:
     what: str
     seconds: float
+    run: int | None = None  # the run (from 0) whose work this is; None: the pipeline's own
 
 
 @dataclass(frozen=True)
@@ -128,22 +130,53 @@ def speed(precision: str = "fast", log: Log = silent, jobs: int = 1) -> Speed:
 
     policy = hardware.configure(precision)
     key = machine_key(policy, jobs)
+    entry = _read_cache().get(key)
+    if isinstance(entry, dict) and entry.get("train_per_s", 0) > 0 and entry.get("predict_per_s", 0) > 0:
+        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key, jobs=jobs)
+    how = f"{policy}, {jobs} processes at once" if jobs > 1 else policy
+    log(f"measuring this machine's cnn speed ({how}; once per machine, kept in {cache_file()}) ...")
+    measured = calibrate(policy, key, jobs)
+    _write_cache(measured)
+    return measured
+
+
+def remember(speed: Speed, train_per_s: float) -> Speed:
+    """Keep `train_per_s`, the training speed a planned run's folds saw (images per second of one of
+    speed.jobs processes), in place of `speed`'s, so that the next plan on this machine starts from the
+    speed it trains at now (a machine can slow down, or speed up, after it was measured). Returns the
+    speed kept."""
+    kept = replace(speed, train_per_s=float(train_per_s), seconds=0.0)
+    if train_per_s > 0:
+        _write_cache(kept)
+    return kept
+
+
+def train_speed_seen(metrics: list[dict]) -> float | None:
+    """The training speed (images per second of one process) that cross-validations ran at, from their
+    trials' metrics (cv.CVResult.metrics: epoch_seconds, n_rows, fold_accuracies); the median over
+    them, None when none timed an epoch."""
+    seen = []
+    for m in metrics:
+        folds = len(m.get("fold_accuracies") or [])
+        if m.get("epoch_seconds") and folds > 1:
+            seen.append(m["n_rows"] * (folds - 1) / folds / m["epoch_seconds"])
+    return float(np.median(seen)) if seen else None
+
+
+def _read_cache() -> dict:
     path = cache_file()
     try:
         cached = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         cached = {}
-    entry = cached.get(key) if isinstance(cached, dict) else None
-    if isinstance(entry, dict) and entry.get("train_per_s", 0) > 0 and entry.get("predict_per_s", 0) > 0:
-        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key, jobs=jobs)
-    how = f"{policy}, {jobs} processes at once" if jobs > 1 else policy
-    log(f"measuring this machine's cnn speed ({how}; once per machine, kept in {path}) ...")
-    measured = calibrate(policy, key, jobs)
+    return cached if isinstance(cached, dict) else {}
+
+
+def _write_cache(speed: Speed) -> None:
     try:
-        write_json(path, {**(cached if isinstance(cached, dict) else {}), key: asdict(measured)})
+        write_json(cache_file(), {**_read_cache(), speed.machine: asdict(speed)})
     except OSError:  # a cache that cannot be written only costs the next run a calibration
         pass
-    return measured
 
 
 def calibrate(policy: str, key: str, jobs: int = 1) -> Speed:
@@ -220,31 +253,58 @@ def plan_steps(
     jobs = folds_at_once(speed, folds)
     rounds = -(-folds // jobs)
     fold = expected_fold_seconds(epochs, folds, speed, n_train, n_test) + (PROCESS_SECONDS if jobs > 1 else 0)
-    steps = [Step("start-up, ensemble and files", FIXED_SECONDS)]
+    steps = [Step(STARTUP_STEP, FIXED_SECONDS)]
     if runs > 1:
         return steps + [
             Step(
                 f"cnn run {run + 1}/{runs}: {folds} folds ({jobs} at once) x {epochs} epochs",
                 rounds * fold + RUN_SECONDS,
+                run,
             )
             for run in range(runs)
         ]
     return (
         steps
         + [
-            Step(f"cnn folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs", fold)
+            Step(f"cnn folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs", fold, 0)
             if jobs > 1
-            else Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold)
+            else Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold, 0)
             for k in range(rounds)
         ]
-        + [Step("data, study and fold models", RUN_SECONDS)]
+        + [Step("data, study and fold models", RUN_SECONDS, 0)]
     )
 
 
-def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TEST, folds: int = PLAN_FOLDS) -> Plan:
+def run_deadlines(plan: Plan) -> list[float]:
+    """Seconds from the pipeline's start by which each run's folds should have ended: the plan's
+    expected schedule stretched over the budget, less FIXED_SECONDS kept for what follows the last run
+    (the ensemble and its files). A run on schedule never meets its deadline (the plan expects
+    PLANNED_SHARE of the budget); one far behind it trains its later folds shorter
+    (cv.cross_validate), so the whole run stays within its budget when the machine is slower than
+    measured."""
+    ends: dict[int, float] = {}
+    elapsed = 0.0
+    for step in plan.steps:
+        if step.what == STARTUP_STEP:
+            continue  # kept apart, at the end
+        elapsed += step.seconds
+        if step.run is not None:
+            ends[step.run] = elapsed
+    stretch = (plan.budget - FIXED_SECONDS) / elapsed if elapsed > 0 else 1.0
+    return [ends[run] * stretch for run in sorted(ends)]
+
+
+def plan(
+    budget: float,
+    speed: Speed,
+    n_train: int = N_TRAIN,
+    n_test: int = N_TEST,
+    folds: int = PLAN_FOLDS,
+    runs: int | None = None,
+) -> Plan:
     """The most epochs whose expected time fits PLANNED_SHARE of the budget, the folds fitted speed.jobs
-    at a time; as many runs as still give each RUN_EPOCHS epochs (at least one). A budget too small for
-    one run of MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
+    at a time; as many runs as still give each RUN_EPOCHS epochs (at least one), or `runs` when given.
+    A budget too small for the runs at MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
     allowed = PLANNED_SHARE * budget
 
     def total(epochs: int, runs: int) -> float:
@@ -257,16 +317,19 @@ def plan(budget: float, speed: Speed, n_train: int = N_TRAIN, n_test: int = N_TE
             epochs += 1
         return epochs if epochs >= MIN_EPOCHS else 0
 
-    if not most_epochs(1):
-        need = total(MIN_EPOCHS, 1) / PLANNED_SHARE
+    least = runs or 1
+    if not most_epochs(least):
+        need = total(MIN_EPOCHS, least) / PLANNED_SHARE
+        of = f"{least} runs of " if least > 1 else ""
         raise UserError(
-            f"--budget {format_seconds(budget)}: too small for the smallest plan (the cnn on {folds} folds, "
-            f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS, 1))} on this machine): give at least "
+            f"--budget {format_seconds(budget)}: too small for the smallest plan ({of}the cnn on {folds} folds, "
+            f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS, least))} on this machine): give at least "
             f"{format_seconds(need)}"
         )
-    runs = 1
-    while runs < MAX_RUNS and most_epochs(runs + 1) >= RUN_EPOCHS:
-        runs += 1
+    if runs is None:
+        runs = 1
+        while runs < MAX_RUNS and most_epochs(runs + 1) >= RUN_EPOCHS:
+            runs += 1
     epochs = most_epochs(runs)
     steps = plan_steps(epochs, runs, speed, folds, n_train, n_test)
     if speed.seconds:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kaggle_digits import models, seeds
-from kaggle_digits.budget import MAX_RUNS, Plan
+from kaggle_digits.budget import MAX_RUNS, Plan, run_deadlines
 from kaggle_digits.errors import UserError
 from kaggle_digits.search import tune
 from kaggle_digits.search.tune import TuneOptions
@@ -60,6 +60,8 @@ class PipelineOptions:
     budget: float | None = None  # seconds: plan the run to end within them (budget.plan)
     runs: int | None = None  # cross-validations of each family, each its own seed and split (None: 1 or the plan's)
     planned: bool = False  # the options a budget's plan set (with_plan)
+    # With a plan: time.time() by which each run's folds should end (run_deadlines from the start).
+    deadlines: tuple[float, ...] = ()
 
 
 def study_name(model: str, augment: bool, preset: str, run: int = 0) -> str:
@@ -90,9 +92,10 @@ def run_count(options: PipelineOptions) -> int:
     return 1 if options.runs is None else options.runs
 
 
-def with_plan(options: PipelineOptions, plan: Plan) -> PipelineOptions:
+def with_plan(options: PipelineOptions, plan: Plan, started: float) -> PipelineOptions:
     """The options a budget's plan sets: the cnn alone, one trial, the plan's runs, folds, epochs and
-    augmentation, bf16 where the CPU has it (`fast`); options given explicitly win."""
+    augmentation, bf16 where the CPU has it (`fast`), and each run's deadline counted from `started`
+    (time.time() at the pipeline's start); options given explicitly win."""
     if not cnn_alone(options):
         raise UserError(f"--budget plans the cnn alone: leave out --models {options.models}")
     return replace(
@@ -106,6 +109,7 @@ def with_plan(options: PipelineOptions, plan: Plan) -> PipelineOptions:
         epochs=plan.epochs if options.epochs is None else options.epochs,
         augment=options.augment or plan.augment,
         precision=options.precision or "fast",
+        deadlines=tuple(started + end for end in run_deadlines(plan)),
     )
 
 
@@ -125,7 +129,8 @@ def seed(options: PipelineOptions) -> int:
 def tune_options(options: PipelineOptions, model: str, run: int = 0) -> TuneOptions:
     """The tune run of one family (its `run`-th cross-validation, from 0): the preset, the pipeline's
     departures, then the options given. One trial is not pruned (a pruner needs finished trials to
-    compare with); a planned run's held-out folds are scored once, after the last epoch."""
+    compare with); a planned run's held-out folds are scored once, after the last epoch, and its folds
+    end by the run's deadline."""
     # A budget's plan (with_plan) replaces the preset's departures.
     chosen = {} if options.planned else dict(PIPELINE_TUNE.get(options.preset, {}).get(model, {}))
     chosen |= {name: getattr(options, name) for name in TUNE_OPTIONS if getattr(options, name) is not None}
@@ -145,6 +150,7 @@ def tune_options(options: PipelineOptions, model: str, run: int = 0) -> TuneOpti
         runs_dir=options.runs_dir,
         prune=chosen.get("trials") != 1,
         monitor=not options.planned,
+        deadline=options.deadlines[run] if run < len(options.deadlines) else None,
         **chosen,
     )
 

@@ -123,3 +123,42 @@ def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monke
     assert measured.machine.endswith("| 2 processes in step") and not multiprocessing.active_children()
     assert budget.speed("fast", jobs=2).seconds == 0, "read from the cache"
     assert budget.speed("fast", jobs=2).jobs == 2
+
+
+@pytest.mark.parametrize("seconds", [600, 3600, 14400])
+def test_each_run_has_a_deadline_no_run_on_schedule_meets(seconds):
+    plan = budget.plan(seconds, SLOW_TWO_PROCESSES)
+    deadlines = budget.run_deadlines(plan)
+    assert len(deadlines) == plan.runs and deadlines == sorted(deadlines)
+    assert deadlines[-1] == pytest.approx(seconds - budget.FIXED_SECONDS), "the ensemble keeps its time"
+    expected_ends, elapsed = [], 0.0
+    for step in plan.steps[1:]:  # after start-up, the runs' steps in order
+        elapsed += step.seconds
+        if step.run is not None and step.run == len(expected_ends):
+            expected_ends.append(elapsed)
+    # Each run may end a little later than expected (the plan's headroom), never earlier.
+    assert all(d > e for d, e in zip(deadlines, expected_ends, strict=True))
+
+
+def test_runs_given_are_planned_for_and_refused_when_they_do_not_fit():
+    plan = budget.plan(3600, SLOW_TWO_PROCESSES, runs=3)
+    assert plan.runs == 3 and plan.expected <= budget.PLANNED_SHARE * 3600
+    assert plan.epochs < budget.plan(3600, SLOW_TWO_PROCESSES, runs=1).epochs
+    with pytest.raises(UserError, match=r"--budget 5m00s: too small for the smallest plan \(12 runs of the cnn"):
+        budget.plan(300, SLOW_TWO_PROCESSES, runs=12)
+
+
+def test_the_speed_a_run_saw_is_kept_for_the_next_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
+    metrics = [
+        {"epoch_seconds": 21.0, "n_rows": 42000, "fold_accuracies": [0.99] * 4},
+        {"epoch_seconds": None, "n_rows": 42000, "fold_accuracies": [0.99] * 4},  # no epoch timed
+    ]
+    seen = budget.train_speed_seen(metrics)
+    assert seen == pytest.approx(31500 / 21.0)
+    assert budget.train_speed_seen(metrics[1:]) is None
+    kept = budget.remember(SLOW_TWO_PROCESSES, seen)
+    cached = budget._read_cache()[SLOW_TWO_PROCESSES.machine]
+    assert cached["train_per_s"] == pytest.approx(seen) and cached["predict_per_s"] == SLOW_TWO_PROCESSES.predict_per_s
+    # Faster than measured (1,500 against 800 images/s): the next plan buys more epochs.
+    assert kept.jobs == 2 and budget.plan(600, kept).epochs > budget.plan(600, SLOW_TWO_PROCESSES).epochs

@@ -152,7 +152,7 @@ def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_pla
     # Under --budget the plan decides: a plan too short for augmentation does not augment.
     plan = budget.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
     planned = pipeline.tune_options(
-        pipeline.with_plan(pipeline.PipelineOptions(augment=augment, budget=600.0), plan), "cnn"
+        pipeline.with_plan(pipeline.PipelineOptions(augment=augment, budget=600.0), plan, 0.0), "cnn"
     )
     assert planned.augment == augment and planned.epochs == 6 and planned.folds == 4 and planned.fold_jobs == 2
     assert planned.study == ("cnn-aug-budget" if augment else "cnn-budget")
@@ -185,13 +185,13 @@ def test_the_runs_of_a_plan_have_their_own_studies_and_seeds():
     from kaggle_digits import budget, pipeline
 
     plan = budget.Plan(3600.0, folds=4, epochs=30, augment=True, steps=[], jobs=2, runs=3)
-    options = pipeline.with_plan(pipeline.PipelineOptions(preset="standard", seed=7), plan)
+    options = pipeline.with_plan(pipeline.PipelineOptions(preset="standard", seed=7), plan, 0.0)
     chosen = [pipeline.tune_options(options, "cnn", k) for k in range(pipeline.run_count(options))]
     assert [c.study for c in chosen] == ["cnn-aug-standard", "cnn-aug-standard-run2", "cnn-aug-standard-run3"]
     assert [c.seed for c in chosen] == [7, 7 + pipeline.RUN_SEED_STRIDE, 7 + 2 * pipeline.RUN_SEED_STRIDE]
     assert all(c.epochs == 30 and c.folds == 4 and c.trials == 1 and not c.prune and not c.monitor for c in chosen)
     # --runs given wins over the plan's
-    assert pipeline.run_count(pipeline.with_plan(pipeline.PipelineOptions(runs=1), plan)) == 1
+    assert pipeline.run_count(pipeline.with_plan(pipeline.PipelineOptions(runs=1), plan, 0.0)) == 1
 
 
 def test_runs_are_cross_validations_of_their_own_seeds_all_offered_to_the_ensemble(run_cli, small_data_copy, tmp_path):

@@ -108,3 +108,40 @@ def test_unmonitored_folds_are_scored_once_unless_they_stop_early(fold_jobs):
     # Early stopping needs the held-out scores: a fit with patience is monitored whatever is asked.
     stopping = cv.cross_validate(dense.SPEC, PARAMS, X, y, X[:50], folds=2, fold_jobs=fold_jobs, monitor=False)
     assert all("val_accuracy" in history for history in stopping.histories)
+
+
+@pytest.mark.parametrize("fold_jobs, folds, cut", [(1, 3, [3, 1, 1]), (2, 4, [3, 3, 1, 1])])
+def test_folds_that_start_behind_the_deadline_get_the_epochs_that_fit(fold_jobs, folds, cut):
+    import time
+
+    X, y = _small_set(800)
+    three = {**PARAMS, "epochs": 3, "patience": 0}
+    lines: list[str] = []
+    late = cv.cross_validate(
+        dense.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time(), log=lines.append
+    )
+    # Until a fold has ended there is no pace to go by; after, a deadline already passed leaves one epoch.
+    assert late.epochs == cut and late.epoch_seconds is not None and late.epoch_seconds > 0
+    assert sum("1 of 3 epochs, to end in time" in line for line in lines) == cut.count(1)
+    assert len(late.fold_accuracies) == folds and np.isfinite(late.oof_proba).all()
+    ahead = cv.cross_validate(
+        dense.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time() + 1e6
+    )
+    assert ahead.epochs == [3] * folds, "a fold on schedule runs every epoch planned"
+
+
+def test_the_pace_of_finished_folds_gives_the_epochs_that_still_fit():
+    now = [0.0]
+    pace = cv.Pace(clock=lambda: now[0])
+    assert pace.epochs_within(deadline=100.0, planned=10) == 10, "nothing to go by yet"
+    pace.fold_started(0)
+    for end in (15.0, 20.0, 25.0, 30.0):  # a first epoch of 15 s (graph building), then 5 s each
+        now[0] = end
+        pace.epoch_ended(0)
+    now[0] = 38.0  # predicting: the fold ends 8 s after its last epoch
+    pace.fold_ended(0)
+    assert pace.epoch_seconds == 5.0 and pace.overheads == [18.0]  # 38 s - 4 epochs x 5 s
+    # A fold starting at 38 s with the deadline at 100 s: 100 - 38 - 18 = 44 s, 8 epochs of 5 s.
+    assert pace.epochs_within(deadline=100.0, planned=10) == 8
+    assert pace.epochs_within(deadline=1000.0, planned=10) == 10, "never more than planned"
+    assert pace.epochs_within(deadline=0.0, planned=10) == 1, "at least one"

@@ -81,17 +81,18 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    start = time.monotonic()
+    start, started = time.monotonic(), time.time()
     options = options_from(args)
     families = pipeline.check(options)  # every option, before the calibration
     budget_seconds = pipeline.preset_budget(options)
+    speed = None
     if budget_seconds is not None:
         from kaggle_digits.models import hardware
 
         jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or budget.PLAN_FOLDS)
         speed = budget.speed(options.precision or "fast", log=say, jobs=jobs)
-        plan = budget.plan(budget_seconds, speed, folds=options.folds or budget.PLAN_FOLDS)
-        options = pipeline.with_plan(options, plan)
+        plan = budget.plan(budget_seconds, speed, folds=options.folds or budget.PLAN_FOLDS, runs=options.runs)
+        options = pipeline.with_plan(options, plan, started)
         print_plan(plan, options)
         families = pipeline.families(options)
     runs_each = pipeline.run_count(options)
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                 return code  # interrupted: tune has said how to resume
             tuned.append((model, chosen.study))
     studies = [study for _, study in tuned]
+    if speed is not None:
+        _remember_speed(speed, [t for t in runs.list_trials(args.paths.runs_dir, studies) if t.finished_after(started)])
 
     _step(step, steps, "ensemble", start, budget_seconds)
     result = ensemble.build(
@@ -134,6 +137,18 @@ def run(args: argparse.Namespace) -> int:
 
     _summary(args, options, tuned, result, time.monotonic() - start, budget_seconds)
     return 0
+
+
+def _remember_speed(speed: budget.Speed, trials: list[runs.TrialRun]) -> None:
+    """Keep the speed the folds trained at for the next plan on this machine, and say how it compared."""
+    seen = budget.train_speed_seen([trial.metrics for trial in trials])
+    if seen is None:
+        return
+    budget.remember(speed, seen)
+    say(
+        f"the folds trained {seen:,.0f} images/s per process (the plan assumed {speed.train_per_s:,.0f}); "
+        f"the next plan on this machine starts from it"
+    )
 
 
 def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:

@@ -10,7 +10,7 @@ import functools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class CVResult:
     fold_accuracies, fit_seconds, epochs : one entry per fold
     histories : one dict per fold, {"fold": k, "loss": [...], "val_accuracy": [...], ...}
     models : the fitted fold models
+    epoch_seconds : the typical seconds of a fold's epoch after its first, with the folds fitted as
+        they ran (side by side or not); None when no fold ran two epochs
     """
 
     oof_proba: np.ndarray
@@ -48,6 +50,7 @@ class CVResult:
     epochs: list[int]
     histories: list[dict[str, Any]]
     models: list[Any]
+    epoch_seconds: float | None = None
 
     @property
     def cv_accuracy(self) -> float:
@@ -69,6 +72,7 @@ class CVResult:
             "epochs": self.epochs,
             "n_rows": int(len(self.oof_rows)),
             "n_test": int(len(self.test_proba)),
+            "epoch_seconds": self.epoch_seconds,
         }
 
 
@@ -96,6 +100,49 @@ def planned_epochs(params: dict[str, Any], max_epochs: int | None) -> int | None
     return int(epochs) if max_epochs is None else min(int(epochs), int(max_epochs))
 
 
+class Pace:
+    """How the folds of a cross-validation have gone so far, as the parent saw them: each fold's start,
+    the end of each of its epochs and its end. From them, the seconds of an epoch (the median of the
+    epochs after each fold's first, which also builds the graph) and of a fold besides its epochs
+    (starting, the first epoch's extra, predicting), and so the epochs a fold can still run in time."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.started: dict[int, float] = {}
+        self.last_epoch: dict[int, float] = {}
+        self.epoch_durations: list[float] = []
+        self.overheads: list[float] = []  # finished folds' seconds besides their epochs
+        self._fold_epochs: dict[int, int] = {}
+
+    def fold_started(self, fold: int) -> None:
+        self.started[fold] = self.clock()
+
+    def epoch_ended(self, fold: int) -> None:
+        now = self.clock()
+        if fold in self.last_epoch:
+            self.epoch_durations.append(now - self.last_epoch[fold])
+        self.last_epoch[fold] = now
+        self._fold_epochs[fold] = self._fold_epochs.get(fold, 0) + 1
+
+    def fold_ended(self, fold: int) -> None:
+        epoch = self.epoch_seconds
+        if fold in self.started and epoch is not None:
+            self.overheads.append(max(0.0, self.clock() - self.started[fold] - self._fold_epochs.get(fold, 0) * epoch))
+
+    @property
+    def epoch_seconds(self) -> float | None:
+        return float(np.median(self.epoch_durations)) if self.epoch_durations else None
+
+    def epochs_within(self, deadline: float, planned: int) -> int:
+        """The epochs, at most `planned` and at least 1, that a fold starting now can run and still end
+        by `deadline` (a time of the clock); `planned` until a fold has ended (nothing to go by)."""
+        epoch = self.epoch_seconds
+        if not self.overheads or not epoch:
+            return planned
+        room = deadline - self.clock() - float(np.median(self.overheads))
+        return max(1, min(planned, int(room // epoch)))
+
+
 def cross_validate(
     spec: ModelSpec,
     params: dict[str, Any],
@@ -112,6 +159,7 @@ def cross_validate(
     label: str = "",
     fold_jobs: int = 1,
     monitor: bool = True,
+    deadline: float | None = None,
 ) -> CVResult:
     """Fit `spec` with `params` on each of `folds` stratified folds of X uint8 (n, 28, 28), y (n,).
 
@@ -125,6 +173,9 @@ def cross_validate(
     curves in history.json). False scores it once, by the fold model's out-of-fold prediction, which
     saves a prediction of the held-out rows per epoch (several percent of an epoch); a fit whose params
     stop early (`patience` > 0) is monitored regardless, as early stopping needs it.
+    deadline : a time (time.time()) by which the folds should have ended. Once a fold has ended, a fold
+    that starts behind that pace gets only the epochs that still fit (Pace.epochs_within; its learning
+    rate schedule fitted to them as for any epoch cap); never more than planned. None: the epochs planned.
     """
     rows = np.arange(len(y), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     Xr, yr = X[rows], np.asarray(y)[rows]
@@ -138,6 +189,7 @@ def cross_validate(
     start = time.monotonic()
     epochs_done = 0  # over all folds, for the ETA
     folds_done = 0
+    pace = Pace()
 
     def eta() -> float:
         if not epochs_done or epochs_per_fold is None:
@@ -148,6 +200,7 @@ def cross_validate(
     def fold_epoch(fold: int, epoch: int, metrics: dict[str, float]) -> None:
         nonlocal epochs_done
         epochs_done += 1
+        pace.epoch_ended(fold)
         if log is not None:
             of = f"/{epochs_per_fold}" if epochs_per_fold else ""
             log(
@@ -162,11 +215,13 @@ def cross_validate(
     def fold_done(fold: int, fitted: FoldFit) -> None:
         nonlocal folds_done, epochs_done
         folds_done += 1
+        pace.fold_ended(fold)
         fit_idx, val_idx = splits[fold]
         oof[val_idx] = fitted.val_proba
         covered[val_idx] += 1
         accuracy = float((fitted.val_proba.argmax(axis=1) == yr[val_idx]).mean())
-        # A fold that stopped early (early stopping) leaves its planned epochs out of the ETA.
+        # A fold that stopped early (early stopping, or given fewer epochs to meet the deadline) leaves
+        # its planned epochs out of the ETA.
         epochs_done += max(0, (epochs_per_fold or 0) - fitted.epochs)
         if log is not None:
             log(
@@ -177,7 +232,22 @@ def cross_validate(
 
     watch = monitor or int(params.get("patience", 0) or 0) > 0
 
-    def arguments(fold: int) -> tuple[Any, ...]:
+    def fold_epochs(fold: int) -> int | None:
+        """The epoch cap of a fold starting now: max_epochs, or fewer to end by the deadline."""
+        pace.fold_started(fold)
+        if deadline is None or epochs_per_fold is None:
+            return max_epochs
+        epochs = pace.epochs_within(deadline, epochs_per_fold)
+        if epochs == epochs_per_fold:
+            return max_epochs
+        if log is not None:
+            log(
+                f"{label}fold {fold + 1}/{folds}: {epochs} of {epochs_per_fold} epochs, to end in time "
+                f"(an epoch takes {pace.epoch_seconds:.0f} s here)"
+            )
+        return epochs
+
+    def arguments(fold: int, epochs: int | None = max_epochs) -> tuple[Any, ...]:
         fit_idx, val_idx = splits[fold]
         return (
             spec,
@@ -187,7 +257,7 @@ def cross_validate(
             Xr[val_idx],
             yr[val_idx],
             X_test,
-            max_epochs,
+            epochs,
             seed + fold,
             watch,
         )
@@ -195,11 +265,13 @@ def cross_validate(
     fitted_folds: list[FoldFit] = []
     if fold_jobs <= 1 or folds == 1:
         for fold in range(folds):
-            fitted = fit_fold(*arguments(fold), on_epoch=lambda e, m, fold=fold: fold_epoch(fold, e, m))
+            fitted = fit_fold(
+                *arguments(fold, fold_epochs(fold)), on_epoch=lambda e, m, fold=fold: fold_epoch(fold, e, m)
+            )
             fold_done(fold, fitted)
             fitted_folds.append(fitted)
     else:
-        fitted_folds = _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epoch, fold_done)
+        fitted_folds = _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epochs, fold_epoch, fold_done)
 
     for fold, fitted in enumerate(fitted_folds):
         test += fitted.test_proba / folds
@@ -211,6 +283,7 @@ def cross_validate(
         result.models.append(fitted.model)
     assert (covered == 1).all(), "every OOF row is predicted by exactly one fold model"
     result.test_proba = test.astype(np.float32)
+    result.epoch_seconds = pace.epoch_seconds
     return result
 
 
@@ -268,7 +341,7 @@ def _fit_fold_in_child(*args: Any, model_path: str, report: Callable[..., None])
     return fitted
 
 
-def _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epoch, fold_done) -> list[FoldFit]:
+def _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epochs, fold_epoch, fold_done) -> list[FoldFit]:
     from kaggle_digits.models import hardware
     from kaggle_digits.search import processes
 
@@ -279,13 +352,18 @@ def _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epoch, fold_done) 
             for k in range(folds)
         ]
 
+        def prepare(fold: int, task: processes.Task) -> processes.Task:
+            return replace(task, args=arguments(fold, fold_epochs(fold)))
+
         def on_report(fold: int, values: tuple[Any, ...]) -> None:
             fold_epoch(fold, *values)
 
         def on_done(fold: int, fitted: FoldFit) -> None:
             fold_done(fold, fitted)
 
-        fitted_folds = processes.run(tasks, fold_jobs, on_report, hardware.current_policy(), on_done=on_done)
+        fitted_folds = processes.run(
+            tasks, fold_jobs, on_report, hardware.current_policy(), on_done=on_done, prepare=prepare
+        )
         for k, fitted in enumerate(fitted_folds):
             fitted.model = spec.load(Path(paths[k]))
     return fitted_folds

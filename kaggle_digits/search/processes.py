@@ -54,13 +54,15 @@ def run(
     on_report: Callable[[int, tuple[Any, ...]], None] | None = None,
     policy: str | None = None,
     on_done: Callable[[int, Any], None] | None = None,
+    prepare: Callable[[int, Task], Task] | None = None,
 ) -> list[Any]:
     """Run every task, at most `jobs` at a time, in the order given; return their results in that order.
 
     on_report(i, args) is called in this process, in arrival order, for each `report(*args)` of task i;
     whatever it raises stops every child and propagates. on_done(i, result) is called as task i ends.
-    policy: the Keras dtype policy each child
-    configures (None: the child configures nothing itself)."""
+    prepare(i, task), when given, is called as task i is about to start and returns the task to run in
+    its place (what a task does can then depend on how the ones before it went). policy: the Keras dtype
+    policy each child configures (None: the child configures nothing itself)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs TensorFlow's threads
     messages = context.Queue()
     threads = threads_per_job(min(jobs, len(tasks)))
@@ -71,7 +73,8 @@ def run(
         while waiting or running:
             while waiting and len(running) < jobs:
                 i = waiting.pop(0)
-                payload = pickle.dumps((tasks[i].function, tasks[i].args))
+                task = tasks[i] if prepare is None else prepare(i, tasks[i])
+                payload = pickle.dumps((task.function, task.args))
                 process = context.Process(
                     target=_child,
                     args=(i, payload, threads, policy, messages, os.getpid()),

@@ -49,6 +49,13 @@ class TrialRun:
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / METRICS_FILE)
 
+    def finished_after(self, moment: float) -> bool:
+        """Its metrics were written at or after `moment` (time.time()): a trial of this run, not an earlier one."""
+        try:
+            return (self.path / METRICS_FILE).stat().st_mtime >= moment
+        except OSError:
+            return False
+
     @property
     def study(self) -> str:
         return self.info["study"]

@@ -400,6 +400,7 @@ class Tuning:
     trials: int | None
     fold_jobs: int = 1
     monitor: bool = True  # score the held-out fold each epoch (for the pruner); cv.cross_validate
+    deadline: float | None = None  # time.time() by which a trial's folds should end; cv.cross_validate
     url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
     artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
     log: Log = silent
@@ -439,6 +440,7 @@ class Tuning:
                 label=f"trial {trial.number} ",
                 fold_jobs=self.fold_jobs,
                 monitor=self.monitor,
+                deadline=self.deadline,
             )
         if not (np.isfinite(result.oof_proba).all() and np.isfinite(result.test_proba).all()):
             self.log(f"trial {trial.number} failed: the fit diverged (non-finite probabilities)")
@@ -564,6 +566,9 @@ class TuneOptions:
     # Score the held-out fold after every epoch (progress lines, curves, the pruner). The pipeline turns it
     # off for a planned run, whose one trial nothing can prune: its folds are scored once, at the end.
     monitor: bool = True
+    # A time (time.time()) by which a trial's folds should end: the pipeline's budget gives each run one,
+    # and folds that start behind its pace get fewer epochs (cv.cross_validate). None: no deadline.
+    deadline: float | None = None
     jobs: int | None = None
     fold_jobs: int | None = None  # folds fitted at once, each in its own process (None: 1)
     threads: int | None = None
@@ -697,6 +702,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         trials=resolved["trials"],
         fold_jobs=options.fold_jobs or 1,
         monitor=options.monitor or options.prune,  # a pruner needs the per-epoch scores
+        deadline=options.deadline,
         url=url,
         artifacts=artifacts,
         log=log,
