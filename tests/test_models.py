@@ -464,3 +464,22 @@ def test_fused_adam_matches_keras_adam():
         ends.append(np.array(variable))
     assert np.abs(ends[0] - start).max() > 0.01  # the steps moved the variable
     np.testing.assert_allclose(ends[1], ends[0], atol=1e-6)
+
+
+def test_an_ema_of_the_weights_replaces_them_at_the_end_of_the_fit(digits):
+    """params' `ema`: the fit ends with the average weights, a model unlike the same fit without it."""
+    X, y, X_val, y_val = digits
+    spec = models.get("dense")
+    params = {**spec.default_params(augment=False), "batchnorm": False, "batch_size": 32}
+    fits = [
+        spec.fit({**params, **more}, X, y, max_epochs=2, seed=0, verbose=False).model for more in ({}, {}, {"ema": 0.9})
+    ]
+
+    def gap(a, b) -> float:
+        return max(float(np.abs(u - v).max()) for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
+
+    assert gap(fits[0], fits[1]) == 0, "a fit is deterministic for its seed"
+    assert gap(fits[0], fits[2]) > 1e-4, "the average of the last steps' weights is not the last step's"
+    averaged = fits[2]
+    accuracy = (spec.predict_proba(averaged, X_val).argmax(axis=1) == y_val).mean()
+    assert accuracy > 0.7, accuracy

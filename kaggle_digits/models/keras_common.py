@@ -198,12 +198,17 @@ def steps_per_execution(steps_per_epoch: int) -> int:
 
 def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> None:
     """Adam (FusedAdam) with lr * decay**epoch (a staircase schedule stepped once per epoch; see
-    epoch_decay), sparse cross-entropy, steps_per_execution(steps_per_epoch) train steps per graph call."""
+    epoch_decay), optionally an EMA of the weights (params' `ema`), sparse cross-entropy,
+    steps_per_execution(steps_per_epoch) train steps per graph call."""
     schedule = keras.optimizers.schedules.ExponentialDecay(
         float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
     )
+    # Optional: an exponential moving average of the weights (momentum `ema` per step), which replaces
+    # them at the end of the fit, before the batch-norm statistics are re-estimated. Off in every
+    # family's defaults: it did not pay for the cnn (docs/benchmarks.md, "Levers tried").
+    ema = float(params.get("ema", 0.0))
     model.compile(
-        optimizer=FusedAdam(learning_rate=schedule),
+        optimizer=FusedAdam(learning_rate=schedule, use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution(steps_per_epoch),

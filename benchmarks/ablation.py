@@ -1,0 +1,104 @@
+"""One lever at a time: the recipe cnn trained in two or more variants ("arms") on the same fold, side by
+side (one process each, as the pipeline's folds run), over several seeds.
+
+    python benchmarks/ablation.py '{}' '{"ema": 0.999}'                       # EMA of the weights
+    python benchmarks/ablation.py '{"precision": "float32"}' '{"precision": "fast"}'   # bf16 against float32
+    python benchmarks/ablation.py --teacher RUNS/cnn-aug-budget/trial-0 '{}' '{"pseudo": 0.99, "epochs": 7}'
+
+Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "precision" (default
+fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at
+least this probability, labelled with their prediction: the toolkit's own predictions, never
+solution.csv), anything else overrides the cnn's recipe params (augmented). Seed s trains on three of
+the four folds of a stratified split with seed s and scores the fourth (held-out train rows). Printed:
+each seed's accuracies and seconds, then each arm's mean accuracy, its mean paired difference from the
+first arm with the standard error, and its training time as a ratio to the first arm's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))
+
+FOLDS = 4
+
+
+def fit_arm(arm: dict, seed: int, epochs: int, data_dir: str, teacher: list[str], report) -> tuple[float, float, int]:
+    """(held-out accuracy, training seconds, training images per epoch) of one arm, in a child process."""
+    from kaggle_digits.models import hardware
+
+    hardware.configure(arm.get("precision", "fast"))
+    from sklearn.model_selection import StratifiedKFold
+
+    from kaggle_digits.data.dataset import load_dataset
+    from kaggle_digits.models import cnn
+
+    data = load_dataset(data_dir)
+    fit, held_out = next(
+        iter(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(data.X_train, data.y_train))
+    )
+    X, y = data.X_train[fit], data.y_train[fit]
+    if "pseudo" in arm:
+        proba = np.mean([np.load(Path(trial) / "test.npy") for trial in teacher], axis=0)
+        sure = proba.max(axis=1) >= float(arm["pseudo"])
+        X = np.concatenate([X, data.X_test[sure]])
+        y = np.concatenate([y, proba[sure].argmax(axis=1).astype(y.dtype)])
+    params = cnn.SPEC.default_params(augment=True)
+    params |= {k: v for k, v in arm.items() if k not in ("epochs", "precision", "pseudo")}
+    started = time.monotonic()
+    fitted = cnn.SPEC.fit(params, X, y, max_epochs=int(arm.get("epochs", epochs)), seed=seed, verbose=False)
+    seconds = time.monotonic() - started
+    proba = cnn.SPEC.predict_proba(fitted.model, data.X_train[held_out])
+    return float((proba.argmax(axis=1) == data.y_train[held_out]).mean()), seconds, len(y)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("arms", nargs="+", help="JSON objects, the first the baseline")
+    parser.add_argument("--epochs", type=int, default=13, help="epochs of an arm that names none (default 13)")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--data-dir", default=str(CHECKOUT / "data"))
+    parser.add_argument("--teacher", default="", help="comma-separated trial folders whose test.npy label pseudo arms")
+    args = parser.parse_args()
+
+    from kaggle_digits.search import processes
+
+    arms = [json.loads(arm) for arm in args.arms]
+    teacher = [t for t in args.teacher.split(",") if t]
+    if any("pseudo" in arm for arm in arms) and not teacher:
+        parser.error("a pseudo arm needs --teacher")
+    accuracy, seconds = [], []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        tasks = [
+            processes.Task(fit_arm, (arm, seed, args.epochs, args.data_dir, teacher), f"arm {k + 1}")
+            for k, arm in enumerate(arms)
+        ]
+        results = processes.run(tasks, len(arms))
+        accuracy.append([r[0] for r in results])
+        seconds.append([r[1] for r in results])
+        print(
+            f"seed {seed}: "
+            + "  ".join(
+                f"{json.dumps(arm)} {r[0]:.5f} ({r[1]:.0f} s, {r[2]:,} images)" for arm, r in zip(arms, results)
+            ),
+            flush=True,
+        )
+    acc, secs = np.array(accuracy), np.array(seconds)
+    print(f"\n{'arm':<44} {'accuracy':>9} {'vs first':>9} {'SE':>8} {'time':>6}")
+    for k, arm in enumerate(arms):
+        diff = acc[:, k] - acc[:, 0]
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        ratio = np.median(secs[:, k] / secs[:, 0])
+        print(f"{json.dumps(arm):<44} {acc[:, k].mean():9.5f} {diff.mean():+9.5f} {se:8.5f} {ratio:5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
