@@ -55,6 +55,9 @@ CALIBRATION_IMAGES = 6144
 CALIBRATION_EPOCHS = 3
 # With several processes: how long after they are started they all begin measuring (their imports fit).
 SYNC_SECONDS = 20.0
+# The training speeds of the last planned runs (and the measurement before them) whose median the next
+# plan uses: budget.remember.
+RECENT_SPEEDS = 5
 CACHE_ENV = "KAGGLE_DIGITS_CACHE_DIR"
 CACHE_FILE = "speed.json"
 N_TRAIN, N_TEST = 42_000, 28_000
@@ -141,13 +144,20 @@ def speed(precision: str = "fast", log: Log = silent, jobs: int = 1) -> Speed:
 
 
 def remember(speed: Speed, train_per_s: float) -> Speed:
-    """Keep `train_per_s`, the training speed a planned run's folds saw (images per second of one of
-    speed.jobs processes), in place of `speed`'s, so that the next plan on this machine starts from the
-    speed it trains at now (a machine can slow down, or speed up, after it was measured). Returns the
-    speed kept."""
-    kept = replace(speed, train_per_s=float(train_per_s), seconds=0.0)
-    if train_per_s > 0:
-        _write_cache(kept)
+    """Add `train_per_s`, the training speed a planned run's folds saw (images per second of one of
+    speed.jobs processes), to this machine's recent speeds in the cache; the next plan uses their median
+    (the last RECENT_SPEEDS, the measurement among them until runs replace it). So a machine that
+    slowed down or sped up since it was measured is planned for as it is now, while one run that shared
+    the machine with other work does not shrink the next plan. Returns the speed the next plan gets."""
+    if not train_per_s > 0:
+        return speed
+    entry = _read_cache().get(speed.machine)
+    recent = entry.get("recent") if isinstance(entry, dict) else None
+    if not isinstance(recent, list) or not all(isinstance(v, (int, float)) and v > 0 for v in recent):
+        recent = [speed.train_per_s]
+    recent = [*recent, float(train_per_s)][-RECENT_SPEEDS:]
+    kept = replace(speed, train_per_s=float(np.median(recent)), seconds=0.0)
+    _write_cache(kept, recent=recent)
     return kept
 
 
@@ -172,9 +182,9 @@ def _read_cache() -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
-def _write_cache(speed: Speed) -> None:
+def _write_cache(speed: Speed, **more: object) -> None:
     try:
-        write_json(cache_file(), {**_read_cache(), speed.machine: asdict(speed)})
+        write_json(cache_file(), {**_read_cache(), speed.machine: {**asdict(speed), **more}})
     except OSError:  # a cache that cannot be written only costs the next run a calibration
         pass
 

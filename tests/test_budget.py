@@ -148,17 +148,29 @@ def test_runs_given_are_planned_for_and_refused_when_they_do_not_fit():
         budget.plan(300, SLOW_TWO_PROCESSES, runs=12)
 
 
-def test_the_speed_a_run_saw_is_kept_for_the_next_plan(tmp_path, monkeypatch):
+def test_the_speeds_runs_saw_are_kept_and_the_next_plan_takes_their_median(tmp_path, monkeypatch):
     monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
     metrics = [
         {"epoch_seconds": 21.0, "n_rows": 42000, "fold_accuracies": [0.99] * 4},
         {"epoch_seconds": None, "n_rows": 42000, "fold_accuracies": [0.99] * 4},  # no epoch timed
     ]
-    seen = budget.train_speed_seen(metrics)
-    assert seen == pytest.approx(31500 / 21.0)
+    assert budget.train_speed_seen(metrics) == pytest.approx(31500 / 21.0)
     assert budget.train_speed_seen(metrics[1:]) is None
-    kept = budget.remember(SLOW_TWO_PROCESSES, seen)
-    cached = budget._read_cache()[SLOW_TWO_PROCESSES.machine]
-    assert cached["train_per_s"] == pytest.approx(seen) and cached["predict_per_s"] == SLOW_TWO_PROCESSES.predict_per_s
-    # Faster than measured (1,500 against 800 images/s): the next plan buys more epochs.
-    assert kept.jobs == 2 and budget.plan(600, kept).epochs > budget.plan(600, SLOW_TWO_PROCESSES).epochs
+    measured = SLOW_TWO_PROCESSES  # 800 images/s
+    # Runs faster than measured: the median moves up with them, and the plan buys more epochs.
+    kept = budget.remember(measured, 1500.0)
+    assert kept.train_per_s == pytest.approx(1150.0) and kept.jobs == 2  # median of 800 and 1,500
+    kept = budget.remember(kept, 1500.0)
+    assert kept.train_per_s == pytest.approx(1500.0)
+    assert budget.plan(600, kept).epochs > budget.plan(600, measured).epochs
+    cached = budget._read_cache()[measured.machine]
+    assert cached["train_per_s"] == pytest.approx(1500.0) and cached["predict_per_s"] == measured.predict_per_s
+    kept = budget.remember(kept, 1500.0)  # recent: 800, 1,500, 1,500, 1,500
+    # One run that shared the machine with other work does not shrink the next plan.
+    kept = budget.remember(kept, 500.0)
+    assert kept.train_per_s == pytest.approx(1500.0)
+    assert budget._read_cache()[measured.machine]["recent"] == [800.0, 1500.0, 1500.0, 1500.0, 500.0]
+    # Only the last RECENT_SPEEDS count: a machine that stays slower is planned for as it is.
+    for _ in range(3):
+        kept = budget.remember(kept, 500.0)
+    assert kept.train_per_s == pytest.approx(500.0)

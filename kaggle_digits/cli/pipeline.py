@@ -144,10 +144,10 @@ def _remember_speed(speed: budget.Speed, trials: list[runs.TrialRun]) -> None:
     seen = budget.train_speed_seen([trial.metrics for trial in trials])
     if seen is None:
         return
-    budget.remember(speed, seen)
+    kept = budget.remember(speed, seen)
     say(
         f"the folds trained {seen:,.0f} images/s per process (the plan assumed {speed.train_per_s:,.0f}); "
-        f"the next plan on this machine starts from it"
+        f"the next plan on this machine assumes {kept.train_per_s:,.0f}, the median of its recent runs"
     )
 
 

@@ -188,6 +188,7 @@ def cross_validate(
     result = CVResult(oof, rows, test, [], [], [], [], [])
     start = time.monotonic()
     epochs_done = 0  # over all folds, for the ETA
+    epochs_dropped = 0  # planned epochs that will not run (early stopping, a deadline)
     folds_done = 0
     pace = Pace()
 
@@ -195,7 +196,7 @@ def cross_validate(
         if not epochs_done or epochs_per_fold is None:
             return float("nan")
         per_epoch = (time.monotonic() - start) / epochs_done
-        return per_epoch * max(0, folds * epochs_per_fold - epochs_done)
+        return per_epoch * max(0, folds * epochs_per_fold - epochs_dropped - epochs_done)
 
     def fold_epoch(fold: int, epoch: int, metrics: dict[str, float]) -> None:
         nonlocal epochs_done
@@ -213,16 +214,15 @@ def cross_validate(
             on_epoch(fold, epoch, metrics)
 
     def fold_done(fold: int, fitted: FoldFit) -> None:
-        nonlocal folds_done, epochs_done
+        nonlocal folds_done, epochs_dropped
         folds_done += 1
         pace.fold_ended(fold)
         fit_idx, val_idx = splits[fold]
         oof[val_idx] = fitted.val_proba
         covered[val_idx] += 1
         accuracy = float((fitted.val_proba.argmax(axis=1) == yr[val_idx]).mean())
-        # A fold that stopped early (early stopping, or given fewer epochs to meet the deadline) leaves
-        # its planned epochs out of the ETA.
-        epochs_done += max(0, (epochs_per_fold or 0) - fitted.epochs)
+        # A fold that stopped early (early stopping) leaves the rest of its epochs out of the ETA.
+        epochs_dropped += max(0, fold_planned.get(fold, epochs_per_fold or 0) - fitted.epochs)
         if log is not None:
             log(
                 f"{label}fold {fold + 1}/{folds} done  accuracy {accuracy:.4f}  {fitted.epochs} epochs in "
@@ -232,14 +232,19 @@ def cross_validate(
 
     watch = monitor or int(params.get("patience", 0) or 0) > 0
 
+    fold_planned: dict[int, int] = {}  # folds given fewer epochs than planned, to end by the deadline
+
     def fold_epochs(fold: int) -> int | None:
         """The epoch cap of a fold starting now: max_epochs, or fewer to end by the deadline."""
+        nonlocal epochs_dropped
         pace.fold_started(fold)
         if deadline is None or epochs_per_fold is None:
             return max_epochs
         epochs = pace.epochs_within(deadline, epochs_per_fold)
         if epochs == epochs_per_fold:
             return max_epochs
+        fold_planned[fold] = epochs
+        epochs_dropped += epochs_per_fold - epochs
         if log is not None:
             log(
                 f"{label}fold {fold + 1}/{folds}: {epochs} of {epochs_per_fold} epochs, to end in time "
