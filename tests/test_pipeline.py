@@ -216,3 +216,14 @@ def test_runs_out_of_range_is_one_line(run_cli, tmp_path, runs_given):
     result = run_cli("pipeline", "--runs", runs_given, "--data-dir", tmp_path / "d", "--runs-dir", tmp_path / "r")
     assert result.code == 2 and result.err.startswith(f"error: --runs {runs_given}:") and result.err.count("\n") == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_each_planned_run_ends_by_its_own_deadline():
+    from kaggle_digits import budget, pipeline
+
+    speed = budget.Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
+    plan = budget.plan(14400, speed)
+    options = pipeline.with_plan(pipeline.PipelineOptions(preset="full"), plan, started=1000.0)
+    deadlines = [pipeline.tune_options(options, "cnn", k).deadline for k in range(pipeline.run_count(options))]
+    assert plan.runs > 1 and deadlines == [1000.0 + end for end in budget.run_deadlines(plan)]
+    assert pipeline.tune_options(pipeline.PipelineOptions(epochs=3), "cnn").deadline is None, "sized by hand: none"
