@@ -299,7 +299,7 @@ def _one_transform(images, angle=0.0, scale=1.0, dx=0.0, dy=0.0):
 
 def test_zero_magnitudes_are_the_identity(digits):
     images = digits[0][:8].astype(np.float32)[..., None]
-    out = augment.random_affine(tf.constant(images), augment.Magnitudes())
+    out = augment.random_augment(tf.constant(images), augment.Magnitudes())
     np.testing.assert_array_equal(np.asarray(out), images)
     np.testing.assert_array_equal(_one_transform(digits[0][:8]), digits[0][:8])
 
@@ -329,10 +329,10 @@ def test_composed_transform_equals_the_steps_in_order(digits):
     np.testing.assert_allclose(composed, stepwise, atol=1e-3)
 
 
-def test_random_affine_keeps_shape_dtype_and_stays_within_magnitudes(digits):
+def test_random_augment_keeps_shape_dtype_and_stays_within_magnitudes(digits):
     images = tf.constant(digits[0][:256].astype(np.float32)[..., None])
     tf.random.set_seed(0)
-    out = augment.random_affine(images, augment.Magnitudes(shift=0.1))
+    out = augment.random_augment(images, augment.Magnitudes(shift=0.1))
     assert out.shape == images.shape and out.dtype == tf.float32
     out = np.asarray(out)[..., 0]
     moved = ~np.all(out == images.numpy()[..., 0], axis=(1, 2))
@@ -346,8 +346,111 @@ def test_random_affine_keeps_shape_dtype_and_stays_within_magnitudes(digits):
     drift_x = np.abs(com(out, 1) - com(original, 1))
     assert drift_x.max() < 3.0 and drift_y.max() < 3.0
     assert drift_x.max() > 2.0  # the whole range is used
-    bf16 = augment.random_affine(tf.cast(images, tf.bfloat16), augment.Magnitudes(rotation=10, zoom=0.1, shift=0.1))
+    bf16 = augment.random_augment(tf.cast(images, tf.bfloat16), augment.Magnitudes(rotation=10, zoom=0.1, shift=0.1))
     assert bf16.dtype == tf.bfloat16 and bf16.shape == images.shape
+
+
+def _strokes() -> np.ndarray:
+    """Synthetic digits, float32 (2, 28, 28) in 0-255, ink at least 6 px from the edge: a ring (a "0",
+    empty inside) and a vertical bar (a "1")."""
+    y, x = np.mgrid[:28, :28].astype(np.float32)
+    radius = np.hypot(y - 13.5, x - 13.5)
+    ring = np.clip(2.0 - np.abs(radius - 6.0), 0, 1) * 255
+    bar = ((np.abs(x - 13.5) < 1.5) & (y >= 6) & (y <= 21)).astype(np.float32) * 255
+    return np.stack([ring, bar])
+
+
+def test_warp_without_a_field_is_the_projective_kernel():
+    """`warp` at the affine map's source points gives what TensorFlow's projective kernel gives."""
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (6, 28, 28, 1)).astype(np.float32))
+    u = tf.constant(np.random.default_rng(1).uniform(-1, 1, (4, 6)).astype(np.float32))
+    matrices = augment.affine_matrices(u[0] * 0.5, 1.0 + u[1] * 0.2, u[2] * 5, u[3] * 5, 28, 28)
+    expected = augment.transform(images, matrices).numpy()
+    warped = augment.warp(images, augment.source_coordinates(matrices, 28, 28)).numpy()
+    np.testing.assert_allclose(warped, expected, atol=1e-2)
+
+
+def test_elastic_distortion_keeps_the_digit_in_frame_and_its_shape():
+    strokes = _strokes()
+    images = tf.constant(np.repeat(strokes, 64, axis=0)[..., None])  # 64 draws of each
+    field = augment.elastic_field(tf.constant(128), 28, 28, 34.0, tf.constant([3, 4])).numpy()
+    # Simard's field as scipy computes it: the same noise through gaussian_filter (zero padding), times alpha.
+    noise = tf.random.stateless_uniform([128, 28, 28, 2], [3, 4], -1.0, 1.0).numpy()
+    expected = 34.0 * ndimage.gaussian_filter(
+        noise, (0, augment.ELASTIC_SIGMA, augment.ELASTIC_SIGMA, 0), mode="constant"
+    )
+    np.testing.assert_allclose(field, expected, atol=1e-4)
+    rms = float(np.sqrt((field**2).sum(axis=-1).mean()))
+    assert 1.0 < rms < 3.0, rms  # Simard's alpha 34 with sigma 4: pixels move by about 2 px
+    out = augment.random_augment(images, augment.Magnitudes(elastic=34.0), tf.constant([5, 6])).numpy()[..., 0]
+    original = images.numpy()[..., 0]
+    assert out.shape == original.shape and not np.array_equal(out, original)
+    assert out.min() >= 0 and out.max() <= 255.01
+    # In frame: no ink reaches the outer 2 px, and the ink is all there on average (a field stretches
+    # a stroke here and squeezes it there, so one image may gain or lose more).
+    border = np.ones((28, 28), bool)
+    border[2:-2, 2:-2] = False
+    assert not out[:, border].any()
+    ink = out.sum(axis=(1, 2)) / original.sum(axis=(1, 2))
+    assert 0.9 < ink.mean() < 1.1 and ink.min() > 0.3, (ink.mean(), ink.min())
+    # Its shape: the centre of mass moves by under 4 px (as a shift of 0.14 would), the bar stays a
+    # tall stroke, the ring stays round and its hole open (Simard's alpha closes a few: 1-2% here).
+    grid = np.mgrid[:28, :28].astype(np.float32)
+    weights = out / out.sum(axis=(1, 2), keepdims=True)
+    centre = [(weights * g).sum(axis=(1, 2)) for g in grid]
+    assert max(float(np.abs(c - 13.5).max()) for c in centre) < 4.0
+    spread_y, spread_x = (
+        np.sqrt((weights * (g - c[:, None, None]) ** 2).sum(axis=(1, 2))) for g, c in zip(grid, centre)
+    )
+    tall = spread_y / spread_x
+    assert tall[64:].min() > 1.8 and 0.6 < tall[:64].min() and tall[:64].max() < 1.7
+    assert (out[:64, 13:15, 13:15].max(axis=(1, 2)) < 127).mean() >= 0.95
+
+
+def test_random_erasing_zeroes_one_bounded_rectangle():
+    full = tf.constant(np.full((400, 28, 28, 1), 200.0, np.float32))
+    out = augment.random_augment(full, augment.Magnitudes(erasing=0.5), tf.constant([7, 8])).numpy()[..., 0]
+    erased = out == 0
+    assert set(np.unique(out)) <= {0.0, 200.0}  # nothing else touched
+    hit = erased.any(axis=(1, 2))
+    assert 0.4 < hit.mean() < 0.6  # about half the images, as asked
+    for mask in erased[hit]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask.sum() == len(rows) * len(cols)  # one axis-aligned rectangle
+        assert mask.sum() <= augment.ERASE_AREA[1] * 784 * 1.3  # a fifth of the image (whole pixels)
+    # On a stroke, only the erased pixels change, and most of the digit stays.
+    strokes = tf.constant(np.repeat(_strokes(), 50, axis=0)[..., None])
+    out = augment.random_augment(strokes, augment.Magnitudes(erasing=1.0), tf.constant([9, 1])).numpy()[..., 0]
+    original = strokes.numpy()[..., 0]
+    changed = out != original
+    assert (out[changed] == 0).all()
+    assert (out.sum(axis=(1, 2)) / original.sum(axis=(1, 2))).mean() > 0.7
+
+
+def test_label_smoothing_loss_and_a_fit_that_uses_every_augmentation(digits, tmp_path):
+    from kaggle_digits.models import keras_common
+
+    loss = keras_common.SmoothedCrossentropy(0.1)
+    sure = tf.constant(np.eye(10, dtype=np.float32)[[3, 7]])
+    # The target is 0.91 on the label and 0.01 elsewhere: predicting it costs its entropy, the least
+    # there is; a certain prediction pays -0.01 log(eps) for each other class.
+    target = sure * 0.91 + 0.01
+    entropy = -(0.91 * math.log(0.91) + 9 * 0.01 * math.log(0.01))
+    np.testing.assert_allclose(float(loss(tf.constant([3, 7]), target)), entropy, rtol=1e-4)
+    assert float(loss(tf.constant([3, 7]), sure)) > entropy + 0.9
+    np.testing.assert_allclose(
+        float(keras_common.SmoothedCrossentropy(0.0)(tf.constant([3, 7]), sure * 0.5 + 0.05)),
+        -math.log(0.55),
+        rtol=1e-5,
+    )
+    X, y, X_val, y_val = digits
+    spec = models.get("cnn")
+    params = spec.default_params(augment=True) | {"label_smoothing": 0.1, "elastic": 34.0, "erasing": 0.5}
+    result = spec.fit(params, X, y, X_val, y_val, max_epochs=1, seed=1, verbose=False)
+    assert {"loss", "accuracy", "val_accuracy"} <= set(result.history)
+    path = tmp_path / "fold-0.keras"
+    spec.save(result.model, path)
+    np.testing.assert_array_equal(spec.predict_proba(spec.load(path), X_val), spec.predict_proba(result.model, X_val))
 
 
 def test_magnitudes_come_from_params():
@@ -355,6 +458,8 @@ def test_magnitudes_come_from_params():
         10, 0.1, 0.1
     )
     assert not augment.Magnitudes.from_params({"lr": 1e-3}).active
+    erasing = augment.Magnitudes.from_params({"erasing": 0.5, "elastic": 0})
+    assert erasing.active and not erasing.affine and erasing.to_params()["erasing"] == 0.5
 
 
 # --- hardware ---------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _augmented_copy(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndar
 
     magnitudes = augment.Magnitudes.from_params(params)
     images = tf.constant(np.asarray(X, dtype=np.float32).reshape(len(X), 28, 28, 1))
-    moved = augment.random_affine(images, magnitudes, seed=tf.constant([seed, 0], dtype=tf.int32))
+    moved = augment.random_augment(images, magnitudes, seed=tf.constant([seed, 0], dtype=tf.int32))
     return np.clip(np.rint(moved.numpy()), 0, 255).astype(np.uint8).reshape(X.shape)
 
 
