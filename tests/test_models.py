@@ -427,6 +427,17 @@ def test_random_erasing_zeroes_one_bounded_rectangle():
     assert (out.sum(axis=(1, 2)) / original.sum(axis=(1, 2))).mean() > 0.7
 
 
+@pytest.mark.parametrize("magnitudes", [{"rotation": 10, "erasing": 0.5}, {"elastic": 34, "erasing": 0.5}])
+def test_augmentation_in_a_graph_of_unknown_batch(magnitudes, digits):
+    """As the training step traces it: the batch size unknown, every shape after each step still known."""
+    augmenter = tf.function(
+        lambda x: augment.random_augment(x, augment.Magnitudes(**magnitudes)),
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+    )
+    out = augmenter(tf.constant(digits[0][:16].astype(np.float32)[..., None]))
+    assert out.shape == (16, 28, 28, 1)
+
+
 def test_label_smoothing_loss_and_a_fit_that_uses_every_augmentation(digits, tmp_path):
     from kaggle_digits.models import keras_common
 

@@ -106,7 +106,7 @@ def transform(images, matrices):
     tf = tflog.import_tensorflow()
 
     shape = tf.shape(images)
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    out = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=tf.cast(matrices, tf.float32),
         output_shape=shape[1:3],
@@ -114,6 +114,8 @@ def transform(images, matrices):
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
+    out.set_shape(images.shape)  # the kernel's output has the input's shape; keep it known in a graph
+    return out
 
 
 def source_coordinates(matrices, height: int, width: int):
