@@ -7,7 +7,8 @@ interpolations and blur the digit three times; here the three are composed into 
 image and the batch is resampled once (bilinear, constant fill 0) by TensorFlow's projective-transform
 kernel. An elastic distortion adds a smooth random displacement field to the affine map's source
 coordinates, and the batch is still resampled once (bilinear, constant fill 0; `warp` below, since the
-projective kernel takes no field). Only the Keras training input path calls this: validation and test images are never augmented.
+projective kernel takes no field). Only training inputs pass through this (the Keras families' training
+step, the mlp's augmented copy): validation and test images are never augmented.
 TensorFlow is imported inside the functions so that importing this module stays cheap.
 """
 
@@ -29,7 +30,7 @@ def search_space(trial: Any) -> dict[str, float]:
     return {name: trial.suggest_float(name, low, high) for name, (low, high) in RANGES.items()}
 
 
-# The elastic field's smoothing (Simard et al.: sigma 4 px, with alpha 34 on 29 x 29 images), and the
+# The elastic field's smoothing (Simard et al. used sigma 4 px with alpha 34), and the
 # erased rectangle's share of the image and aspect ratio (Zhong et al. draw these ranges, 0.4 at most;
 # a fifth keeps most of a 28 x 28 digit).
 ELASTIC_SIGMA = 4.0
