@@ -119,6 +119,16 @@ def transform(images, matrices):
     return out
 
 
+def _uniform(shape, low: float, high: float, seed=None, stream: int = 0):
+    """Uniform draws in [low, high): from the stateless `seed` (int32 (2,)) offset by `stream`, so that
+    each kind of draw of one seeded call has its own numbers; without a seed, from the global seed."""
+    tf = tflog.import_tensorflow()
+
+    if seed is None:
+        return tf.random.uniform(shape, low, high)
+    return tf.random.stateless_uniform(shape, seed + tf.constant([0, stream], seed.dtype), low, high)
+
+
 def source_coordinates(matrices, height: int, width: int):
     """Where each output pixel reads in the input under `matrices` (b, 8) from affine_matrices:
     float32 (b, h, w, 2), (x, y) in pixel coordinates (x = column, y = row)."""
@@ -157,16 +167,12 @@ def warp(images, coordinates):
     return top * (1.0 - wy) + bottom * wy
 
 
-def elastic_field(batch, height: int, width: int, alpha: float, seed=None):
+def elastic_field(batch, height: int, width: int, alpha: float, seed=None, stream: int = 0):
     """Simard's displacement field: uniform [-1, 1] noise (b, h, w, 2) smoothed by a Gaussian of
     ELASTIC_SIGMA px (zero padding), times alpha pixels."""
     tf = tflog.import_tensorflow()
 
-    shape = tf.stack([batch, height, width, 2])
-    if seed is None:
-        noise = tf.random.uniform(shape, -1.0, 1.0)
-    else:
-        noise = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+    noise = _uniform(tf.stack([batch, height, width, 2]), -1.0, 1.0, seed, stream)
     radius = int(math.ceil(4 * ELASTIC_SIGMA))  # as scipy.ndimage.gaussian_filter truncates
     taps = tf.exp(-0.5 * (tf.range(-radius, radius + 1, dtype=tf.float32) / ELASTIC_SIGMA) ** 2)
     taps = taps / tf.reduce_sum(taps)
@@ -177,17 +183,14 @@ def elastic_field(batch, height: int, width: int, alpha: float, seed=None):
     return alpha * smooth
 
 
-def erase(images, probability: float, seed=None):
+def erase(images, probability: float, seed=None, stream: int = 0):
     """Random erasing: with `probability`, one rectangle of each image (ERASE_AREA of it, aspect ratio
     ERASE_ASPECT, centred anywhere, clipped to the frame) is set to 0. Same shape and dtype."""
     tf = tflog.import_tensorflow()
 
     batch = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
-    if seed is None:
-        u = tf.random.uniform((5, batch))
-    else:
-        u = tf.random.stateless_uniform((5, batch), seed)
+    u = _uniform((5, batch), 0.0, 1.0, seed, stream)
     area = (ERASE_AREA[0] + u[0] * (ERASE_AREA[1] - ERASE_AREA[0])) * (height * width)
     aspect = tf.exp(math.log(ERASE_ASPECT[0]) + u[1] * (math.log(ERASE_ASPECT[1]) - math.log(ERASE_ASPECT[0])))
     half_h = tf.sqrt(area * aspect) / 2.0
@@ -216,10 +219,7 @@ def random_augment(images, magnitudes: Magnitudes, seed=None):
         return images
     batch = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
-    if seed is None:
-        u = tf.random.uniform((4, batch), -1.0, 1.0)
-    else:
-        u = tf.random.stateless_uniform((4, batch), seed, -1.0, 1.0)
+    u = _uniform((4, batch), -1.0, 1.0, seed)
     angle = u[0] * (magnitudes.rotation * math.pi / 180.0)
     scale = 1.0 + u[1] * magnitudes.zoom
     dx = u[2] * (magnitudes.shift * width)
@@ -228,11 +228,10 @@ def random_augment(images, magnitudes: Magnitudes, seed=None):
     out = tf.cast(images, tf.float32)
     matrices = affine_matrices(angle, scale, dx, dy, height, width)
     if magnitudes.elastic > 0:
-        field_seed = None if seed is None else seed + tf.constant([0, 1], seed.dtype)
-        field = elastic_field(batch, height, width, magnitudes.elastic, field_seed)
+        field = elastic_field(batch, height, width, magnitudes.elastic, seed, stream=1)
         out = warp(out, source_coordinates(matrices, height, width) + field)
     elif magnitudes.affine:
         out = transform(out, matrices)
     if magnitudes.erasing > 0:
-        out = erase(out, magnitudes.erasing, None if seed is None else seed + tf.constant([0, 2], seed.dtype))
+        out = erase(out, magnitudes.erasing, seed, stream=2)
     return tf.cast(out, dtype)
