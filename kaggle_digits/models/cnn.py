@@ -18,16 +18,19 @@ DENSE_UNITS = (0, 128, 256)
 DOWNSAMPLE = ("stride", "maxpool")
 
 
-def _conv(x, filters: int, kernel: int, norm, strides: int = 1, padding: str = "valid"):
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=norm is None)(x)
-    if norm is not None:
+def _conv(x, filters: int, kernel: int, norm, strides: int = 1, padding: str = "valid", norm_last: bool = False):
+    """conv-BN-ReLU, or with norm_last conv(+bias)-ReLU-BN (the order of the public recipe's code)."""
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=norm is None or norm_last)(x)
+    if norm is not None and not norm_last:
         x = norm()(x)
-    return keras.layers.Activation("relu")(x)
+    x = keras.layers.Activation("relu")(x)
+    return norm()(x) if norm is not None and norm_last else x
 
 
 def build(params: dict[str, Any], batchnorm_layer: Callable[[], keras.layers.Layer] = kc.BatchNorm) -> keras.Model:
     """Per block of `filters`: convs_per_block x conv3x3 (valid), then a 5x5 stride-2 conv ("stride")
-    or 2x2 max-pooling ("maxpool"), then dropout. Then an optional 4x4 conv of `final_conv` filters,
+    or 2x2 max-pooling ("maxpool"), then dropout; each conv is conv-BN-ReLU, or conv-ReLU-BN with
+    `norm_last`. Then an optional 4x4 conv of `final_conv` filters,
     flatten, an optional Dense(dense_units), dropout, 10 softmax.
 
     batchnorm_layer makes each batch-norm layer: ours (fused) by default; benchmarks/throughput.py
@@ -35,19 +38,20 @@ def build(params: dict[str, Any], batchnorm_layer: Callable[[], keras.layers.Lay
     inputs = kc.model_input()
     x = kc.images_in(inputs)
     batchnorm = batchnorm_layer if params.get("batchnorm", True) else None
+    last = bool(params.get("norm_last", False))
     dropout = float(params.get("dropout", 0.0))
     for filters in params["filters"]:
         for _ in range(int(params["convs_per_block"])):
-            x = _conv(x, int(filters), 3, batchnorm)
+            x = _conv(x, int(filters), 3, batchnorm, norm_last=last)
         if params["downsample"] == "stride":
-            x = _conv(x, int(filters), 5, batchnorm, strides=2, padding="same")
+            x = _conv(x, int(filters), 5, batchnorm, strides=2, padding="same", norm_last=last)
         else:
             x = keras.layers.MaxPooling2D(2)(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout)(x)
     final = int(params.get("final_conv", 0))
     if final:
-        x = _conv(x, final, min(4, x.shape[1]), batchnorm)
+        x = _conv(x, final, min(4, x.shape[1]), batchnorm, norm_last=last)
     x = keras.layers.Flatten()(x)
     dense = int(params.get("dense_units", 0))
     if dense:

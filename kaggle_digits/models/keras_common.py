@@ -204,6 +204,39 @@ def epoch_decay(params: dict[str, Any], epochs: int | None = None) -> float:
     return decay ** (planned / epochs) if epochs and 0 < epochs < planned else decay
 
 
+# One-cycle: the rate climbs linearly from lr / ONECYCLE_START to lr over the first ONECYCLE_WARMUP of
+# the steps, then follows a cosine down to lr * ONECYCLE_END at the last step.
+ONECYCLE_WARMUP = 0.2
+ONECYCLE_START = 10.0
+ONECYCLE_END = 1e-3
+
+
+def learning_rate_schedule(
+    params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The params' `schedule`: "exponential" (the default: lr * decay**epoch, a staircase stepped once per
+    epoch, see epoch_decay) or "onecycle" (a linear warm-up to lr, then a cosine to nearly 0, per step,
+    over the epochs that run)."""
+    kind = params.get("schedule", "exponential")
+    lr = float(params["lr"])
+    if kind == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            lr, decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
+        )
+    if kind == "onecycle":
+        run = int(params["epochs"]) if epochs is None else min(int(params["epochs"]), int(epochs))
+        steps = max(1, run * steps_per_epoch)
+        warmup = int(ONECYCLE_WARMUP * steps)
+        return keras.optimizers.schedules.CosineDecay(
+            lr / ONECYCLE_START,
+            decay_steps=max(1, steps - warmup),
+            alpha=ONECYCLE_END,
+            warmup_target=lr,
+            warmup_steps=warmup,
+        )
+    raise ValueError(f"schedule must be 'exponential' or 'onecycle', not {kind!r}")
+
+
 def steps_per_execution(steps_per_epoch: int) -> int:
     """The most training steps per graph call, up to STEPS_PER_EXECUTION, that divide an epoch's steps.
 
@@ -214,13 +247,10 @@ def steps_per_execution(steps_per_epoch: int) -> int:
 
 
 def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> None:
-    """Adam (FusedAdam) with lr * decay**epoch (a staircase schedule stepped once per epoch; see
-    epoch_decay), optionally an EMA of the weights (params' `ema`), cross-entropy on the integer labels
+    """Adam (FusedAdam) on the params' learning_rate_schedule, optionally an EMA of the weights (params' `ema`), cross-entropy on the integer labels
     (smoothed by params' `label_smoothing`, default 0), steps_per_execution(steps_per_epoch) train steps
     per graph call."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        float(params["lr"]), decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
-    )
+    schedule = learning_rate_schedule(params, steps_per_epoch, epochs)
     # Optional: an exponential moving average of the weights (momentum `ema` per step), which replaces
     # them at the end of the fit, before the batch-norm statistics are re-estimated. Off in every
     # family's defaults: it did not pay for the cnn (docs/benchmarks.md, "Levers tried").
