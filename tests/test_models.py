@@ -438,7 +438,7 @@ def test_augmentation_in_a_graph_of_unknown_batch(magnitudes, digits):
     assert out.shape == (16, 28, 28, 1)
 
 
-def test_label_smoothing_loss_and_a_fit_that_uses_every_augmentation(digits, tmp_path):
+def test_label_smoothing_loss_and_a_fit_that_uses_every_option(digits, tmp_path):
     from kaggle_digits.models import keras_common
 
     loss = keras_common.SmoothedCrossentropy(0.1)
@@ -457,6 +457,7 @@ def test_label_smoothing_loss_and_a_fit_that_uses_every_augmentation(digits, tmp
     X, y, X_val, y_val = digits
     spec = models.get("cnn")
     params = spec.default_params(augment=True) | {"label_smoothing": 0.1, "elastic": 34.0, "erasing": 0.5}
+    params |= {"norm_last": True, "schedule": "onecycle"}
     result = spec.fit(params, X, y, X_val, y_val, max_epochs=1, seed=1, verbose=False)
     assert {"loss", "accuracy", "val_accuracy"} <= set(result.history)
     path = tmp_path / "fold-0.keras"
@@ -524,6 +525,37 @@ def test_an_epoch_cap_compresses_the_learning_rate_schedule():
     schedule = model.optimizer._learning_rate  # the schedule object (learning_rate is its current value)
     assert float(schedule(60)) == pytest.approx(1e-3 * 0.95**45, rel=1e-4)
     assert float(schedule(9)) == pytest.approx(1e-3)  # staircase: constant within the first epoch
+
+
+def test_onecycle_schedule_warms_up_then_anneals_over_the_epochs_run():
+    from kaggle_digits.models import keras_common as kc
+
+    params = {"lr": 2e-3, "epochs": 45, "schedule": "onecycle"}
+    for epochs in (10, None):  # capped at 10 of 45 epochs, or all 45
+        steps = 100 * (epochs or 45)
+        schedule = kc.learning_rate_schedule(params, steps_per_epoch=100, epochs=epochs)
+        rates = np.array([float(schedule(step)) for step in range(0, steps + 1, 10)])
+        peak = int(np.argmax(rates)) * 10
+        assert rates[0] == pytest.approx(2e-4, rel=1e-4) and rates.max() == pytest.approx(2e-3, rel=1e-4)
+        assert peak == pytest.approx(0.2 * steps, abs=10)
+        assert (np.diff(rates[: peak // 10 + 1]) > 0).all() and (np.diff(rates[peak // 10 :]) <= 0).all()
+        assert rates[-1] == pytest.approx(2e-6, rel=1e-3)
+    with pytest.raises(ValueError, match="schedule"):
+        kc.learning_rate_schedule({"lr": 1e-3, "epochs": 5, "schedule": "steps"}, steps_per_epoch=10)
+
+
+def test_cnn_can_normalise_after_the_activation():
+    """norm_last: conv (with bias) - ReLU - BN, the order of the public recipe's code; the default puts
+    BN before the ReLU and drops the conv's bias, which BN's shift replaces."""
+    spec = models.get("cnn")
+    params = spec.default_params(augment=True)
+    kinds = [type(layer).__name__ for layer in spec.build(params | {"norm_last": True}).layers]
+    assert kinds[2:8] == ["Conv2D", "Activation", "BatchNorm"] * 2
+    assert [type(layer).__name__ for layer in spec.build(params).layers][2:5] == ["Conv2D", "BatchNorm", "Activation"]
+    biased = [layer.use_bias for layer in spec.build(params | {"norm_last": True}).layers if hasattr(layer, "use_bias")]
+    assert all(biased[:-1]) and not any(
+        layer.use_bias for layer in spec.build(params).layers if type(layer).__name__ == "Conv2D"
+    )
 
 
 def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():
