@@ -549,13 +549,14 @@ def test_cnn_can_normalise_after_the_activation():
     BN before the ReLU and drops the conv's bias, which BN's shift replaces."""
     spec = models.get("cnn")
     params = spec.default_params(augment=True)
-    kinds = [type(layer).__name__ for layer in spec.build(params | {"norm_last": True}).layers]
-    assert kinds[2:8] == ["Conv2D", "Activation", "BatchNorm"] * 2
-    assert [type(layer).__name__ for layer in spec.build(params).layers][2:5] == ["Conv2D", "BatchNorm", "Activation"]
-    biased = [layer.use_bias for layer in spec.build(params | {"norm_last": True}).layers if hasattr(layer, "use_bias")]
-    assert all(biased[:-1]) and not any(
-        layer.use_bias for layer in spec.build(params).layers if type(layer).__name__ == "Conv2D"
-    )
+    last, default = spec.build(params | {"norm_last": True}), spec.build(params)
+    assert [type(layer).__name__ for layer in last.layers][2:8] == ["Conv2D", "Activation", "BatchNorm"] * 2
+    assert [type(layer).__name__ for layer in default.layers][2:5] == ["Conv2D", "BatchNorm", "Activation"]
+
+    def conv_biases(model):
+        return [layer.use_bias for layer in model.layers if type(layer).__name__ == "Conv2D"]
+
+    assert len(conv_biases(last)) == 7 and all(conv_biases(last)) and not any(conv_biases(default))
 
 
 def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():

@@ -247,9 +247,9 @@ def steps_per_execution(steps_per_epoch: int) -> int:
 
 
 def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> None:
-    """Adam (FusedAdam) on the params' learning_rate_schedule, optionally an EMA of the weights (params' `ema`), cross-entropy on the integer labels
-    (smoothed by params' `label_smoothing`, default 0), steps_per_execution(steps_per_epoch) train steps
-    per graph call."""
+    """Adam (FusedAdam) on the params' learning_rate_schedule, optionally an EMA of the weights (params'
+    `ema`), cross-entropy on the integer labels (smoothed by params' `label_smoothing`, default 0),
+    steps_per_execution(steps_per_epoch) train steps per graph call."""
     schedule = learning_rate_schedule(params, steps_per_epoch, epochs)
     # Optional: an exponential moving average of the weights (momentum `ema` per step), which replaces
     # them at the end of the fit, before the batch-norm statistics are re-estimated. Off in every
