@@ -14,6 +14,7 @@ its share of the cores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -102,8 +103,8 @@ class Plan:
 
 def machine_key(policy: str, jobs: int = 1) -> str:
     """The CPU model, the cores this process may use, TensorFlow's version, the dtype policy, the
-    calibration's size and the processes sharing the cores."""
-    from kaggle_digits.models import hardware
+    calibration's size, the network it times (network_tag) and the processes sharing the cores."""
+    from kaggle_digits.models import cnn, hardware
 
     model = platform.processor() or platform.machine()
     try:
@@ -117,7 +118,15 @@ def machine_key(policy: str, jobs: int = 1) -> str:
 
     key = f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
     key += f" | {CALIBRATION_EPOCHS} x {CALIBRATION_IMAGES} images"  # another measurement, another entry
+    key += f" | cnn {network_tag(cnn.SPEC.default_params(augment=True))}"  # another recipe, another entry
     return key if jobs == 1 else f"{key} | {jobs} processes in step"
+
+
+def network_tag(params: dict) -> str:
+    """Eight hex digits that change with any of the recipe params the calibration trains with, so that a
+    speed measured for one network is never used to plan another."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def cache_file() -> Path:

@@ -174,3 +174,14 @@ def test_the_speeds_runs_saw_are_kept_and_the_next_plan_takes_their_median(tmp_p
     for _ in range(3):
         kept = budget.remember(kept, 500.0)
     assert kept.train_per_s == pytest.approx(500.0)
+
+
+def test_a_speed_is_kept_per_network_so_a_changed_recipe_is_measured_again():
+    from kaggle_digits.models import cnn
+
+    recipe = cnn.SPEC.default_params(augment=True)
+    tag = budget.network_tag(recipe)
+    assert tag == budget.network_tag(dict(reversed(recipe.items()))), "the params' order does not matter"
+    assert budget.machine_key("float32").endswith(f"| cnn {tag}")
+    for changed in ({"norm_last": True}, {"filters": [32, 64, 128]}, {"batch_size": 128}):
+        assert budget.network_tag(recipe | changed) != tag, changed
