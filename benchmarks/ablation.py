@@ -1,14 +1,16 @@
-"""One lever at a time: the recipe cnn trained in two or more variants ("arms") on the same fold, side by
+"""One lever at a time: the default cnn trained in two or more variants ("arms") on the same fold, side by
 side (one process each, as the pipeline's folds run), over several seeds.
 
     python benchmarks/ablation.py '{}' '{"ema": 0.999}'                       # EMA of the weights
     python benchmarks/ablation.py '{"precision": "float32"}' '{"precision": "fast"}'   # bf16 against float32
     python benchmarks/ablation.py --teacher RUNS/cnn-aug-budget/trial-0 '{}' '{"pseudo": 0.99, "epochs": 7}'
+    python benchmarks/ablation.py "$RECIPE" '{}'     # the public recipe's schedule and order against the default
+    # with RECIPE='{"norm_last": false, "schedule": "exponential", "lr": 0.001}' (the default before the one-cycle)
 
 Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "precision" (default
 fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at
 least this probability, labelled with their prediction: the toolkit's own predictions, never
-solution.csv), anything else overrides the cnn's recipe params (augmented). Seed s trains on three of
+solution.csv), anything else overrides the cnn's default params (augmented). Seed s trains on three of
 the four folds of a stratified split with seed s and scores the fourth (held-out train rows). Printed:
 each seed's accuracies and seconds, then each arm's mean accuracy, its mean paired difference from the
 first arm with the standard error, and its training time as a ratio to the first arm's.

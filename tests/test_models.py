@@ -198,11 +198,11 @@ def test_search_space_samples_buildable_json_params(name, augmented):
 
 
 @pytest.mark.parametrize("augmented", [False, True])
-def test_cnn_default_is_the_public_recipe_and_in_the_space(augmented):
+def test_cnn_default_is_the_public_recipes_network_on_a_one_cycle_and_in_the_space(augmented):
     spec = models.get("cnn")
     default = spec.default_params(augmented)
     assert default["filters"] == [32, 64] and default["batch_size"] == 64 and default["dropout"] == 0.4
-    assert (default["lr"], default["lr_decay"]) == (1e-3, 0.95)
+    assert default["norm_last"] and (default["schedule"], default["lr"]) == ("onecycle", 2e-3)
     fixed = {
         "n_blocks": 2,
         "base_filters": 32,
@@ -211,10 +211,12 @@ def test_cnn_default_is_the_public_recipe_and_in_the_space(augmented):
         "final_conv": 128,
         "dense_units": 0,
         "batchnorm": True,
+        "norm_last": True,
         "dropout": 0.4,
-        "lr": 1e-3,
+        "lr": 2e-3,
         "lr_decay": 0.95,
         "batch_size": 64,
+        "schedule": "onecycle",
         **({"rotation": 10.0, "zoom": 0.1, "shift": 0.1} if augmented else {}),
     }
     assert spec.search_space(optuna.trial.FixedTrial(fixed), augmented) == default
@@ -258,10 +260,12 @@ def test_cnn_space_covers_the_simple_net():
         "final_conv": 0,
         "dense_units": 128,
         "batchnorm": False,
+        "norm_last": False,
         "dropout": 0.0,
         "lr": 1e-3,
         "lr_decay": 1.0,
         "batch_size": 128,
+        "schedule": "exponential",
     }
     kinds = [
         layer.__class__.__name__
@@ -457,7 +461,7 @@ def test_label_smoothing_loss_and_a_fit_that_uses_every_option(digits, tmp_path)
     X, y, X_val, y_val = digits
     spec = models.get("cnn")
     params = spec.default_params(augment=True) | {"label_smoothing": 0.1, "elastic": 34.0, "erasing": 0.5}
-    params |= {"norm_last": True, "schedule": "onecycle"}
+    params |= {"norm_last": False, "schedule": "exponential"}  # the defaults' alternatives
     result = spec.fit(params, X, y, X_val, y_val, max_epochs=1, seed=1, verbose=False)
     assert {"loss", "accuracy", "val_accuracy"} <= set(result.history)
     path = tmp_path / "fold-0.keras"
@@ -544,19 +548,19 @@ def test_onecycle_schedule_warms_up_then_anneals_over_the_epochs_run():
         kc.learning_rate_schedule({"lr": 1e-3, "epochs": 5, "schedule": "steps"}, steps_per_epoch=10)
 
 
-def test_cnn_can_normalise_after_the_activation():
-    """norm_last: conv (with bias) - ReLU - BN, the order of the public recipe's code; the default puts
-    BN before the ReLU and drops the conv's bias, which BN's shift replaces."""
+def test_cnn_normalises_after_the_activation_unless_told_otherwise():
+    """norm_last (the default): conv (with bias) - ReLU - BN, the order of the public recipe's code;
+    without it BN comes before the ReLU and the conv drops its bias, which BN's shift replaces."""
     spec = models.get("cnn")
     params = spec.default_params(augment=True)
-    last, default = spec.build(params | {"norm_last": True}), spec.build(params)
+    last, first = spec.build(params), spec.build(params | {"norm_last": False})
     assert [type(layer).__name__ for layer in last.layers][2:8] == ["Conv2D", "Activation", "BatchNorm"] * 2
-    assert [type(layer).__name__ for layer in default.layers][2:5] == ["Conv2D", "BatchNorm", "Activation"]
+    assert [type(layer).__name__ for layer in first.layers][2:5] == ["Conv2D", "BatchNorm", "Activation"]
 
     def conv_biases(model):
         return [layer.use_bias for layer in model.layers if type(layer).__name__ == "Conv2D"]
 
-    assert len(conv_biases(last)) == 7 and all(conv_biases(last)) and not any(conv_biases(default))
+    assert len(conv_biases(last)) == 7 and all(conv_biases(last)) and not any(conv_biases(first))
 
 
 def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():

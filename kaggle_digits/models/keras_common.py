@@ -209,6 +209,7 @@ def epoch_decay(params: dict[str, Any], epochs: int | None = None) -> float:
 ONECYCLE_WARMUP = 0.2
 ONECYCLE_START = 10.0
 ONECYCLE_END = 1e-3
+SCHEDULES = ("exponential", "onecycle")
 
 
 def learning_rate_schedule(
@@ -234,7 +235,7 @@ def learning_rate_schedule(
             warmup_target=lr,
             warmup_steps=warmup,
         )
-    raise ValueError(f"schedule must be 'exponential' or 'onecycle', not {kind!r}")
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {kind!r}")
 
 
 def steps_per_execution(steps_per_epoch: int) -> int:
