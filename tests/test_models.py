@@ -522,7 +522,7 @@ def test_an_epoch_cap_compresses_the_learning_rate_schedule():
     """Capped at 6 of 45 epochs, the recipe's schedule still ends at 0.95**45 of its first rate."""
     from kaggle_digits.models import keras_common as kc
 
-    params = models.get("cnn").default_params(augment=True)
+    params = models.get("cnn").default_params(augment=True) | {"schedule": "exponential", "lr": 1e-3}
     assert kc.epoch_decay(params, 45) == 0.95 and kc.epoch_decay(params, 60) == 0.95
     model = models.get("cnn").build(params)
     kc.compile_model(model, params, steps_per_epoch=10, epochs=6)
