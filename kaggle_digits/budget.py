@@ -6,9 +6,10 @@ The plan trains the cnn only (the public recipe, its learning-rate schedule fitt
 run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
 hardware.default_fold_jobs), and spends the budget on epochs: the most that fit, with augmentation from
 AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per epoch; docs/benchmarks.md
-has the runs behind both choices). A budget that gives every run at least RUN_EPOCHS epochs buys more
-runs instead — each a cross-validation of its own seed and fold split — and the ensemble averages
-their fold models. The speed is measured the way the folds run: in `jobs` processes at once, each with
+has the runs behind both choices). A budget whose PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS
+epochs trains fewer folds, one round of processes, for more epochs each (SHORT_PLAN_FOLDS). A budget
+that gives every run at least RUN_EPOCHS epochs buys more runs instead — each a cross-validation of its
+own seed and fold split — and the ensemble averages their fold models. The speed is measured the way the folds run: in `jobs` processes at once, each with
 its share of the cores.
 """
 
@@ -31,6 +32,12 @@ from kaggle_digits.progress import Log, silent
 from kaggle_digits.units import format_seconds
 
 PLAN_FOLDS = 4
+# Fewer folds for a short plan: when PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs (a slow CPU,
+# a short budget), a plan trains as many folds as fit in one round of `jobs` processes (at least
+# SHORT_PLAN_FOLDS): on two cores two folds at once train three times the epochs of four in two rounds,
+# each on half the rows, and at a few epochs a model gains more from more epochs than from a quarter more
+# rows or two more models in the average (docs/benchmarks.md).
+SHORT_PLAN_FOLDS = 2
 MIN_EPOCHS = 1
 MAX_EPOCHS = 45  # the recipe's full length
 AUGMENT_FROM_EPOCHS = 10
@@ -313,14 +320,38 @@ def run_deadlines(plan: Plan) -> list[float]:
     return [ends[run] * stretch for run in sorted(ends)]
 
 
+def short_plan_folds(speed: Speed) -> int:
+    """The folds of a short plan: one round of speed.jobs processes, at least SHORT_PLAN_FOLDS."""
+    return max(SHORT_PLAN_FOLDS, min(speed.jobs, PLAN_FOLDS))
+
+
 def plan(
     budget: float,
     speed: Speed,
     n_train: int = N_TRAIN,
     n_test: int = N_TEST,
-    folds: int = PLAN_FOLDS,
+    folds: int | None = None,
     runs: int | None = None,
 ) -> Plan:
+    """The plan on `folds` folds, or when None on PLAN_FOLDS, unless those cannot afford
+    AUGMENT_FROM_EPOCHS epochs and fewer folds (short_plan_folds) buy more: then on those (see
+    SHORT_PLAN_FOLDS). A budget too small for the smallest plan is a UserError saying how much it needs."""
+    if folds is not None:
+        return _plan(budget, speed, n_train, n_test, folds, runs)
+    short = short_plan_folds(speed)
+    if short >= PLAN_FOLDS:
+        return _plan(budget, speed, n_train, n_test, PLAN_FOLDS, runs)
+    try:
+        full = _plan(budget, speed, n_train, n_test, PLAN_FOLDS, runs)
+    except UserError:
+        return _plan(budget, speed, n_train, n_test, short, runs)
+    if full.epochs >= AUGMENT_FROM_EPOCHS:
+        return full
+    fewer = _plan(budget, speed, n_train, n_test, short, runs)
+    return fewer if fewer.epochs > full.epochs else full
+
+
+def _plan(budget: float, speed: Speed, n_train: int, n_test: int, folds: int, runs: int | None) -> Plan:
     """The most epochs whose expected time fits PLANNED_SHARE of the budget, the folds fitted speed.jobs
     at a time; as many runs as still give each RUN_EPOCHS epochs (at least one), or `runs` when given.
     A budget too small for the runs at MIN_EPOCHS is a UserError saying how much the smallest plan needs."""

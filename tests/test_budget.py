@@ -33,6 +33,7 @@ def test_bad_budgets_are_one_clear_line(run_cli, tmp_path, bad):
 
 SLOW = Speed(train_per_s=1000.0, predict_per_s=5000.0, policy="float32", machine="test")
 SLOW_TWO_PROCESSES = Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
+FAST_TWO_PROCESSES = Speed(train_per_s=1800.0, predict_per_s=6000.0, policy="mixed_bfloat16", machine="test", jobs=2)
 
 
 @pytest.mark.parametrize("speed", [SLOW, SLOW_TWO_PROCESSES])
@@ -45,15 +46,16 @@ def test_the_plan_fits_its_own_estimate(seconds, speed):
     if plan.runs > 1:  # more runs only while each still gets RUN_EPOCHS
         assert plan.epochs >= budget.RUN_EPOCHS
     if plan.epochs < budget.MAX_EPOCHS:  # the most epochs that fit these runs: one more would not
-        more = budget.plan_steps(plan.epochs + 1, plan.runs, speed)
+        more = budget.plan_steps(plan.epochs + 1, plan.runs, speed, plan.folds)
         assert sum(step.seconds for step in more) > budget.PLANNED_SHARE * seconds
     assert plan.augment == (plan.epochs >= budget.AUGMENT_FROM_EPOCHS)
     longer = budget.plan(seconds * 2, speed)
-    assert longer.runs * longer.epochs >= plan.runs * plan.epochs  # more time never buys less training
+    # More time never buys less training: images trained, in rows of the training set.
+    assert longer.runs * longer.epochs * (longer.folds - 1) >= plan.runs * plan.epochs * (plan.folds - 1)
 
 
 def test_the_plans_steps_are_its_runs_rounds_of_folds():
-    plan = budget.plan(600, SLOW_TWO_PROCESSES)
+    plan = budget.plan(600, FAST_TWO_PROCESSES)
     assert plan.runs == 1 and [step.what for step in plan.steps] == [
         "start-up, ensemble and files",
         f"cnn folds 1-2/4 at once: {plan.epochs} epochs",
@@ -74,13 +76,35 @@ def test_a_long_budget_buys_several_runs_of_at_least_run_epochs_each():
     assert budget.plan(14400 * plan.runs / (plan.runs + 1), SLOW_TWO_PROCESSES).runs <= plan.runs
 
 
+def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_folds_for_more_epochs():
+    four = budget.plan(600, SLOW_TWO_PROCESSES, folds=4)
+    assert four.epochs < budget.AUGMENT_FROM_EPOCHS
+    short = budget.plan(600, SLOW_TWO_PROCESSES)
+    assert short.folds == 2 and short.jobs == 2 and short.epochs > 2 * four.epochs
+    assert [step.what for step in short.steps][1] == f"cnn folds 1-2/2 at once: {short.epochs} epochs"
+    assert short.expected <= budget.PLANNED_SHARE * 600
+    # One process: two folds in two rounds instead of four in four.
+    one_process = budget.plan(600, SLOW)
+    assert one_process.folds == 2 and one_process.epochs > 2 * budget.plan(600, SLOW, folds=4).epochs
+    # A plan whose four folds afford augmentation keeps them; so do folds given, and long budgets.
+    assert budget.plan(600, FAST_TWO_PROCESSES).folds == 4
+    assert budget.plan(600, FAST_TWO_PROCESSES).epochs >= budget.AUGMENT_FROM_EPOCHS
+    assert budget.plan(600, SLOW_TWO_PROCESSES, folds=4).folds == 4
+    assert budget.plan(3600, SLOW_TWO_PROCESSES).folds == 4
+    # As many processes as the plan's folds: one round already, nothing to gain from fewer.
+    four_jobs = Speed(train_per_s=400.0, predict_per_s=2000.0, policy="float32", machine="test", jobs=4)
+    assert budget.plan(600, four_jobs).folds == 4
+
+
 def test_two_processes_at_once_buy_more_epochs_than_one_at_their_combined_speed():
     # 2 processes at 800 images/s each train 1,600 images/s together: more than one process at 1,000.
     assert budget.plan(3600, SLOW_TWO_PROCESSES).epochs > budget.plan(3600, SLOW).epochs
 
 
 def test_a_budget_too_small_for_the_smallest_plan_is_refused():
-    with pytest.raises(UserError, match=r"--budget 1m00s: too small for the smallest plan .* give at least"):
+    with pytest.raises(
+        UserError, match=r"--budget 1m00s: too small for the smallest plan \(the cnn on 2 folds, 1 epoch"
+    ):
         budget.plan(60, SLOW)
 
 
@@ -162,7 +186,7 @@ def test_the_speeds_runs_saw_are_kept_and_the_next_plan_takes_their_median(tmp_p
     assert kept.train_per_s == pytest.approx(1150.0) and kept.jobs == 2  # median of 800 and 1,500
     kept = budget.remember(kept, 1500.0)
     assert kept.train_per_s == pytest.approx(1500.0)
-    assert budget.plan(600, kept).epochs > budget.plan(600, measured).epochs
+    assert budget.plan(600, kept, folds=4).epochs > budget.plan(600, measured, folds=4).epochs
     cached = budget._read_cache()[measured.machine]
     assert cached["train_per_s"] == pytest.approx(1500.0) and cached["predict_per_s"] == measured.predict_per_s
     kept = budget.remember(kept, 1500.0)  # recent: 800, 1,500, 1,500, 1,500

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or budget.PLAN_FOLDS)
         speed = budget.speed(options.precision or "fast", log=say, jobs=jobs)
-        plan = budget.plan(budget_seconds, speed, folds=options.folds or budget.PLAN_FOLDS, runs=options.runs)
+        plan = budget.plan(budget_seconds, speed, folds=options.folds, runs=options.runs)
         options = pipeline.with_plan(options, plan, started)
         print_plan(plan, options)
         families = pipeline.families(options)
