@@ -548,6 +548,39 @@ def test_onecycle_schedule_warms_up_then_anneals_over_the_epochs_run():
         kc.learning_rate_schedule({"lr": 1e-3, "epochs": 5, "schedule": "steps"}, steps_per_epoch=10)
 
 
+@pytest.mark.parametrize("kind", ["onecycle", "exponential"])
+def test_a_shortened_schedule_still_ends_annealed(kind):
+    """A fit told to end sooner (shorten) follows the schedule of the shorter fit from then on: its last
+    step is where a fit planned that short would have ended."""
+    from kaggle_digits.models import keras_common as kc
+
+    params = {"lr": 2e-3, "epochs": 45, "schedule": kind, "lr_decay": 0.95}
+    schedule = kc.learning_rate_schedule(params, steps_per_epoch=100, epochs=10)
+    short = kc.learning_rate_schedule(params, steps_per_epoch=100, epochs=6)
+    schedule.shorten(6)
+    for step in (0, 150, 399, 599):
+        assert float(schedule(step)) == pytest.approx(float(short(step)), rel=1e-5)
+    # The end of 6 epochs: the cosine's floor, or the staircase's sixth step, 0.95**45 spread over 6 epochs.
+    if kind == "onecycle":
+        assert float(schedule(600)) == pytest.approx(2e-3 * kc.ONECYCLE_END, rel=1e-3)
+    else:
+        assert float(schedule(599)) == pytest.approx(2e-3 * 0.95 ** (45 * 5 / 6), rel=1e-4)
+
+
+@pytest.mark.parametrize("family", ["dense", "mlp"])
+def test_a_fit_told_to_end_by_a_time_already_passed_trains_one_epoch(digits, family):
+    import time
+
+    X, y, X_val, y_val = digits
+    spec = models.get(family)
+    params = {**spec.default_params(augment=False), "epochs": 4, "patience": 0}
+    late = spec.fit(params, X, y, max_epochs=4, seed=0, verbose=False, stop_by=time.time())
+    assert late.epochs == 1
+    ahead = spec.fit(params, X, y, max_epochs=3, seed=0, verbose=False, stop_by=time.time() + 1e6)
+    assert ahead.epochs == 3, "a fit with time to spare runs every epoch"
+    assert spec.predict_proba(late.model, X_val).shape == (len(X_val), 10)
+
+
 def test_cnn_normalises_after_the_activation_unless_told_otherwise():
     """norm_last (the default): conv (with bias) - ReLU - BN, the order of the public recipe's code;
     without it BN comes before the ReLU and the conv drops its bias, which BN's shift replaces."""

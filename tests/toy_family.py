@@ -24,7 +24,20 @@ class ToySpec:
     def default_params(self, augment: bool) -> dict[str, Any]:
         return {"temperature": 500.0}
 
-    def fit(self, params, X, y, X_val=None, y_val=None, *, max_epochs=None, seed=0, on_epoch=None, verbose=True):
+    def fit(
+        self,
+        params,
+        X,
+        y,
+        X_val=None,
+        y_val=None,
+        *,
+        max_epochs=None,
+        seed=0,
+        on_epoch=None,
+        verbose=True,
+        stop_by=None,
+    ):
         flat = X.reshape(len(X), -1).astype(np.float32) / 255.0
         centroids = np.stack([flat[y == k].mean(axis=0) for k in range(N_CLASSES)])
         model = {"centroids": centroids, "temperature": float(params["temperature"])}

@@ -59,9 +59,12 @@ class ModelSpec(Protocol):
         seed: int = 0,
         on_epoch: EpochCallback | None = None,
         verbose: bool = True,
+        stop_by: float | None = None,
     ) -> FitResult:
         """Train on X uint8 (n, 28, 28), y (n,) in 0..9. Validation data only feeds monitoring,
-        early stopping and on_epoch; it never trains the model. max_epochs caps params' epochs."""
+        early stopping and on_epoch; it never trains the model. max_epochs caps params' epochs.
+        stop_by: a time (time.time()) by which training should end; after each epoch the fit stops
+        when the next would end later (at least one epoch runs)."""
 
     def predict_proba(self, model: Any, X: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 of shape (n, 10), rows summing to 1."""

@@ -17,6 +17,7 @@ here and in the family modules, after the thread environment is set.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,32 @@ class _EpochBridge(keras.callbacks.Callback):
         self._on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
 
 
+class _StopBy(keras.callbacks.Callback):
+    """Ends a fit by `stop_by` (a time.time()): after each epoch, the epochs that still fit at the pace of
+    those run (the first, which also builds the graph, counted only until there are others) become the
+    fit's length, at least the epochs done, and the schedule is fitted to it (FittedSchedule.shorten)."""
+
+    def __init__(self, stop_by: float, epochs: int, schedule: FittedSchedule) -> None:
+        super().__init__()
+        self.stop_by, self.epochs, self.schedule = stop_by, epochs, schedule
+        self.durations: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._began = time.time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.time()
+        self.durations.append(now - self._began)
+        done = epoch + 1
+        pace = float(np.median(self.durations[1:] or self.durations))
+        length = max(done, min(self.epochs, done + int((self.stop_by - now) // pace)))
+        if length < self.epochs:
+            self.epochs = length
+            self.schedule.shorten(length)
+        if done >= self.epochs:
+            self.model.stop_training = True
+
+
 def epoch_decay(params: dict[str, Any], epochs: int | None = None) -> float:
     """The learning rate's factor per epoch when a fit runs `epochs` of the params' `epochs` (None: all).
 
@@ -212,30 +239,63 @@ ONECYCLE_END = 1e-3
 SCHEDULES = ("exponential", "onecycle")
 
 
-def learning_rate_schedule(
-    params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None
-) -> keras.optimizers.schedules.LearningRateSchedule:
-    """The params' `schedule`: "exponential" (the default: lr * decay**epoch, a staircase stepped once per
-    epoch, see epoch_decay) or "onecycle" (a linear warm-up to lr, then a cosine to nearly 0, per step,
-    over the epochs that run)."""
+@keras.saving.register_keras_serializable(package="kaggle_digits")
+class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The params' learning-rate schedule fitted to the epochs a fit runs: "exponential" (lr * decay**epoch,
+    a staircase stepped once per epoch, its decay spread over the epochs run, see epoch_decay) or
+    "onecycle" (a linear warm-up from lr / ONECYCLE_START to lr over ONECYCLE_WARMUP of the steps, then a
+    cosine to lr * ONECYCLE_END at the last step).
+
+    The epochs it is fitted to live in a variable: a fit that must end sooner (fit's stop_by) calls
+    `shorten`, and the rest of its steps follow the schedule of the shorter fit, so it still ends annealed.
+    """
+
+    def __init__(self, kind: str, lr: float, steps_per_epoch: int, epochs: float, planned: int, decay: float) -> None:
+        if kind not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {kind!r}")
+        self.kind, self.lr, self.steps_per_epoch = kind, float(lr), int(steps_per_epoch)
+        self.planned, self.decay = int(planned), float(decay)
+        self.epochs = keras.Variable(float(epochs), dtype="float32", trainable=False, name="schedule_epochs")
+
+    def shorten(self, epochs: int) -> None:
+        """Fit the steps still to come to a fit of `epochs` epochs (fewer than before)."""
+        self.epochs.assign(float(epochs))
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        if self.kind == "exponential":
+            # epoch_decay, in the graph: the decay spread over the epochs run when they are fewer than planned
+            exponent = ops.where(self.epochs < self.planned, self.planned / self.epochs, 1.0)
+            rate = ops.power(self.decay, exponent)
+            return self.lr * ops.power(rate, ops.floor(step / self.steps_per_epoch))
+        steps = ops.maximum(1.0, ops.round(self.epochs * self.steps_per_epoch))
+        warmup = ops.floor(ONECYCLE_WARMUP * steps)
+        start = self.lr / ONECYCLE_START
+        rising = start + (self.lr - start) * step / ops.maximum(warmup, 1.0)
+        progress = ops.minimum(1.0, (step - warmup) / ops.maximum(steps - warmup, 1.0))
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        falling = self.lr * ((1.0 - ONECYCLE_END) * cosine + ONECYCLE_END)
+        return ops.where(step < warmup, rising, falling)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "lr": self.lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": float(self.epochs.numpy()),
+            "planned": self.planned,
+            "decay": self.decay,
+        }
+
+
+def learning_rate_schedule(params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> FittedSchedule:
+    """The params' `schedule` ("exponential", the default, or "onecycle"; FittedSchedule) over the epochs
+    that run: params' `epochs`, or `epochs` when fewer."""
+    planned = int(params["epochs"])
+    run = planned if epochs is None else min(planned, int(epochs))
     kind = params.get("schedule", "exponential")
-    lr = float(params["lr"])
-    if kind == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=steps_per_epoch, decay_rate=epoch_decay(params, epochs), staircase=True
-        )
-    if kind == "onecycle":
-        run = int(params["epochs"]) if epochs is None else min(int(params["epochs"]), int(epochs))
-        steps = max(1, run * steps_per_epoch)
-        warmup = int(ONECYCLE_WARMUP * steps)
-        return keras.optimizers.schedules.CosineDecay(
-            lr / ONECYCLE_START,
-            decay_steps=max(1, steps - warmup),
-            alpha=ONECYCLE_END,
-            warmup_target=lr,
-            warmup_steps=warmup,
-        )
-    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {kind!r}")
+    return FittedSchedule(kind, float(params["lr"]), steps_per_epoch, run, planned, float(params.get("lr_decay", 1.0)))
 
 
 def steps_per_execution(steps_per_epoch: int) -> int:
@@ -247,10 +307,12 @@ def steps_per_execution(steps_per_epoch: int) -> int:
     return next(k for k in range(STEPS_PER_EXECUTION, 0, -1) if steps_per_epoch % k == 0)
 
 
-def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None) -> None:
+def compile_model(
+    model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None
+) -> FittedSchedule:
     """Adam (FusedAdam) on the params' learning_rate_schedule, optionally an EMA of the weights (params'
     `ema`), cross-entropy on the integer labels (smoothed by params' `label_smoothing`, default 0),
-    steps_per_execution(steps_per_epoch) train steps per graph call."""
+    steps_per_execution(steps_per_epoch) train steps per graph call. Returns the schedule."""
     schedule = learning_rate_schedule(params, steps_per_epoch, epochs)
     # Optional: an exponential moving average of the weights (momentum `ema` per step), which replaces
     # them at the end of the fit, before the batch-norm statistics are re-estimated. Off in every
@@ -264,6 +326,7 @@ def compile_model(model: keras.Model, params: dict[str, Any], steps_per_epoch: i
         steps_per_execution=steps_per_execution(steps_per_epoch),
         jit_compile=JIT_COMPILE,
     )
+    return schedule
 
 
 def fit(
@@ -278,6 +341,7 @@ def fit(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
     verbose: bool = True,
+    stop_by: float | None = None,
 ) -> FitResult:
     """Train `build(params)` (an uncompiled keras.Model) on X uint8 (n, 28, 28), y (n,) 0..9.
 
@@ -286,6 +350,8 @@ def fit(
     batches, augment.Magnitudes), label_smoothing and ema (compile_model).
     The BatchNorm layers' moving statistics are re-estimated on training images before each validation
     and at the end (batchnorm.BatchNormStatistics), so a fit of any length predicts with its own.
+    stop_by: a time (time.time()) by which training should end: the fit runs the epochs that still fit
+    at the pace of its own, its learning-rate schedule fitted to them (_StopBy); at least one.
     """
     hardware.ensure_configured()
     keras.utils.set_random_seed(seed)
@@ -297,7 +363,7 @@ def fit(
     trainer = model
     if magnitudes.active:
         trainer = keras.Sequential([model_input(), _RandomAugment(magnitudes), model])
-    compile_model(trainer, params, steps_per_epoch, epochs)
+    schedule = compile_model(trainer, params, steps_per_epoch, epochs)
 
     # First, so that validation, early stopping and on_epoch see the re-estimated statistics.
     callbacks: list[keras.callbacks.Callback] = [BatchNormStatistics(model, _check_images(X, "X"), seed)]
@@ -309,6 +375,8 @@ def fit(
             callbacks.append(
                 keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
             )
+    if stop_by is not None:
+        callbacks.append(_StopBy(stop_by, epochs, schedule))
     if on_epoch is not None:
         callbacks.append(_EpochBridge(on_epoch))
     history = trainer.fit(
@@ -402,7 +470,8 @@ class KerasSpec:
     def fit(
         self, params: dict[str, Any], X: np.ndarray, y: np.ndarray, X_val=None, y_val=None, **options: Any
     ) -> FitResult:
-        """ModelSpec.fit: `fit` (above) with this family's network; options: max_epochs, seed, on_epoch, verbose."""
+        """ModelSpec.fit: `fit` (above) with this family's network; options: max_epochs, seed, on_epoch, verbose,
+        stop_by."""
         return fit(self.build, params, X, y, X_val, y_val, **options)
 
     def predict_proba(self, model: keras.Model, X: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ per-epoch report (on_epoch), never training or stopping.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,15 +42,24 @@ _INTERRUPTED = "Training interrupted by user"
 
 
 class _ReportingMLP(MLPClassifier):
-    """MLPClassifier that calls `_epoch_hook(self)` after every epoch (the hook is never pickled)."""
+    """MLPClassifier that calls `_epoch_hook(self)` after every epoch (the hook is never pickled), and
+    with `_stop_by` (a time.time()) stops as its early stopping does when the next epoch would end later."""
 
     _epoch_hook = None
+    _stop_by: float | None = None
+    _epoch_began: float | None = None
 
     def _update_no_improvement_count(self, *args: Any, **kwargs: Any) -> None:
-        # scikit-learn calls this once at the end of each epoch of its stochastic solvers.
+        # scikit-learn calls this once at the end of each epoch of its stochastic solvers, and stops
+        # when the count exceeds n_iter_no_change right after.
         super()._update_no_improvement_count(*args, **kwargs)
         if self._epoch_hook is not None:
             self._epoch_hook(self)
+        now = time.time()
+        if self._stop_by is not None and self._epoch_began is not None:
+            if now + (now - self._epoch_began) > self._stop_by:
+                self._no_improvement_count = self.n_iter_no_change + 1
+        self._epoch_began = now
 
 
 def _flat(X: np.ndarray) -> np.ndarray:
@@ -116,8 +126,10 @@ class MlpSpec:
         seed: int = 0,
         on_epoch: EpochCallback | None = None,
         verbose: bool = True,
+        stop_by: float | None = None,
     ) -> FitResult:
-        """Train on X uint8 (n, 28, 28), y (n,). Reports loss and val_accuracy (on X_val) after each epoch."""
+        """Train on X uint8 (n, 28, 28), y (n,). Reports loss and val_accuracy (on X_val) after each epoch;
+        with stop_by, stops (as its early stopping does) when the next epoch would end after it."""
         epochs = int(params.get("epochs", MAX_EPOCHS))
         if max_epochs is not None:
             epochs = min(epochs, int(max_epochs))
@@ -159,12 +171,13 @@ class MlpSpec:
                     on_epoch(epoch, {"loss": float(net.loss_curve_[-1]), "val_accuracy": val_accuracy[-1]})
 
             mlp._epoch_hook = hook
+        mlp._stop_by, mlp._epoch_began = stop_by, time.time()
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 model.fit(_flat(X), np.asarray(y))
         finally:
-            mlp._epoch_hook = None
+            mlp._epoch_hook = mlp._stop_by = mlp._epoch_began = None
         for w in caught:
             if _INTERRUPTED in str(w.message):
                 raise KeyboardInterrupt

@@ -143,6 +143,19 @@ class Pace:
         return max(1, min(planned, int(room // epoch)))
 
 
+# Predicting an image costs about a third of training on it (a forward pass, against a forward and a
+# backward pass): the share of a fold's time its predictions after training take (training_ends).
+PREDICT_COST = 1 / 3
+
+
+def training_ends(now: float, deadline: float, trained: int, predicted: int) -> float:
+    """When a fold starting at `now` should end training so that, with its predictions after, it ends by
+    `deadline`: the time left shared as `trained` images of training (epochs x rows) and `predicted`
+    images of prediction (PREDICT_COST each) share it."""
+    share = trained / (trained + PREDICT_COST * predicted) if trained > 0 else 1.0
+    return now + max(0.0, deadline - now) * share
+
+
 def cross_validate(
     spec: ModelSpec,
     params: dict[str, Any],
@@ -175,7 +188,10 @@ def cross_validate(
     stop early (`patience` > 0) is monitored regardless, as early stopping needs it.
     deadline : a time (time.time()) by which the folds should have ended. Once a fold has ended, a fold
     that starts behind that pace gets only the epochs that still fit (Pace.epochs_within; its learning
-    rate schedule fitted to them as for any epoch cap); never more than planned. None: the epochs planned.
+    rate schedule fitted to them as for any epoch cap); never more than planned. Each fold is also told
+    when its training should end (training_ends: the time left less its predictions'), and ends sooner
+    when it trains slower than that allows (ModelSpec.fit's stop_by): the only check for folds that all
+    start at once. None: the epochs planned.
     """
     rows = np.arange(len(y), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     Xr, yr = X[rows], np.asarray(y)[rows]
@@ -221,8 +237,11 @@ def cross_validate(
         oof[val_idx] = fitted.val_proba
         covered[val_idx] += 1
         accuracy = float((fitted.val_proba.argmax(axis=1) == yr[val_idx]).mean())
-        # A fold that stopped early (early stopping) leaves the rest of its epochs out of the ETA.
-        epochs_dropped += max(0, fold_planned.get(fold, epochs_per_fold or 0) - fitted.epochs)
+        # A fold that stopped early (early stopping, its stop_by) leaves the rest of its epochs out of the ETA.
+        planned = fold_planned.get(fold, epochs_per_fold or 0)
+        epochs_dropped += max(0, planned - fitted.epochs)
+        if log is not None and fold in fold_stop_by and fitted.epochs < planned and not stops_early:
+            log(f"{label}fold {fold + 1}/{folds}: stopped after {fitted.epochs} of {planned} epochs, to end in time")
         if log is not None:
             log(
                 f"{label}fold {fold + 1}/{folds} done  accuracy {accuracy:.4f}  {fitted.epochs} epochs in "
@@ -230,17 +249,24 @@ def cross_validate(
                 f"  ETA {format_seconds(eta())}"
             )
 
-    watch = monitor or int(params.get("patience", 0) or 0) > 0
+    stops_early = int(params.get("patience", 0) or 0) > 0
+    watch = monitor or stops_early
 
     fold_planned: dict[int, int] = {}  # folds given fewer epochs than planned, to end by the deadline
 
+    fold_stop_by: dict[int, float] = {}  # when each fold's training should end, to end by the deadline
+
     def fold_epochs(fold: int) -> int | None:
-        """The epoch cap of a fold starting now: max_epochs, or fewer to end by the deadline."""
+        """The epoch cap of a fold starting now: max_epochs, or fewer to end by the deadline. With a
+        deadline, the fold's training is also told when to end (fold_stop_by), for a fold that trains
+        slower than the pace so far (or than planned, when none has ended)."""
         nonlocal epochs_dropped
         pace.fold_started(fold)
         if deadline is None or epochs_per_fold is None:
             return max_epochs
         epochs = pace.epochs_within(deadline, epochs_per_fold)
+        fit_idx, val_idx = splits[fold]
+        fold_stop_by[fold] = training_ends(pace.clock(), deadline, epochs * len(fit_idx), len(val_idx) + len(X_test))
         if epochs == epochs_per_fold:
             return max_epochs
         fold_planned[fold] = epochs
@@ -265,6 +291,7 @@ def cross_validate(
             epochs,
             seed + fold,
             watch,
+            fold_stop_by.get(fold),
         )
 
     fitted_folds: list[FoldFit] = []
@@ -316,14 +343,24 @@ def fit_fold(
     max_epochs: int | None,
     seed: int,
     monitor: bool = True,
+    stop_by: float | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FoldFit:
     """Fit one fold's model and predict the held-out rows and the test set. monitor: the fit validates
-    on the held-out rows after every epoch (see cross_validate); they never train the model."""
+    on the held-out rows after every epoch (see cross_validate); they never train the model. stop_by:
+    when its training should end (ModelSpec.fit)."""
     t0 = time.monotonic()
     watched = (X_val, y_val) if monitor else (None, None)
     fitted = spec.fit(
-        params, X_fit, y_fit, *watched, max_epochs=max_epochs, seed=seed, on_epoch=on_epoch, verbose=False
+        params,
+        X_fit,
+        y_fit,
+        *watched,
+        max_epochs=max_epochs,
+        seed=seed,
+        on_epoch=on_epoch,
+        verbose=False,
+        stop_by=stop_by,
     )
     seconds = time.monotonic() - t0
     return FoldFit(
