@@ -550,14 +550,14 @@ def test_onecycle_schedule_warms_up_then_anneals_over_the_epochs_run():
 
 @pytest.mark.parametrize("kind", ["onecycle", "exponential"])
 def test_a_shortened_schedule_still_ends_annealed(kind):
-    """A fit told to end sooner (shorten) follows the schedule of the shorter fit from then on: its last
+    """A fit told to end sooner (fit_to) follows the schedule of the shorter fit from then on: its last
     step is where a fit planned that short would have ended."""
     from kaggle_digits.models import keras_common as kc
 
     params = {"lr": 2e-3, "epochs": 45, "schedule": kind, "lr_decay": 0.95}
     schedule = kc.learning_rate_schedule(params, steps_per_epoch=100, epochs=10)
     short = kc.learning_rate_schedule(params, steps_per_epoch=100, epochs=6)
-    schedule.shorten(6)
+    schedule.fit_to(6)
     for step in (0, 150, 399, 599):
         assert float(schedule(step)) == pytest.approx(float(short(step)), rel=1e-5)
     # The end of 6 epochs: the cosine's floor, or the staircase's sixth step, 0.95**45 spread over 6 epochs.

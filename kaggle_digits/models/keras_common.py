@@ -195,11 +195,12 @@ class _EpochBridge(keras.callbacks.Callback):
 class _StopBy(keras.callbacks.Callback):
     """Ends a fit by `stop_by` (a time.time()): after each epoch, the epochs that still fit at the pace of
     those run (the first, which also builds the graph, counted only until there are others) become the
-    fit's length, at least the epochs done, and the schedule is fitted to it (FittedSchedule.shorten)."""
+    fit's length, from the epochs done up to those planned, and the schedule is fitted to it
+    (FittedSchedule.fit_to). A length cut after a slow first epoch grows back when the next are faster."""
 
     def __init__(self, stop_by: float, epochs: int, schedule: FittedSchedule) -> None:
         super().__init__()
-        self.stop_by, self.epochs, self.schedule = stop_by, epochs, schedule
+        self.stop_by, self.planned, self.epochs, self.schedule = stop_by, epochs, epochs, schedule
         self.durations: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -210,10 +211,10 @@ class _StopBy(keras.callbacks.Callback):
         self.durations.append(now - self._began)
         done = epoch + 1
         pace = float(np.median(self.durations[1:] or self.durations))
-        length = max(done, min(self.epochs, done + int((self.stop_by - now) // pace)))
-        if length < self.epochs:
+        length = max(done, min(self.planned, done + int((self.stop_by - now) // pace)))
+        if length != self.epochs:
             self.epochs = length
-            self.schedule.shorten(length)
+            self.schedule.fit_to(length)
         if done >= self.epochs:
             self.model.stop_training = True
 
@@ -247,7 +248,7 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     cosine to lr * ONECYCLE_END at the last step).
 
     The epochs it is fitted to live in a variable: a fit that must end sooner (fit's stop_by) calls
-    `shorten`, and the rest of its steps follow the schedule of the shorter fit, so it still ends annealed.
+    `fit_to`, and the rest of its steps follow the schedule of the shorter fit, so it still ends annealed.
     """
 
     def __init__(self, kind: str, lr: float, steps_per_epoch: int, epochs: float, planned: int, decay: float) -> None:
@@ -257,8 +258,8 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.planned, self.decay = int(planned), float(decay)
         self.epochs = keras.Variable(float(epochs), dtype="float32", trainable=False, name="schedule_epochs")
 
-    def shorten(self, epochs: int) -> None:
-        """Fit the steps still to come to a fit of `epochs` epochs (fewer than before)."""
+    def fit_to(self, epochs: int) -> None:
+        """Fit the steps still to come to a fit of `epochs` epochs (at most those it was made for)."""
         self.epochs.assign(float(epochs))
 
     def __call__(self, step):
