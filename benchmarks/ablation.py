@@ -10,8 +10,9 @@ side (one process each, as the pipeline's folds run), over several seeds.
 Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "precision" (default
 fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at
 least this probability, labelled with their prediction: the toolkit's own predictions, never
-solution.csv), anything else overrides the cnn's default params (augmented). Seed s trains on three of
-the four folds of a stratified split with seed s and scores the fourth (held-out train rows). Printed:
+solution.csv), anything else overrides the cnn's default params (augmented). Seed s trains on all but
+one of the --folds (default 4) folds of a stratified split with seed s and scores that one (held-out
+train rows): `--folds 2` is the fold of a plan that trains two folds at once. Printed:
 each seed's accuracies and seconds, then each arm's mean accuracy, its mean paired difference from the
 first arm with the standard error, and its training time as a ratio to the first arm's.
 """
@@ -32,7 +33,9 @@ sys.path.insert(0, str(CHECKOUT))
 FOLDS = 4
 
 
-def fit_arm(arm: dict, seed: int, epochs: int, data_dir: str, teacher: list[str], report) -> tuple[float, float, int]:
+def fit_arm(
+    arm: dict, seed: int, epochs: int, data_dir: str, teacher: list[str], folds: int, report
+) -> tuple[float, float, int]:
     """(held-out accuracy, training seconds, training images per epoch) of one arm, in a child process."""
     from kaggle_digits.models import hardware
 
@@ -44,7 +47,7 @@ def fit_arm(arm: dict, seed: int, epochs: int, data_dir: str, teacher: list[str]
 
     data = load_dataset(data_dir)
     fit, held_out = next(
-        iter(StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(data.X_train, data.y_train))
+        iter(StratifiedKFold(folds, shuffle=True, random_state=seed).split(data.X_train, data.y_train))
     )
     X, y = data.X_train[fit], data.y_train[fit]
     if "pseudo" in arm:
@@ -66,6 +69,7 @@ def main() -> int:
     parser.add_argument("arms", nargs="+", help="JSON objects, the first the baseline")
     parser.add_argument("--epochs", type=int, default=13, help="epochs of an arm that names none (default 13)")
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--folds", type=int, default=FOLDS, help=f"folds of the split (default {FOLDS})")
     parser.add_argument("--data-dir", default=str(CHECKOUT / "data"))
     parser.add_argument("--teacher", default="", help="comma-separated trial folders whose test.npy label pseudo arms")
     args = parser.parse_args()
@@ -79,7 +83,7 @@ def main() -> int:
     accuracy, seconds = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         tasks = [
-            processes.Task(fit_arm, (arm, seed, args.epochs, args.data_dir, teacher), f"arm {k + 1}")
+            processes.Task(fit_arm, (arm, seed, args.epochs, args.data_dir, teacher, args.folds), f"arm {k + 1}")
             for k, arm in enumerate(arms)
         ]
         results = processes.run(tasks, len(arms))
