@@ -9,8 +9,8 @@ AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per ep
 has the runs behind both choices). A budget whose PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS
 epochs trains fewer folds, one round of processes, for more epochs each (SHORT_PLAN_FOLDS). A budget
 that gives every run at least RUN_EPOCHS epochs buys more runs instead — each a cross-validation of its
-own seed and fold split — and the ensemble averages their fold models. The speed is measured the way the folds run: in `jobs` processes at once, each with
-its share of the cores.
+own seed and fold split — and the ensemble averages their fold models. The speed is measured the way the
+folds run: in `jobs` processes at once, each with its share of the cores.
 """
 
 from __future__ import annotations

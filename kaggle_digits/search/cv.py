@@ -150,8 +150,8 @@ PREDICT_COST = 1 / 3
 
 def training_ends(now: float, deadline: float, trained: int, predicted: int) -> float:
     """When a fold starting at `now` should end training so that, with its predictions after, it ends by
-    `deadline`: the time left shared as `trained` images of training (epochs x rows) and `predicted`
-    images of prediction (PREDICT_COST each) share it."""
+    `deadline`: the time left, shared between `trained` images of training (epochs x rows) and
+    `predicted` images of prediction (PREDICT_COST of a trained image's time each)."""
     share = trained / (trained + PREDICT_COST * predicted) if trained > 0 else 1.0
     return now + max(0.0, deadline - now) * share
 
