@@ -119,10 +119,12 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
             _relay(workers, lines, setup)
         except KeyboardInterrupt:
             interrupted = True
-            print("\nstopping the workers: each marks its running trial failed ...", flush=True)
+            # The workers first: a print can block (a reader that stopped reading the launcher's output)
+            # and must not keep the Ctrl-C from them.
             for worker in workers:
                 if worker.process.poll() is None:
                     worker.process.send_signal(signal.SIGINT)
+            print("\nstopping the workers: each marks its running trial failed ...", flush=True)
             try:
                 _relay(workers, lines, setup, deadline=time.monotonic() + STOP_WAIT)
             except KeyboardInterrupt:
