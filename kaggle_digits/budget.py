@@ -5,7 +5,7 @@ fits a budget.
 The plan trains the cnn only (the public recipe, its learning-rate schedule fitted to the epochs that
 run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
 hardware.default_fold_jobs), and spends the budget on epochs: the most that fit, with augmentation from
-AUGMENT_FROM_EPOCHS epochs on (below that, an unaugmented net learns more per epoch; docs/benchmarks.md
+AUGMENT_FROM_EPOCHS epochs on (at 8 epochs the two were within noise of each other; docs/benchmarks.md
 has the runs behind both choices). A budget whose PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS
 epochs trains fewer folds, one round of processes, for more epochs each (SHORT_PLAN_FOLDS). A budget
 that gives every run at least RUN_EPOCHS epochs buys more runs instead — each a cross-validation of its
