@@ -111,30 +111,36 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
     lines: queue.Queue[tuple[Worker, str | None]] = queue.Queue()
     for worker in workers:
         threading.Thread(target=_pump, args=(worker, lines), daemon=True).start()
+    # The launcher's own output goes through a thread of its own: a write to an output nobody reads
+    # (a full pipe, a pager left waiting) blocks that thread, never the main one, which alone receives
+    # Ctrl-C and must pass it on to the workers.
+    output: queue.Queue[str | None] = queue.Queue()
+    printer = threading.Thread(target=_print_lines, args=(output,), daemon=True)
+    printer.start()
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     interrupted = False
     try:
         try:
-            _relay(workers, lines, setup)
+            _relay(workers, lines, setup, output)
         except KeyboardInterrupt:
             interrupted = True
-            # The workers first: a print can block (a reader that stopped reading the launcher's output)
-            # and must not keep the Ctrl-C from them.
             for worker in workers:
                 if worker.process.poll() is None:
                     worker.process.send_signal(signal.SIGINT)
-            print("\nstopping the workers: each marks its running trial failed ...", flush=True)
+            output.put("\nstopping the workers: each marks its running trial failed ...\n")
             try:
-                _relay(workers, lines, setup, deadline=time.monotonic() + STOP_WAIT)
+                _relay(workers, lines, setup, output, deadline=time.monotonic() + STOP_WAIT)
             except KeyboardInterrupt:
                 pass  # a second Ctrl-C: stop waiting
             for worker in workers:
                 if worker.process.poll() is None:
                     worker.process.kill()
-            _relay(workers, lines, setup)
+            _relay(workers, lines, setup, output)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        output.put(None)
+        printer.join()
 
     with storage.storage_errors(setup.url):
         storage.fail_lost_trials(setup.study, setup.url, dead_pids={w.process.pid for w in workers})
@@ -168,9 +174,18 @@ def _pump(worker: Worker, lines: queue.Queue) -> None:
     lines.put((worker, None))
 
 
-def _relay(workers: list[Worker], lines: queue.Queue, setup, deadline: float | None = None) -> None:
-    """Print the workers' lines with their prefix until every worker has ended (or `deadline`). A worker
-    that ends by a signal or a crash has its running trials marked failed right away."""
+def _print_lines(output: queue.Queue) -> None:
+    """Print the texts put in `output` until None."""
+    while (text := output.get()) is not None:
+        print(text, end="", flush=True)
+
+
+def _relay(
+    workers: list[Worker], lines: queue.Queue, setup, output: queue.Queue, deadline: float | None = None
+) -> None:
+    """Hand the workers' lines with their prefix to `output` until every worker has ended (or
+    `deadline`). A worker that ends by a signal or a crash has its running trials marked failed right
+    away."""
     while not all(w.ended for w in workers):
         if deadline is not None and time.monotonic() > deadline:
             return
@@ -179,7 +194,7 @@ def _relay(workers: list[Worker], lines: queue.Queue, setup, deadline: float | N
         except queue.Empty:
             continue
         if line is not None:
-            print(worker.prefix + line, end="" if line.endswith("\n") else "\n", flush=True)
+            output.put(worker.prefix + line + ("" if line.endswith("\n") else "\n"))
             if line.startswith("error: "):
                 worker.error = line.strip()
             continue
@@ -194,11 +209,10 @@ def _relay(workers: list[Worker], lines: queue.Queue, setup, deadline: float | N
                     for t in setup.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                     if _ran_on(t, worker)
                 ]
-            print(
+            output.put(
                 f"{worker.prefix}worker {worker.index} (pid {worker.process.pid}) {_how_it_ended(code)}"
                 + (f": its trial {', '.join(map(str, lost))} marked failed" if lost else "")
-                + "; the other workers go on",
-                flush=True,
+                + "; the other workers go on\n"
             )
 
 
