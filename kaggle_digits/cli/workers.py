@@ -119,6 +119,10 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
     printer.start()
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # Ctrl-C as KeyboardInterrupt even when this process was started with SIGINT ignored (as a shell
+    # without job control starts a command run in the background): Python then installs no handler of
+    # its own, and the Ctrl-C that must be passed on to the workers would be dropped here.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = False
     try:
         try:
@@ -139,6 +143,7 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
             _relay(workers, lines, setup, output)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         output.put(None)
         printer.join()
 
