@@ -109,8 +109,8 @@ class Plan:
 
 
 def machine_key(policy: str, jobs: int = 1) -> str:
-    """The CPU model, the cores this process may use, TensorFlow's version, the dtype policy, the
-    calibration's size, the network it times (network_tag) and the processes sharing the cores."""
+    """The CPU model, the cores this process may use, TensorFlow's version, the dtype policy, whether
+    oneDNN's kernels are on, the calibration's size, the network it times (network_tag) and the processes sharing the cores."""
     from kaggle_digits.models import cnn, hardware
 
     model = platform.processor() or platform.machine()
@@ -124,6 +124,7 @@ def machine_key(policy: str, jobs: int = 1) -> str:
     tf = tflog.import_tensorflow()
 
     key = f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
+    key += " | oneDNN" if hardware.onednn() else " | no oneDNN"
     key += f" | {CALIBRATION_EPOCHS} x {CALIBRATION_IMAGES} images"  # another measurement, another entry
     key += f" | cnn {network_tag(cnn.SPEC.default_params(augment=True))}"  # another recipe, another entry
     return key if jobs == 1 else f"{key} | {jobs} processes in step"
