@@ -69,7 +69,9 @@ def main() -> None:
             f"{off['predict']:.0f} ({predict[-1]:.2f}x)",
             flush=True,
         )
-    print(f"median ratio, oneDNN on / off: training {statistics.median(train):.2f}x, prediction {statistics.median(predict):.2f}x")
+    print(
+        f"median ratio, oneDNN on / off: training {statistics.median(train):.2f}x, prediction {statistics.median(predict):.2f}x"
+    )
 
 
 if __name__ == "__main__":
