@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 
 import numpy as np
@@ -137,6 +138,16 @@ def test_a_folds_training_ends_in_time_for_its_predictions():
     # time each): training gets 3,000 / 3,500 of the time left.
     assert cv.training_ends(50.0, 150.0, 3000, 1500) == pytest.approx(50.0 + 100.0 * 3000 / 3500)
     assert cv.training_ends(200.0, 150.0, 3000, 1500) == 200.0, "a deadline passed: now"
+
+
+def test_the_eta_of_folds_side_by_side_counts_their_first_epochs_as_one_round():
+    """Two folds of 8 epochs started together; the first ends its first epoch after 72 s: the 15 epochs
+    left take about 15 x 36 s (two at a time), not 15 x 72 s."""
+    assert cv.time_left(72.0, 1, 15, at_once=2) == pytest.approx(15 * 36.0)
+    assert cv.time_left(74.0, 2, 14, at_once=2) == pytest.approx(14 * 37.0)
+    assert cv.time_left(72.0, 1, 15) == pytest.approx(15 * 72.0), "one fold at a time"
+    assert cv.time_left(72.0, 16, 0, at_once=2) == 0.0
+    assert math.isnan(cv.time_left(5.0, 0, 16, at_once=2))
 
 
 def test_the_pace_of_finished_folds_gives_the_epochs_that_still_fit():

@@ -156,6 +156,16 @@ def training_ends(now: float, deadline: float, trained: int, predicted: int) -> 
     return now + max(0.0, deadline - now) * share
 
 
+def time_left(elapsed: float, epochs_done: int, epochs_left: int, at_once: int = 1) -> float:
+    """The seconds the epochs left should take at the pace so far (NaN before any epoch ended): the
+    elapsed time per epoch ended, where `at_once` folds train side by side. Until each of those has ended
+    an epoch, the first to end stands for all of them (they started together), not for one in a row.
+    """
+    if epochs_done <= 0:
+        return float("nan")
+    return elapsed / max(epochs_done, at_once) * max(0, epochs_left)
+
+
 def cross_validate(
     spec: ModelSpec,
     params: dict[str, Any],
@@ -209,10 +219,10 @@ def cross_validate(
     pace = Pace()
 
     def eta() -> float:
-        if not epochs_done or epochs_per_fold is None:
+        if epochs_per_fold is None:
             return float("nan")
-        per_epoch = (time.monotonic() - start) / epochs_done
-        return per_epoch * max(0, folds * epochs_per_fold - epochs_dropped - epochs_done)
+        left = folds * epochs_per_fold - epochs_dropped - epochs_done
+        return time_left(time.monotonic() - start, epochs_done, left, min(max(1, fold_jobs), folds))
 
     def fold_epoch(fold: int, epoch: int, metrics: dict[str, float]) -> None:
         nonlocal epochs_done
