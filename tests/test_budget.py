@@ -212,16 +212,16 @@ def test_a_speed_is_kept_per_network_so_a_changed_recipe_is_measured_again():
 
 
 ONEDNN_PROBE = (
-    "import os; from kaggle_digits import budget; from kaggle_digits.models import cnn; "
-    "cnn.kc.tf.constant(1.0); print(os.environ['TF_ENABLE_ONEDNN_OPTS'], budget.machine_key('float32'))"
+    "import os; from kaggle_digits import budget; from kaggle_digits.models import hardware; "
+    "hardware.configure('float32'); print(os.environ['TF_ENABLE_ONEDNN_OPTS'], budget.machine_key('float32'))"
 )
 
 
 @pytest.mark.parametrize("user", [None, "0"], ids=["unset", "the user's 0"])
 def test_onednn_kernels_are_on_unless_the_user_turned_them_off_and_the_speed_is_kept_apart(user):
-    """TensorFlow turns its oneDNN kernels on by itself only on the newest CPUs; the Keras modules turn
-    them on everywhere (it says so in its own log line), a user's setting wins, and a speed measured with
-    them is never used to plan without them."""
+    """TensorFlow turns its oneDNN kernels on by itself only on the newest CPUs; we turn them on everywhere
+    (it says so in its own log line), also where `configure` is the first to load TensorFlow (a fold's
+    process), a user's setting wins, and a speed measured with them is never used to plan without them."""
     import os
     import subprocess
     import sys

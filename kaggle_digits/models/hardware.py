@@ -109,7 +109,7 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def detect() -> Hardware:
     """Cores this process may use (thread_budget), GPUs (as TensorFlow sees them) and CPU flags."""
-    tf = tflog.import_tensorflow()
+    tf = _tensorflow()
 
     return Hardware(thread_budget(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
 
@@ -145,6 +145,12 @@ def set_thread_env(cores: int | None = None) -> None:
     os.environ.setdefault(ONEDNN_ENV, "1")
 
 
+def _tensorflow():
+    """TensorFlow, its environment set first (set_thread_env) should this be its first import."""
+    set_thread_env()
+    return tflog.import_tensorflow()
+
+
 def onednn() -> bool:
     """Whether TensorFlow's oneDNN kernels are asked for (ONEDNN_ENV; set_thread_env's default)."""
     return os.environ.get(ONEDNN_ENV, "").strip().lower() in ("1", "true")
@@ -153,7 +159,7 @@ def onednn() -> bool:
 def _set_tf_threads(cores: int) -> None:
     """One intra-op and one inter-op thread per core of the budget: fewer intra-op threads than cores left
     the train step much slower, and a second inter-op thread helped a little (docs/benchmarks.md)."""
-    tf = tflog.import_tensorflow()
+    tf = _tensorflow()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cores)
@@ -174,7 +180,7 @@ def configure(precision: str = "auto") -> str:
     policy = choose_policy(precision, hardware)
     if _configured is None:
         _set_tf_threads(hardware.cores)
-    tflog.import_tensorflow()
+    _tensorflow()
     import keras
 
     keras.mixed_precision.set_dtype_policy(policy)
