@@ -219,19 +219,6 @@ class _StopBy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def epoch_decay(params: dict[str, Any], epochs: int | None = None) -> float:
-    """The learning rate's factor per epoch when a fit runs `epochs` of the params' `epochs` (None: all).
-
-    A schedule is tuned for its full length (the recipe: x0.95 per epoch over 45 epochs ends at 0.1x the
-    first rate). An epoch cap (`--epochs`, a preset) cuts training short; keeping x0.95 would stop it
-    at a high rate, before the annealing that gives the last accuracy. So the same total decay is spread
-    over the epochs that run: lr_decay ** (planned / run) per epoch.
-    """
-    decay = float(params.get("lr_decay", 1.0))
-    planned = int(params.get("epochs", epochs or 0))
-    return decay ** (planned / epochs) if epochs and 0 < epochs < planned else decay
-
-
 # One-cycle: the rate climbs linearly from lr / ONECYCLE_START to lr over the first ONECYCLE_WARMUP of
 # the steps, then follows a cosine down to lr * ONECYCLE_END at the last step.
 ONECYCLE_WARMUP = 0.2
@@ -243,9 +230,13 @@ SCHEDULES = ("exponential", "onecycle")
 @keras.saving.register_keras_serializable(package="kaggle_digits")
 class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """The params' learning-rate schedule fitted to the epochs a fit runs: "exponential" (lr * decay**epoch,
-    a staircase stepped once per epoch, its decay spread over the epochs run, see epoch_decay) or
-    "onecycle" (a linear warm-up from lr / ONECYCLE_START to lr over ONECYCLE_WARMUP of the steps, then a
+    a staircase stepped once per epoch) or "onecycle" (a linear warm-up from lr / ONECYCLE_START to lr over ONECYCLE_WARMUP of the steps, then a
     cosine to lr * ONECYCLE_END at the last step).
+
+    The exponential staircase is made for its full length (the recipe: x0.95 per epoch over 45 epochs ends
+    at 0.1x the first rate); a fit that runs fewer epochs (a cap, a plan) keeping x0.95 would stop at a high
+    rate, before the annealing that gives the last accuracy, so the same total decay is spread over the
+    epochs run: decay ** (planned / epochs) per epoch.
 
     The epochs it is fitted to live in a variable: a fit that must end sooner (fit's stop_by) calls
     `fit_to`, and the rest of its steps follow the schedule of the shorter fit, so it still ends annealed.
@@ -266,7 +257,7 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
         ops = keras.ops
         step = ops.cast(step, "float32")
         if self.kind == "exponential":
-            # epoch_decay, in the graph: the decay spread over the epochs run when they are fewer than planned
+            # the decay spread over the epochs run when they are fewer than planned
             exponent = ops.where(self.epochs < self.planned, self.planned / self.epochs, 1.0)
             rate = ops.power(self.decay, exponent)
             return self.lr * ops.power(rate, ops.floor(step / self.steps_per_epoch))
