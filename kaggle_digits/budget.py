@@ -110,7 +110,8 @@ class Plan:
 
 def machine_key(policy: str, jobs: int = 1) -> str:
     """The CPU model, the cores this process may use, TensorFlow's version, the dtype policy, whether
-    oneDNN's kernels are on, the calibration's size, the network it times (network_tag) and the processes sharing the cores."""
+    oneDNN's kernels are on, the calibration's size, the network it times (network_tag) and the processes
+    sharing the cores."""
     from kaggle_digits.models import cnn, hardware
 
     model = platform.processor() or platform.machine()

@@ -24,7 +24,7 @@ THREADS_ENV = "KAGGLE_DIGITS_THREADS"
 # The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
 POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # TensorFlow's oneDNN kernels. Its x86 builds turn them on by themselves only on CPUs with AVX-512 VNNI
-# and newer; on an AVX2 CPU they trained the cnn about 1.3x and predicted about 1.5x faster than its
+# and newer; on an AVX2 CPU they trained the cnn about 1.3x and predicted about 1.7x faster than its
 # default kernels (docs/benchmarks.md), so set_thread_env turns them on wherever the user did not choose.
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 

@@ -230,8 +230,8 @@ SCHEDULES = ("exponential", "onecycle")
 @keras.saving.register_keras_serializable(package="kaggle_digits")
 class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """The params' learning-rate schedule fitted to the epochs a fit runs: "exponential" (lr * decay**epoch,
-    a staircase stepped once per epoch) or "onecycle" (a linear warm-up from lr / ONECYCLE_START to lr over ONECYCLE_WARMUP of the steps, then a
-    cosine to lr * ONECYCLE_END at the last step).
+    a staircase stepped once per epoch) or "onecycle" (a linear warm-up from lr / ONECYCLE_START to lr
+    over ONECYCLE_WARMUP of the steps, then a cosine to lr * ONECYCLE_END at the last step).
 
     The exponential staircase is made for its full length (the recipe: x0.95 per epoch over 45 epochs ends
     at 0.1x the first rate); a fit that runs fewer epochs (a cap, a plan) keeping x0.95 would stop at a high
