@@ -36,7 +36,9 @@ def _measure(precision: str) -> None:
 
 
 def _run(onednn: str, precision: str) -> dict:
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+    from kaggle_digits import tflog
+
+    env = {**os.environ, tflog.ONEDNN_ENV: onednn}
     done = subprocess.run(
         [sys.executable, __file__, "--measure", "--precision", precision],
         cwd=CHECKOUT,

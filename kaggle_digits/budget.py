@@ -125,7 +125,7 @@ def machine_key(policy: str, jobs: int = 1) -> str:
     tf = tflog.import_tensorflow()
 
     key = f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
-    key += " | oneDNN" if hardware.onednn() else " | no oneDNN"
+    key += " | oneDNN" if tflog.onednn() else " | no oneDNN"
     key += f" | {CALIBRATION_EPOCHS} x {CALIBRATION_IMAGES} images"  # another measurement, another entry
     key += f" | cnn {network_tag(cnn.SPEC.default_params(augment=True))}"  # another recipe, another entry
     return key if jobs == 1 else f"{key} | {jobs} processes in step"

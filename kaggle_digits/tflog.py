@@ -8,7 +8,8 @@ log lines) and descriptor 2 pointed at a temporary file during the import; what 
 passed on, less those known lines. Nothing is hidden when the user set TF_CPP_MIN_LOG_LEVEL themselves or
 gave `--verbose` (the environment variable KAGGLE_DIGITS_VERBOSE=1, which worker processes inherit).
 
-Every first import of TensorFlow or Keras in this package goes through `import_tensorflow()`.
+Every first import of TensorFlow or Keras in this package goes through `import_tensorflow()`, which also
+turns on TensorFlow's oneDNN kernels (ONEDNN_ENV) unless the user set them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ VERBOSE_ENV = "KAGGLE_DIGITS_VERBOSE"
 LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 # The level this module set (so that a child process tells it from a level the user chose).
 OUR_LEVEL_ENV = "KAGGLE_DIGITS_TF_LOG_LEVEL"
+# TensorFlow's oneDNN kernels. Its x86 builds turn them on by themselves only on CPUs with AVX-512 VNNI
+# and newer; on an AVX2 CPU they trained the cnn faster and predicted faster than its default kernels
+# (docs/benchmarks.md, "oneDNN everywhere"), so they are on wherever the user did not choose.
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 QUIET_LEVEL = "3"  # errors too: the cuInit line is an error, and real failures raise Python exceptions
 # Lines TensorFlow's native code writes while it loads: absl's notice, then glog-style INFO/WARNING lines
 # (`I0000 00:00:...`), the CPU-instruction notice and its continuation line, and the CUDA probing error.
@@ -51,10 +56,17 @@ def wants_tensorflow_lines() -> bool:
     return level is not None and level != os.environ.get(OUR_LEVEL_ENV)
 
 
+def onednn() -> bool:
+    """Whether TensorFlow's oneDNN kernels are asked for (ONEDNN_ENV; import_tensorflow's default)."""
+    return os.environ.get(ONEDNN_ENV, "").strip().lower() in ("1", "true")
+
+
 def import_tensorflow() -> ModuleType:
-    """`import tensorflow` (and keras), without TensorFlow's start-up lines unless the user wants them."""
+    """`import tensorflow` (and keras), without TensorFlow's start-up lines unless the user wants them, and
+    with oneDNN's kernels on unless the user set ONEDNN_ENV."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
+    os.environ.setdefault(ONEDNN_ENV, "1")
     if wants_tensorflow_lines():
         import tensorflow
 

@@ -227,11 +227,10 @@ def test_onednn_kernels_are_on_unless_the_user_turned_them_off_and_the_speed_is_
     import sys
 
     from kaggle_digits import tflog
-    from kaggle_digits.models import hardware
     from tests.conftest import REPO
 
-    env = {k: v for k, v in os.environ.items() if k not in (hardware.ONEDNN_ENV, tflog.OUR_LEVEL_ENV)}
-    env.update({tflog.VERBOSE_ENV: "1", tflog.LEVEL_ENV: "0"}, **({hardware.ONEDNN_ENV: user} if user else {}))
+    env = {k: v for k, v in os.environ.items() if k not in (tflog.ONEDNN_ENV, tflog.OUR_LEVEL_ENV)}
+    env.update({tflog.VERBOSE_ENV: "1", tflog.LEVEL_ENV: "0"}, **({tflog.ONEDNN_ENV: user} if user else {}))
     done = subprocess.run(
         [sys.executable, "-c", ONEDNN_PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )

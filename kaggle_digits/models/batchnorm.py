@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from kaggle_digits import tflog
 from kaggle_digits.models import hardware
 
 hardware.set_thread_env()
+tflog.import_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

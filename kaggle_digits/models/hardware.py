@@ -23,10 +23,6 @@ PRECISIONS = ("auto", "fast", "float32", "mixed_bfloat16", "mixed_float16")
 THREADS_ENV = "KAGGLE_DIGITS_THREADS"
 # The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
 POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# TensorFlow's oneDNN kernels. Its x86 builds turn them on by themselves only on CPUs with AVX-512 VNNI
-# and newer; on an AVX2 CPU they trained the cnn about 1.3x and predicted about 1.7x faster than its
-# default kernels (docs/benchmarks.md), so set_thread_env turns them on wherever the user did not choose.
-ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 
 # What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX): float32, because bf16 cost
 # accuracy in every comparison so far (benchmarks/precision.py over seeds, and the standard cnn preset on
@@ -109,7 +105,7 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def detect() -> Hardware:
     """Cores this process may use (thread_budget), GPUs (as TensorFlow sees them) and CPU flags."""
-    tf = _tensorflow()
+    tf = tflog.import_tensorflow()
 
     return Hardware(thread_budget(), len(tf.config.list_physical_devices("GPU")), cpu_flags())
 
@@ -137,29 +133,17 @@ def set_thread_env(cores: int | None = None) -> None:
 
     TensorFlow's oneDNN kernels run on its own intra-op pool (sized by `configure`), not OpenMP;
     OMP_NUM_THREADS is set to the thread budget only so that any OpenMP code in the process (NumPy's
-    BLAS, scikit-learn) does not start more threads than there are cores. oneDNN's kernels are turned on
-    (ONEDNN_ENV). Called by the Keras modules before `import tensorflow`.
+    BLAS, scikit-learn) does not start more threads than there are cores. Called by the Keras modules
+    before `import tensorflow`.
     """
     cores = cores or thread_budget()
     os.environ.setdefault("OMP_NUM_THREADS", str(cores))
-    os.environ.setdefault(ONEDNN_ENV, "1")
-
-
-def _tensorflow():
-    """TensorFlow, its environment set first (set_thread_env) should this be its first import."""
-    set_thread_env()
-    return tflog.import_tensorflow()
-
-
-def onednn() -> bool:
-    """Whether TensorFlow's oneDNN kernels are asked for (ONEDNN_ENV; set_thread_env's default)."""
-    return os.environ.get(ONEDNN_ENV, "").strip().lower() in ("1", "true")
 
 
 def _set_tf_threads(cores: int) -> None:
     """One intra-op and one inter-op thread per core of the budget: fewer intra-op threads than cores left
     the train step much slower, and a second inter-op thread helped a little (docs/benchmarks.md)."""
-    tf = _tensorflow()
+    tf = tflog.import_tensorflow()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cores)
@@ -180,7 +164,7 @@ def configure(precision: str = "auto") -> str:
     policy = choose_policy(precision, hardware)
     if _configured is None:
         _set_tf_threads(hardware.cores)
-    _tensorflow()
+    tflog.import_tensorflow()
     import keras
 
     keras.mixed_precision.set_dtype_policy(policy)
