@@ -198,7 +198,7 @@ def test_search_space_samples_buildable_json_params(name, augmented):
 
 
 @pytest.mark.parametrize("augmented", [False, True])
-def test_cnn_default_is_the_public_recipes_network_on_a_one_cycle_and_in_the_space(augmented):
+def test_cnn_default_is_the_public_recipes_network_with_max_pooling_on_a_one_cycle_and_in_the_space(augmented):
     spec = models.get("cnn")
     default = spec.default_params(augmented)
     assert default["filters"] == [32, 64] and default["batch_size"] == 64 and default["dropout"] == 0.4
@@ -207,7 +207,7 @@ def test_cnn_default_is_the_public_recipes_network_on_a_one_cycle_and_in_the_spa
         "n_blocks": 2,
         "base_filters": 32,
         "convs_per_block": 2,
-        "downsample": "stride",
+        "downsample": "maxpool",
         "final_conv": 128,
         "dense_units": 0,
         "batchnorm": True,
@@ -220,17 +220,18 @@ def test_cnn_default_is_the_public_recipes_network_on_a_one_cycle_and_in_the_spa
         **({"rotation": 10.0, "zoom": 0.1, "shift": 0.1} if augmented else {}),
     }
     assert spec.search_space(optuna.trial.FixedTrial(fixed), augmented) == default
-    convs = [layer for layer in spec.build(default).layers if layer.__class__.__name__ == "Conv2D"]
-    # 32C3-32C3-32C5S2 / 64C3-64C3-64C5S2 / 128C4
+    layers = spec.build(default).layers
+    convs = [layer for layer in layers if layer.__class__.__name__ == "Conv2D"]
+    pools = [layer for layer in layers if layer.__class__.__name__ == "MaxPooling2D"]
+    # 32C3-32C3-P2 / 64C3-64C3-P2 / 128C4: the recipe's 32C5S2 and 64C5S2 replaced by 2x2 max-pooling
     assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
         (32, 3, 1),
         (32, 3, 1),
-        (32, 5, 2),
         (64, 3, 1),
         (64, 3, 1),
-        (64, 5, 2),
         (128, 4, 1),
     ]
+    assert [p.output.shape[1:] for p in pools] == [(12, 12, 32), (4, 4, 64)]  # the recipe's shapes
     assert convs[-1].output.shape[1:3] == (1, 1)
 
 
@@ -243,7 +244,7 @@ def test_cnn_from_keras_batchnorm_is_the_same_network():
     params = cnn.SPEC.default_params(augment=False)
     ours, plain = cnn.build(params), cnn.build(params, batchnorm_layer=keras.layers.BatchNormalization)
     kinds = [layer.__class__.__name__ for layer in plain.layers]
-    assert "BatchNorm" not in kinds and kinds.count("BatchNormalization") == 7
+    assert "BatchNorm" not in kinds and kinds.count("BatchNormalization") == 5  # one per conv
     assert [layer.__class__.__name__ for layer in ours.layers] == [
         "BatchNorm" if kind == "BatchNormalization" else kind for kind in kinds
     ]
@@ -595,7 +596,7 @@ def test_cnn_normalises_after_the_activation_unless_told_otherwise():
     def conv_biases(model):
         return [layer.use_bias for layer in model.layers if type(layer).__name__ == "Conv2D"]
 
-    assert len(conv_biases(last)) == 7 and all(conv_biases(last)) and not any(conv_biases(first))
+    assert len(conv_biases(last)) == 5 and all(conv_biases(last)) and not any(conv_biases(first))
 
 
 def test_training_batches_cover_every_row_once_per_epoch_and_reshuffle():
