@@ -1,4 +1,4 @@
-"""Folds side by side: training images per second of the recipe cnn in one process using every core
+"""Folds side by side: training images per second of the default cnn in one process using every core
 (how folds ran before --fold-jobs) against one process per core at once (--fold-jobs N), in turn.
 
     python benchmarks/fold_jobs.py                       # 2 rounds, 12,000 images, 3 epochs, bf16, augmented

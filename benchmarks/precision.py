@@ -1,6 +1,6 @@
 """Does mixed_bfloat16 cost accuracy? float32 and mixed_bfloat16 CNNs trained side by side over several seeds.
 
-For each seed, the same CNN (the public recipe, with augmentation, `--epochs` epochs) is trained once in
+For each seed, the same CNN (the default cnn, with augmentation, `--epochs` epochs) is trained once in
 float32 and once in mixed_bfloat16 on the first `--train` rows of the offline mirror's train.csv and
 scored on the next `--val` rows (held-out train rows: the test labels play no part in this choice).
 Prints each pair, the mean paired difference with its standard error, and the speed of each precision
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     X_val, y_val = X[args.train : args.train + args.val], y[args.train : args.train + args.val]
     params = cnn.SPEC.default_params(augment=True)
     print(f"machine: {hardware.detect().describe()}")
-    print(f"recipe CNN with augmentation, {args.epochs} epochs on {len(X_fit):,} rows, scored on {len(X_val):,}")
+    print(f"default cnn with augmentation, {args.epochs} epochs on {len(X_fit):,} rows, scored on {len(X_val):,}")
 
     accuracy: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     epoch_seconds: dict[str, list[float]] = {p: [] for p in PRECISIONS}

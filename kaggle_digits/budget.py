@@ -207,14 +207,15 @@ def _write_cache(speed: Speed, **more: object) -> None:
         pass
 
 
-def calibrate(policy: str, key: str, jobs: int = 1) -> Speed:
-    """Time the recipe cnn (with augmentation) on CALIBRATION_IMAGES synthetic images: the epochs after
+def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None) -> Speed:
+    """Time the default cnn (with augmentation) on CALIBRATION_IMAGES synthetic images: the epochs after
     the first of CALIBRATION_EPOCHS (the first builds the graph), then two predictions of the same images
     (the second timed).
-    With jobs > 1, in that many processes at once (as the folds run), averaging their speeds."""
+    With jobs > 1, in that many processes at once (as the folds run), averaging their speeds.
+    changes : params that replace the default's (benchmarks time other networks with them)."""
     started = time.monotonic()
     if jobs <= 1:
-        train_per_s, predict_per_s = measure()
+        train_per_s, predict_per_s = measure(changes)
     else:
         from kaggle_digits.search import processes
 
@@ -222,29 +223,32 @@ def calibrate(policy: str, key: str, jobs: int = 1) -> Speed:
         # share the cores the whole time as the folds do; one that measured while another was still
         # starting would measure a machine to itself.
         start_at = time.time() + SYNC_SECONDS
-        tasks = [processes.Task(_measure_in_process, (start_at,), f"speed measurement {k + 1}") for k in range(jobs)]
+        tasks = [
+            processes.Task(_measure_in_process, (start_at, changes), f"speed measurement {k + 1}") for k in range(jobs)
+        ]
         measured = processes.run(tasks, jobs, policy=policy)
         train_per_s = float(np.mean([m[0] for m in measured]))
         predict_per_s = float(np.mean([m[1] for m in measured]))
     return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs)
 
 
-def _measure_in_process(start_at: float, report) -> tuple[float, float]:
+def _measure_in_process(start_at: float, changes: dict | None, report) -> tuple[float, float]:
     from kaggle_digits.models import cnn  # noqa: F401  (TensorFlow and Keras loaded before the wait)
 
     time.sleep(max(0.0, start_at - time.time()))
-    return measure()
+    return measure(changes)
 
 
-def measure() -> tuple[float, float]:
-    """(training, prediction) images per second of the recipe cnn in this process (see calibrate)."""
+def measure(changes: dict | None = None) -> tuple[float, float]:
+    """(training, prediction) images per second of the default cnn, with `changes` to its params, in this
+    process (see calibrate)."""
     from kaggle_digits.models import cnn
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (CALIBRATION_IMAGES, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, CALIBRATION_IMAGES).astype(np.uint8)
     ends: list[float] = []
-    params = {**cnn.SPEC.default_params(augment=True), "epochs": CALIBRATION_EPOCHS}
+    params = {**cnn.SPEC.default_params(augment=True), **(changes or {}), "epochs": CALIBRATION_EPOCHS}
     fitted = cnn.SPEC.fit(
         params,
         X,
