@@ -4,9 +4,9 @@ side (one process each, as the pipeline's folds run), over several seeds.
     python benchmarks/ablation.py '{}' '{"ema": 0.999}'                       # EMA of the weights
     python benchmarks/ablation.py '{"precision": "float32"}' '{"precision": "fast"}'   # bf16 against float32
     python benchmarks/ablation.py --teacher RUNS/cnn-aug-budget/trial-0 '{}' '{"pseudo": 0.99, "epochs": 7}'
-    python benchmarks/ablation.py "$RECIPE" '{}'     # the strided net, schedule and order of before against the default
-    # with RECIPE='{"downsample": "stride", "norm_last": false, "schedule": "exponential", "lr": 0.001}'
-    # (the default before the one-cycle and max-pooling)
+    python benchmarks/ablation.py "$RECIPE" '{}'     # the strided net, dropout, schedule and order of before against the default
+    # with RECIPE='{"downsample": "stride", "dropout": 0.4, "norm_last": false, "schedule": "exponential", "lr": 0.001}'
+    # (the default before the one-cycle, max-pooling and dropout 0.2)
 
 Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "precision" (default
 fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at

@@ -201,7 +201,7 @@ def test_search_space_samples_buildable_json_params(name, augmented):
 def test_cnn_default_is_the_public_recipes_network_with_max_pooling_on_a_one_cycle_and_in_the_space(augmented):
     spec = models.get("cnn")
     default = spec.default_params(augmented)
-    assert default["filters"] == [32, 64] and default["batch_size"] == 64 and default["dropout"] == 0.4
+    assert default["filters"] == [32, 64] and default["batch_size"] == 64 and default["dropout"] == 0.2
     assert default["norm_last"] and (default["schedule"], default["lr"]) == ("onecycle", 2e-3)
     fixed = {
         "n_blocks": 2,
@@ -212,7 +212,7 @@ def test_cnn_default_is_the_public_recipes_network_with_max_pooling_on_a_one_cyc
         "dense_units": 0,
         "batchnorm": True,
         "norm_last": True,
-        "dropout": 0.4,
+        "dropout": 0.2,
         "lr": 2e-3,
         "lr_decay": 0.95,
         "batch_size": 64,
