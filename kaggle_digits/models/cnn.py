@@ -4,10 +4,9 @@ max-pooling), dropout, a small head. Its default is the network of the public si
 two 5x5 stride-2 convs (32C3-32C3-P2 / 64C3-64C3-P2 / 128C4: the same shapes, a third fewer
 multiply-adds, so more epochs in the same time: ahead of the strided convs' fewer epochs in ten minutes,
 level in an hour), each conv-ReLU-BN as the recipe's code orders them, dropout 0.2 (the recipe's 0.4
-held the short plans back), batch 64, 45 epochs,
-rotation 10 degrees / zoom 0.1 / shift 0.1 with augmentation; trained with Adam on a one-cycle schedule
-peaking at 2e-3 (warm-up, then a cosine) in place of the recipe's 1e-3 * 0.95**epoch, which trained less
-in the same epochs (docs/benchmarks.md)."""
+held the short plans back), batch 64, 45 epochs, rotation 10 degrees / zoom 0.1 / shift 0.1 with
+augmentation; trained with Adam on a one-cycle schedule peaking at 2e-3 (warm-up, then a cosine) in
+place of the recipe's 1e-3 * 0.95**epoch, which trained less in the same epochs (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
