@@ -672,3 +672,40 @@ def test_an_ema_of_the_weights_replaces_them_at_the_end_of_the_fit(digits):
     averaged = fits[2]
     accuracy = (spec.predict_proba(averaged, X_val).argmax(axis=1) == y_val).mean()
     assert accuracy > 0.7, accuracy
+
+
+def test_snapshot_cycles_are_one_cycles_of_whole_epochs():
+    """`snapshots` 3 over 10 epochs: one-cycles of 3, 4 and 3 epochs, each as a fit of that length alone."""
+    from kaggle_digits.models import keras_common as kc
+
+    params = {"lr": 2e-3, "epochs": 10, "schedule": "onecycle"}
+    schedule = kc.learning_rate_schedule({**params, "snapshots": 3}, steps_per_epoch=10)
+    assert schedule.cycle_ends() == [3, 7, 10]
+    for begins, ends in ((0, 3), (3, 7), (7, 10)):
+        alone = kc.learning_rate_schedule({**params, "epochs": ends - begins}, steps_per_epoch=10)
+        for step in range(0, 10 * (ends - begins)):
+            assert float(schedule(10 * begins + step)) == pytest.approx(float(alone(step)), rel=1e-5)
+    assert kc.learning_rate_schedule({**params, "epochs": 2, "snapshots": 3}, steps_per_epoch=10).cycle_ends() == [1, 2]
+    with pytest.raises(ValueError, match="snapshots"):
+        kc.learning_rate_schedule({**params, "schedule": "exponential", "snapshots": 2}, steps_per_epoch=10)
+
+
+def test_a_snapshot_fit_returns_the_average_of_its_cycles_networks(digits, tmp_path):
+    """params' `snapshots`: the model averages the network at the end of each cycle; it saves, loads and
+    attributes as one network does."""
+    X, y, X_val, y_val = digits
+    spec = models.get("dense")
+    params = {**spec.default_params(augment=False), "schedule": "onecycle", "snapshots": 2, "batch_size": 32}
+    model = spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False).model
+    members = [layer for layer in model.layers if layer.name.startswith("snapshot_")]
+    assert len(members) == 2
+    gap = max(float(np.abs(u - v).max()) for u, v in zip(*(m.get_weights() for m in members), strict=True))
+    assert gap > 1e-4, "the second cycle trained on from the first"
+    proba = spec.predict_proba(model, X_val)
+    each = [np.asarray(m(X_val[..., None].astype(np.float32), training=False)) for m in members]
+    np.testing.assert_allclose(proba, np.mean(each, axis=0), atol=1e-5)
+    assert (proba.argmax(axis=1) == y_val).mean() > 0.7
+    spec.save(model, tmp_path / "m.keras")
+    np.testing.assert_allclose(spec.predict_proba(spec.load(tmp_path / "m.keras"), X_val), proba, atol=1e-6)
+    picked, grads = spec.gradient_fn(model)(X_val[:4].astype(np.float32), y_val[:4])
+    assert picked.shape == (4,) and grads.shape == (4, 28, 28)

@@ -148,13 +148,16 @@ class BatchNormStatistics(keras.callbacks.Callback):
             layer.moving_variance.assign(layer.moving_variance / n_batches)
         self._current = True
 
+    def ensure_current(self) -> None:
+        """Estimate the statistics unless they already belong to the current weights."""
+        if not self._current:
+            self.estimate()
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._current = False
 
     def on_test_begin(self, logs: dict | None = None) -> None:
-        if not self._current:
-            self.estimate()
+        self.ensure_current()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if not self._current:
-            self.estimate()
+        self.ensure_current()

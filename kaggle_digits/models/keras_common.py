@@ -219,6 +219,36 @@ class _StopBy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _Snapshots(keras.callbacks.Callback):
+    """Keeps a copy of `network`'s weights, its batch-norm statistics re-estimated, at the end of each of
+    the schedule's cycles but the last (FittedSchedule.cycle_ends): the members of a snapshot ensemble,
+    the fit's final weights the last."""
+
+    def __init__(self, network: keras.Model, schedule: FittedSchedule, statistics: BatchNormStatistics) -> None:
+        super().__init__()
+        self._network, self._schedule, self._statistics = network, schedule, statistics
+        self.weights: list[list[np.ndarray]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 in self._schedule.cycle_ends()[:-1]:
+            self._statistics.ensure_current()
+            self.weights.append(self._network.get_weights())
+
+
+def snapshot_ensemble(build, params: dict[str, Any], weights: list[list[np.ndarray]]) -> keras.Model:
+    """One model that averages the class probabilities of `build(params)` networks holding these weights
+    (a snapshot ensemble: predicts, saves and loads as any single network does)."""
+    inputs = model_input()
+    outputs, name = [], "network"
+    for k, member in enumerate(weights):
+        network = build(params)
+        network.set_weights(member)
+        name, network.name = network.name, f"snapshot_{k + 1}"
+        outputs.append(network(inputs))
+    average = keras.layers.Average(dtype="float32", name="proba")(outputs)
+    return keras.Model(inputs, average, name=f"{name}_snapshots")
+
+
 # One-cycle: the rate climbs linearly from lr / ONECYCLE_START to lr over the first ONECYCLE_WARMUP of
 # the steps, then follows a cosine down to lr * ONECYCLE_END at the last step.
 ONECYCLE_WARMUP = 0.2
@@ -240,14 +270,30 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     The epochs it is fitted to live in a variable: a fit that must end sooner (fit's stop_by) calls
     `fit_to`, and the rest of its steps follow the schedule of the shorter fit, so it still ends annealed.
+
+    `cycles` > 1 ("onecycle" only) splits the epochs into that many one-cycles of whole epochs, ending at
+    `cycle_ends` (a snapshot ensemble's cyclic schedule: each cycle warms up again from lr / ONECYCLE_START
+    and ends annealed).
     """
 
-    def __init__(self, kind: str, lr: float, steps_per_epoch: int, epochs: float, planned: int, decay: float) -> None:
+    def __init__(
+        self, kind: str, lr: float, steps_per_epoch: int, epochs: float, planned: int, decay: float, cycles: int = 1
+    ) -> None:
         if kind not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {kind!r}")
+        if int(cycles) < 1 or (int(cycles) > 1 and kind != "onecycle"):
+            raise ValueError(
+                f"snapshots must be a whole number >= 1, and above 1 only with schedule onecycle, not {cycles!r}"
+            )
         self.kind, self.lr, self.steps_per_epoch = kind, float(lr), int(steps_per_epoch)
-        self.planned, self.decay = int(planned), float(decay)
+        self.planned, self.decay, self.cycles = int(planned), float(decay), int(cycles)
         self.epochs = keras.Variable(float(epochs), dtype="float32", trainable=False, name="schedule_epochs")
+
+    def cycle_ends(self) -> list[int]:
+        """The epochs (1-based counts) at which the cycles end, the last the fit's own end."""
+        epochs = int(round(float(self.epochs.numpy())))
+        cycles = min(self.cycles, epochs)
+        return sorted({int(np.round(j * epochs / cycles)) for j in range(1, cycles + 1)})
 
     def fit_to(self, epochs: int) -> None:
         """Fit the steps still to come to a fit of `epochs` epochs (at most those it was made for)."""
@@ -261,7 +307,16 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
             exponent = ops.where(self.epochs < self.planned, self.planned / self.epochs, 1.0)
             rate = ops.power(self.decay, exponent)
             return self.lr * ops.power(rate, ops.floor(step / self.steps_per_epoch))
-        steps = ops.maximum(1.0, ops.round(self.epochs * self.steps_per_epoch))
+        # The cycle this step is in: it began at epoch `begins` and ends at `ends` (the whole fit with one).
+        epoch = ops.floor(step / self.steps_per_epoch)
+        cycles = ops.minimum(float(self.cycles), ops.maximum(1.0, ops.round(self.epochs)))
+        begins, ends = ops.zeros_like(step), self.epochs
+        for j in range(1, self.cycles):
+            end = ops.where(j < cycles, ops.round(j * self.epochs / cycles), self.epochs)
+            begins = ops.where(epoch >= end, ops.maximum(begins, end), begins)
+            ends = ops.where(epoch < end, ops.minimum(ends, end), ends)
+        step = step - begins * self.steps_per_epoch
+        steps = ops.maximum(1.0, ops.round((ends - begins) * self.steps_per_epoch))
         warmup = ops.floor(ONECYCLE_WARMUP * steps)
         start = self.lr / ONECYCLE_START
         rising = start + (self.lr - start) * step / ops.maximum(warmup, 1.0)
@@ -278,6 +333,7 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "epochs": float(self.epochs.numpy()),
             "planned": self.planned,
             "decay": self.decay,
+            "cycles": self.cycles,
         }
 
 
@@ -287,7 +343,8 @@ def learning_rate_schedule(params: dict[str, Any], steps_per_epoch: int, epochs:
     planned = int(params["epochs"])
     run = planned if epochs is None else min(planned, int(epochs))
     kind = params.get("schedule", "exponential")
-    return FittedSchedule(kind, float(params["lr"]), steps_per_epoch, run, planned, float(params.get("lr_decay", 1.0)))
+    decay, cycles = float(params.get("lr_decay", 1.0)), params.get("snapshots", 1)
+    return FittedSchedule(kind, float(params["lr"]), steps_per_epoch, run, planned, decay, cycles)
 
 
 def steps_per_execution(steps_per_epoch: int) -> int:
@@ -339,7 +396,9 @@ def fit(
 
     params: lr, lr_decay, batch_size, epochs, optional patience (early stopping on val_accuracy with
     the best weights restored; 0 = off), rotation/zoom/shift/elastic/erasing (augmentation of training
-    batches, augment.Magnitudes), label_smoothing and ema (compile_model).
+    batches, augment.Magnitudes), label_smoothing and ema (compile_model), snapshots (with the "onecycle"
+    schedule: that many cycles, and the returned model averages the network at the end of each:
+    snapshot_ensemble).
     The BatchNorm layers' moving statistics are re-estimated on training images before each validation
     and at the end (batchnorm.BatchNormStatistics), so a fit of any length predicts with its own.
     stop_by: a time (time.time()) by which training should end: the fit runs the epochs that still fit
@@ -358,7 +417,11 @@ def fit(
     schedule = compile_model(trainer, params, steps_per_epoch, epochs)
 
     # First, so that validation, early stopping and on_epoch see the re-estimated statistics.
-    callbacks: list[keras.callbacks.Callback] = [BatchNormStatistics(model, _check_images(X, "X"), seed)]
+    statistics = BatchNormStatistics(model, _check_images(X, "X"), seed)
+    callbacks: list[keras.callbacks.Callback] = [statistics]
+    snapshots = _Snapshots(model, schedule, statistics)
+    if schedule.cycles > 1:
+        callbacks.append(snapshots)
     validation = None
     if X_val is not None and y_val is not None:
         validation = eval_dataset(X_val, y_val)
@@ -381,6 +444,8 @@ def fit(
         verbose=2 if verbose else 0,
     )
     curves = {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
+    if snapshots.weights:
+        model = snapshot_ensemble(build, params, [*snapshots.weights, model.get_weights()])
     return FitResult(model=model, history=curves, epochs=len(curves.get("loss", [])))
 
 
