@@ -5,22 +5,27 @@ side (one process each, as the pipeline's folds run), over several seeds.
     python benchmarks/ablation.py '{"precision": "float32"}' '{"precision": "fast"}'   # bf16 against float32
     python benchmarks/ablation.py --teacher RUNS/cnn-aug-budget/trial-0 '{}' '{"pseudo": 0.99, "epochs": 7}'
     python benchmarks/ablation.py "$RECIPE" '{}'     # the strided net, dropout, schedule and order of before against the default
+    python benchmarks/ablation.py --ensembles --jobs 2 '{}' '{"seed": 100}' '{"downsample": "stride"}'   # diversity
     # with RECIPE='{"downsample": "stride", "dropout": 0.4, "norm_last": false, "schedule": "exponential", "lr": 0.001}'
     # (the default before the one-cycle, max-pooling and dropout 0.2)
 
 Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "precision" (default
 fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at
 least this probability, labelled with their prediction: the toolkit's own predictions, never
-solution.csv), anything else overrides the cnn's default params (augmented). Seed s trains on all but
-one of the --folds (default 4) folds of a stratified split with seed s and scores that one (held-out
-train rows): `--folds 2` is the fold of a plan that trains two folds at once. Printed:
-each seed's accuracies and seconds, then each arm's mean accuracy, its mean paired difference from the
-first arm with the standard error, and its training time as a ratio to the first arm's.
+solution.csv), "seed" (added to the seed the arm trains with; the fold split stays the seed's), anything
+else overrides the cnn's default params (augmented). Seed s trains on all but one of the --folds
+(default 4) folds of a stratified split with seed s and scores that one (held-out train rows): `--folds
+2` is the fold of a plan that trains two folds at once. Printed: each seed's accuracies and seconds,
+then each arm's mean accuracy, its mean paired difference from the first arm with the standard error,
+and its training time as a ratio to the first arm's. With --ensembles, also each pair of arms' accuracy
+when their held-out probabilities are averaged (what two members of an ensemble give), against the
+first pair's.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -36,8 +41,9 @@ FOLDS = 4
 
 def fit_arm(
     arm: dict, seed: int, epochs: int, data_dir: str, teacher: list[str], folds: int, report
-) -> tuple[float, float, int]:
-    """(held-out accuracy, training seconds, training images per epoch) of one arm, in a child process."""
+) -> tuple[float, float, int, np.ndarray, np.ndarray]:
+    """(held-out accuracy, training seconds, training images per epoch, held-out probabilities, held-out
+    labels) of one arm, in a child process."""
     from kaggle_digits.models import hardware
 
     hardware.configure(arm.get("precision", "fast"))
@@ -57,12 +63,14 @@ def fit_arm(
         X = np.concatenate([X, data.X_test[sure]])
         y = np.concatenate([y, proba[sure].argmax(axis=1).astype(y.dtype)])
     params = cnn.SPEC.default_params(augment=True)
-    params |= {k: v for k, v in arm.items() if k not in ("epochs", "precision", "pseudo")}
+    params |= {k: v for k, v in arm.items() if k not in ("epochs", "precision", "pseudo", "seed")}
     started = time.monotonic()
-    fitted = cnn.SPEC.fit(params, X, y, max_epochs=int(arm.get("epochs", epochs)), seed=seed, verbose=False)
+    max_epochs, fit_seed = int(arm.get("epochs", epochs)), seed + int(arm.get("seed", 0))
+    fitted = cnn.SPEC.fit(params, X, y, max_epochs=max_epochs, seed=fit_seed, verbose=False)
     seconds = time.monotonic() - started
     proba = cnn.SPEC.predict_proba(fitted.model, data.X_train[held_out])
-    return float((proba.argmax(axis=1) == data.y_train[held_out]).mean()), seconds, len(y)
+    labels = data.y_train[held_out]
+    return float((proba.argmax(axis=1) == labels).mean()), seconds, len(y), proba, labels
 
 
 def main() -> int:
@@ -73,6 +81,8 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=FOLDS, help=f"folds of the split (default {FOLDS})")
     parser.add_argument("--data-dir", default=str(CHECKOUT / "data"))
     parser.add_argument("--teacher", default="", help="comma-separated trial folders whose test.npy label pseudo arms")
+    parser.add_argument("--jobs", type=int, default=0, help="arms trained at once (default: all)")
+    parser.add_argument("--ensembles", action="store_true", help="also each pair of arms averaged")
     args = parser.parse_args()
 
     from kaggle_digits.search import processes
@@ -81,15 +91,18 @@ def main() -> int:
     teacher = [t for t in args.teacher.split(",") if t]
     if any("pseudo" in arm for arm in arms) and not teacher:
         parser.error("a pseudo arm needs --teacher")
-    accuracy, seconds = [], []
+    accuracy, seconds, pairs = [], [], []
+    pair_arms = list(itertools.combinations(range(len(arms)), 2))
     for seed in (int(s) for s in args.seeds.split(",")):
         tasks = [
             processes.Task(fit_arm, (arm, seed, args.epochs, args.data_dir, teacher, args.folds), f"arm {k + 1}")
             for k, arm in enumerate(arms)
         ]
-        results = processes.run(tasks, len(arms))
+        results = processes.run(tasks, args.jobs or len(arms))
         accuracy.append([r[0] for r in results])
         seconds.append([r[1] for r in results])
+        labels = results[0][4]
+        pairs.append([float(((results[a][3] + results[b][3]).argmax(axis=1) == labels).mean()) for a, b in pair_arms])
         print(
             f"seed {seed}: "
             + "  ".join(
@@ -97,6 +110,9 @@ def main() -> int:
             ),
             flush=True,
         )
+        if args.ensembles and pair_arms:
+            averaged = "  ".join(f"{a + 1} + {b + 1} {v:.5f}" for (a, b), v in zip(pair_arms, pairs[-1]))
+            print(f"  averaged: {averaged}", flush=True)
     acc, secs = np.array(accuracy), np.array(seconds)
     print(f"\n{'arm':<44} {'accuracy':>9} {'vs first':>9} {'SE':>8} {'time':>6}")
     for k, arm in enumerate(arms):
@@ -104,6 +120,14 @@ def main() -> int:
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
         ratio = np.median(secs[:, k] / secs[:, 0])
         print(f"{json.dumps(arm):<44} {acc[:, k].mean():9.5f} {diff.mean():+9.5f} {se:8.5f} {ratio:5.2f}x")
+    if args.ensembles and pair_arms:
+        both = np.array(pairs)
+        print(f"\n{'arms averaged':<14} {'accuracy':>9} {'vs first':>9} {'SE':>8}   (per seed)")
+        for k, (a, b) in enumerate(pair_arms):
+            diff = both[:, k] - both[:, 0]
+            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+            per_seed = " ".join(f"{v:.5f}" for v in both[:, k])
+            print(f"{f'{a + 1} + {b + 1}':<14} {both[:, k].mean():9.5f} {diff.mean():+9.5f} {se:8.5f}   {per_seed}")
     return 0
 
 
