@@ -222,7 +222,8 @@ class _StopBy(keras.callbacks.Callback):
 class _Snapshots(keras.callbacks.Callback):
     """Keeps a copy of `network`'s weights, its batch-norm statistics re-estimated, at the end of each of
     the schedule's cycles but the last (FittedSchedule.cycle_ends): the members of a snapshot ensemble,
-    the fit's final weights the last."""
+    the fit's final weights the last. Off in every family's defaults: it did not pay for the cnn
+    (docs/benchmarks.md, "Levers tried")."""
 
     def __init__(self, network: keras.Model, schedule: FittedSchedule, statistics: BatchNormStatistics) -> None:
         super().__init__()
