@@ -73,6 +73,13 @@ def fit_arm(
     return float((proba.argmax(axis=1) == labels).mean()), seconds, len(y), proba, labels
 
 
+def paired(values: np.ndarray, k: int) -> tuple[float, float]:
+    """Column k's mean difference from column 0 over the seeds (rows), and its standard error."""
+    diff = values[:, k] - values[:, 0]
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), float(se)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("arms", nargs="+", help="JSON objects, the first the baseline")
@@ -92,7 +99,7 @@ def main() -> int:
     if any("pseudo" in arm for arm in arms) and not teacher:
         parser.error("a pseudo arm needs --teacher")
     accuracy, seconds, pairs = [], [], []
-    pair_arms = list(itertools.combinations(range(len(arms)), 2))
+    pair_arms = list(itertools.combinations(range(len(arms)), 2)) if args.ensembles else []
     for seed in (int(s) for s in args.seeds.split(",")):
         tasks = [
             processes.Task(fit_arm, (arm, seed, args.epochs, args.data_dir, teacher, args.folds), f"arm {k + 1}")
@@ -110,24 +117,22 @@ def main() -> int:
             ),
             flush=True,
         )
-        if args.ensembles and pair_arms:
+        if pair_arms:
             averaged = "  ".join(f"{a + 1} + {b + 1} {v:.5f}" for (a, b), v in zip(pair_arms, pairs[-1]))
             print(f"  averaged: {averaged}", flush=True)
     acc, secs = np.array(accuracy), np.array(seconds)
     print(f"\n{'arm':<44} {'accuracy':>9} {'vs first':>9} {'SE':>8} {'time':>6}")
     for k, arm in enumerate(arms):
-        diff = acc[:, k] - acc[:, 0]
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        mean, se = paired(acc, k)
         ratio = np.median(secs[:, k] / secs[:, 0])
-        print(f"{json.dumps(arm):<44} {acc[:, k].mean():9.5f} {diff.mean():+9.5f} {se:8.5f} {ratio:5.2f}x")
-    if args.ensembles and pair_arms:
+        print(f"{json.dumps(arm):<44} {acc[:, k].mean():9.5f} {mean:+9.5f} {se:8.5f} {ratio:5.2f}x")
+    if pair_arms:
         both = np.array(pairs)
         print(f"\n{'arms averaged':<14} {'accuracy':>9} {'vs first':>9} {'SE':>8}   (per seed)")
         for k, (a, b) in enumerate(pair_arms):
-            diff = both[:, k] - both[:, 0]
-            se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+            mean, se = paired(both, k)
             per_seed = " ".join(f"{v:.5f}" for v in both[:, k])
-            print(f"{f'{a + 1} + {b + 1}':<14} {both[:, k].mean():9.5f} {diff.mean():+9.5f} {se:8.5f}   {per_seed}")
+            print(f"{f'{a + 1} + {b + 1}':<14} {both[:, k].mean():9.5f} {mean:+9.5f} {se:8.5f}   {per_seed}")
     return 0
 
 

@@ -420,8 +420,8 @@ def fit(
     # First, so that validation, early stopping and on_epoch see the re-estimated statistics.
     statistics = BatchNormStatistics(model, _check_images(X, "X"), seed)
     callbacks: list[keras.callbacks.Callback] = [statistics]
-    snapshots = _Snapshots(model, schedule, statistics)
-    if schedule.cycles > 1:
+    snapshots = _Snapshots(model, schedule, statistics) if schedule.cycles > 1 else None
+    if snapshots is not None:
         callbacks.append(snapshots)
     validation = None
     if X_val is not None and y_val is not None:
@@ -445,7 +445,7 @@ def fit(
         verbose=2 if verbose else 0,
     )
     curves = {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
-    if snapshots.weights:
+    if snapshots is not None and snapshots.weights:
         model = snapshot_ensemble(build, params, [*snapshots.weights, model.get_weights()])
     return FitResult(model=model, history=curves, epochs=len(curves.get("loss", [])))
 
