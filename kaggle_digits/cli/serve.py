@@ -32,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
         serve.warm_up(predictor)
         port = listener.getsockname()[1]
         print(f"predictor: {summary(predictor)}", flush=True)
-        print(f"serving http://{HOST}:{port}/  (POST /predict, GET /health; Ctrl+C to stop)", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         try:
+            # Announced inside the try: a Ctrl+C right after it, before uvicorn has taken over the signal,
+            # stops as cleanly as one later.
+            print(f"serving http://{HOST}:{port}/  (POST /predict, GET /health; Ctrl+C to stop)", flush=True)
             server.run(sockets=[listener])
         except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl+C, then re-raises it: stopping is normal
             pass
