@@ -97,8 +97,17 @@ def test_quiet_fit_prints_nothing(digits, capfd):
     assert capfd.readouterr().out == ""
 
 
+@pytest.fixture
+def float32_policy():
+    """float32 for one test whose subject is exact arithmetic (on a bf16 CPU `auto` is mixed_bfloat16)."""
+    before = hardware.ensure_configured()
+    hardware.configure("float32")
+    yield
+    hardware.configure(before)
+
+
 @pytest.mark.parametrize("shape", [(64, 6, 6, 8), (64, 1, 1, 8), (32, 12)])
-def test_fused_batch_norm_matches_keras(shape):
+def test_fused_batch_norm_matches_keras(shape, float32_policy):
     """The fused BatchNorm layer computes what keras.layers.BatchNormalization computes."""
     import keras
 
@@ -690,7 +699,7 @@ def test_snapshot_cycles_are_one_cycles_of_whole_epochs():
         kc.learning_rate_schedule({**params, "schedule": "exponential", "snapshots": 2}, steps_per_epoch=10)
 
 
-def test_a_snapshot_fit_returns_the_average_of_its_cycles_networks(digits, tmp_path):
+def test_a_snapshot_fit_returns_the_average_of_its_cycles_networks(digits, tmp_path, float32_policy):
     """params' `snapshots`: the model averages the network at the end of each cycle; it saves, loads and
     attributes as one network does."""
     X, y, X_val, y_val = digits

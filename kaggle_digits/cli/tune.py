@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         metavar="{" + ",".join(hardware.PRECISIONS) + "}",
-        help="Keras dtype policy (default auto: mixed_float16 on a GPU, float32 on a CPU; fast: bf16 too on a CPU "
-        "that has it; the quick cnn preset uses fast)",
+        help="Keras dtype policy (default auto, as fast: mixed_float16 on a GPU, bf16 on a CPU with AVX512_BF16 or "
+        "AMX, float32 on any other CPU)",
     )
     parser.add_argument("--study", help="study name (default: the model, or <model>-aug with --augment)")
     parser.add_argument(

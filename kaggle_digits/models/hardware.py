@@ -14,8 +14,8 @@ from pathlib import Path
 
 from kaggle_digits import tflog
 
-# auto: accuracy first (mixed_float16 on a GPU, float32 on a CPU unless AUTO_CPU_BF16); fast: mixed
-# precision wherever the hardware computes it natively (mixed_bfloat16 on an AVX512_BF16/AMX CPU too).
+# auto: mixed_float16 on a GPU, mixed_bfloat16 on an AVX512_BF16/AMX CPU when AUTO_CPU_BF16, else float32;
+# fast: mixed precision wherever the hardware computes it natively (mixed_bfloat16 on such a CPU always).
 PRECISIONS = ("auto", "fast", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Threads this process may use, when it must not take every usable core: `tune --jobs N` runs N worker
@@ -24,10 +24,11 @@ THREADS_ENV = "KAGGLE_DIGITS_THREADS"
 # The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
 POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX): float32, because bf16 cost
-# accuracy in every comparison so far (benchmarks/precision.py over seeds, and the standard cnn preset on
-# the same folds; docs/benchmarks.md).
-AUTO_CPU_BF16 = False
+# Whether `auto` picks mixed_bfloat16 on a CPU with native bfloat16 (AVX512_BF16 or AMX): yes, because
+# with the cnn's current defaults bf16 trained as accurately as float32 over seeds, at the quick plans'
+# length and at the recipe's 45 epochs, in less time (the recipe's own net had lost accuracy in bf16;
+# docs/benchmarks.md, "Levers tried").
+AUTO_CPU_BF16 = True
 
 _configured: str | None = None
 
