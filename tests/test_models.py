@@ -99,7 +99,7 @@ def test_quiet_fit_prints_nothing(digits, capfd):
 
 @pytest.fixture
 def float32_policy():
-    """float32 for one test whose subject is exact arithmetic (on a bf16 CPU `auto` is mixed_bfloat16)."""
+    """float32 for a test whose subject is exact arithmetic (on a bf16 CPU `auto` is mixed_bfloat16)."""
     before = hardware.ensure_configured()
     hardware.configure("float32")
     yield
