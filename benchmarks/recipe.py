@@ -108,6 +108,8 @@ def main() -> int:
         overrides = json.loads(args.params)
     except json.JSONDecodeError as error:
         parser.error(f"--params: not JSON ({error})")
+    if not isinstance(overrides, dict):
+        parser.error(f"--params: a JSON object of cnn params, not {args.params}")
     params = cnn.SPEC.default_params(augment=True) | overrides
     setting = {"params": params, "epochs": args.epochs, "precision": args.precision}
     args.out.mkdir(parents=True, exist_ok=True)
