@@ -374,74 +374,7 @@ def _strokes() -> np.ndarray:
     return np.stack([ring, bar])
 
 
-def test_warp_without_a_field_is_the_projective_kernel():
-    """`warp` at the affine map's source points gives what TensorFlow's projective kernel gives."""
-    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (6, 28, 28, 1)).astype(np.float32))
-    u = tf.constant(np.random.default_rng(1).uniform(-1, 1, (4, 6)).astype(np.float32))
-    matrices = augment.affine_matrices(u[0] * 0.5, 1.0 + u[1] * 0.2, u[2] * 5, u[3] * 5, 28, 28)
-    expected = augment.transform(images, matrices).numpy()
-    warped = augment.warp(images, augment.source_coordinates(matrices, 28, 28)).numpy()
-    np.testing.assert_allclose(warped, expected, atol=1e-2)
-
-
-def test_elastic_distortion_keeps_the_digit_in_frame_and_its_shape():
-    strokes = _strokes()
-    images = tf.constant(np.repeat(strokes, 64, axis=0)[..., None])  # 64 draws of each
-    field = augment.elastic_field(tf.constant(128), 28, 28, 34.0, tf.constant([3, 4])).numpy()
-    # Simard's field as scipy computes it: the same noise through gaussian_filter (zero padding), times alpha.
-    noise = tf.random.stateless_uniform([128, 28, 28, 2], [3, 4], -1.0, 1.0).numpy()
-    expected = 34.0 * ndimage.gaussian_filter(
-        noise, (0, augment.ELASTIC_SIGMA, augment.ELASTIC_SIGMA, 0), mode="constant"
-    )
-    np.testing.assert_allclose(field, expected, atol=1e-4)
-    rms = float(np.sqrt((field**2).sum(axis=-1).mean()))
-    assert 1.0 < rms < 3.0, rms  # Simard's alpha 34 with sigma 4: pixels move by about 2 px
-    out = augment.random_augment(images, augment.Magnitudes(elastic=34.0), tf.constant([5, 6])).numpy()[..., 0]
-    original = images.numpy()[..., 0]
-    assert out.shape == original.shape and not np.array_equal(out, original)
-    assert out.min() >= 0 and out.max() <= 255.01
-    # In frame: no ink reaches the outer 2 px, and the ink is all there on average (a field stretches
-    # a stroke here and squeezes it there, so one image may gain or lose more).
-    border = np.ones((28, 28), bool)
-    border[2:-2, 2:-2] = False
-    assert not out[:, border].any()
-    ink = out.sum(axis=(1, 2)) / original.sum(axis=(1, 2))
-    assert 0.9 < ink.mean() < 1.1 and ink.min() > 0.3, (ink.mean(), ink.min())
-    # Its shape: the centre of mass moves by under 4 px (as a shift of 0.14 would), the bar stays a
-    # tall stroke, the ring stays round and its hole open (Simard's alpha closes a few).
-    grid = np.mgrid[:28, :28].astype(np.float32)
-    weights = out / out.sum(axis=(1, 2), keepdims=True)
-    centre = [(weights * g).sum(axis=(1, 2)) for g in grid]
-    assert max(float(np.abs(c - 13.5).max()) for c in centre) < 4.0
-    spread_y, spread_x = (
-        np.sqrt((weights * (g - c[:, None, None]) ** 2).sum(axis=(1, 2))) for g, c in zip(grid, centre)
-    )
-    tall = spread_y / spread_x
-    assert tall[64:].min() > 1.8 and 0.6 < tall[:64].min() and tall[:64].max() < 1.7
-    assert (out[:64, 13:15, 13:15].max(axis=(1, 2)) < 127).mean() >= 0.95
-
-
-def test_random_erasing_zeroes_one_bounded_rectangle():
-    full = tf.constant(np.full((400, 28, 28, 1), 200.0, np.float32))
-    out = augment.random_augment(full, augment.Magnitudes(erasing=0.5), tf.constant([7, 8])).numpy()[..., 0]
-    erased = out == 0
-    assert set(np.unique(out)) <= {0.0, 200.0}  # nothing else touched
-    hit = erased.any(axis=(1, 2))
-    assert 0.4 < hit.mean() < 0.6  # about half the images, as asked
-    for mask in erased[hit]:
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        assert mask.sum() == len(rows) * len(cols)  # one axis-aligned rectangle
-        assert mask.sum() <= augment.ERASE_AREA[1] * 784 * 1.3  # a fifth of the image (whole pixels)
-    # On a stroke, only the erased pixels change, and most of the digit stays.
-    strokes = tf.constant(np.repeat(_strokes(), 50, axis=0)[..., None])
-    out = augment.random_augment(strokes, augment.Magnitudes(erasing=1.0), tf.constant([9, 1])).numpy()[..., 0]
-    original = strokes.numpy()[..., 0]
-    changed = out != original
-    assert (out[changed] == 0).all()
-    assert (out.sum(axis=(1, 2)) / original.sum(axis=(1, 2))).mean() > 0.7
-
-
-@pytest.mark.parametrize("magnitudes", [{"rotation": 10, "erasing": 0.5}, {"elastic": 34, "erasing": 0.5}])
+@pytest.mark.parametrize("magnitudes", [{"rotation": 10}, {"rotation": 10, "zoom": 0.1, "shift": 0.1}])
 def test_augmentation_in_a_graph_of_unknown_batch(magnitudes, digits):
     """As the training step traces it: the batch size unknown, every shape after each step still known."""
     augmenter = tf.function(
@@ -452,26 +385,15 @@ def test_augmentation_in_a_graph_of_unknown_batch(magnitudes, digits):
     assert out.shape == (16, 28, 28, 1)
 
 
-def test_label_smoothing_loss_and_a_fit_that_uses_every_option(digits, tmp_path):
-    from kaggle_digits.models import keras_common
-
-    loss = keras_common.SmoothedCrossentropy(0.1)
-    sure = tf.constant(np.eye(10, dtype=np.float32)[[3, 7]])
-    # The target is 0.91 on the label and 0.01 elsewhere: predicting it costs its entropy, the least
-    # there is; a certain prediction pays -0.01 log(eps) for each other class.
-    target = sure * 0.91 + 0.01
-    entropy = -(0.91 * math.log(0.91) + 9 * 0.01 * math.log(0.01))
-    np.testing.assert_allclose(float(loss(tf.constant([3, 7]), target)), entropy, rtol=1e-4)
-    assert float(loss(tf.constant([3, 7]), sure)) > entropy + 0.9
-    np.testing.assert_allclose(
-        float(keras_common.SmoothedCrossentropy(0.0)(tf.constant([3, 7]), sure * 0.5 + 0.05)),
-        -math.log(0.55),
-        rtol=1e-5,
-    )
+def test_a_fit_that_uses_every_option_and_the_retired_levers_off(digits, tmp_path):
+    """Older trials' params.json may hold the retired levers at their off value: accepted, ignored; on: refused."""
     X, y, X_val, y_val = digits
     spec = models.get("cnn")
-    params = spec.default_params(augment=True) | {"label_smoothing": 0.1, "elastic": 34.0, "erasing": 0.5}
-    params |= {"norm_last": False, "schedule": "exponential"}  # the defaults' alternatives
+    params = spec.default_params(augment=True) | {"ema": 0.0, "label_smoothing": 0, "snapshots": 1, "elastic": 0.0}
+    params |= {"erasing": 0.0, "norm_last": False, "schedule": "exponential"}  # the defaults' alternatives
+    for name, on in {"ema": 0.999, "label_smoothing": 0.1, "snapshots": 3, "elastic": 34.0, "erasing": 0.5}.items():
+        with pytest.raises(ValueError, match=name):
+            spec.fit(params | {name: on}, X, y, max_epochs=1, verbose=False)
     result = spec.fit(params, X, y, X_val, y_val, max_epochs=1, seed=1, verbose=False)
     assert {"loss", "accuracy", "val_accuracy"} <= set(result.history)
     path = tmp_path / "fold-0.keras"
@@ -484,8 +406,8 @@ def test_magnitudes_come_from_params():
         10, 0.1, 0.1
     )
     assert not augment.Magnitudes.from_params({"lr": 1e-3}).active
-    erasing = augment.Magnitudes.from_params({"erasing": 0.5, "elastic": 0})
-    assert erasing.active and not erasing.affine and erasing.to_params()["erasing"] == 0.5
+    shift = augment.Magnitudes.from_params({"shift": 0.1, "elastic": 0, "erasing": 0})
+    assert shift.active and shift.to_params() == {"rotation": 0.0, "zoom": 0.0, "shift": 0.1}
 
 
 # --- hardware ---------------------------------------------------------------------------------
@@ -502,7 +424,7 @@ def test_cpu_flags_and_policy_choice(tmp_path):
     assert bf16_cpu.cpu_bf16 and not plain_cpu.cpu_bf16
     assert hardware.choose_policy("auto", gpu) == "mixed_float16"
     assert hardware.choose_policy("auto", plain_cpu) == "float32"
-    assert hardware.choose_policy("auto", bf16_cpu) == ("mixed_bfloat16" if hardware.AUTO_CPU_BF16 else "float32")
+    assert hardware.choose_policy("auto", bf16_cpu) == "mixed_bfloat16"
     assert hardware.choose_policy("mixed_bfloat16", plain_cpu) == "mixed_bfloat16"
     assert hardware.choose_policy("fast", bf16_cpu) == "mixed_bfloat16"
     assert (
@@ -664,57 +586,10 @@ def test_fused_adam_matches_keras_adam():
     np.testing.assert_allclose(ends[1], ends[0], atol=1e-6)
 
 
-def test_an_ema_of_the_weights_replaces_them_at_the_end_of_the_fit(digits):
-    """params' `ema`: the fit ends with the average weights, a model unlike the same fit without it."""
+def test_a_fit_is_deterministic_for_its_seed(digits):
     X, y, X_val, y_val = digits
     spec = models.get("dense")
     params = {**spec.default_params(augment=False), "batchnorm": False, "batch_size": 32}
-    fits = [
-        spec.fit({**params, **more}, X, y, max_epochs=2, seed=0, verbose=False).model for more in ({}, {}, {"ema": 0.9})
-    ]
-
-    def gap(a, b) -> float:
-        return max(float(np.abs(u - v).max()) for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
-
-    assert gap(fits[0], fits[1]) == 0, "a fit is deterministic for its seed"
-    assert gap(fits[0], fits[2]) > 1e-4, "the average of the last steps' weights is not the last step's"
-    averaged = fits[2]
-    accuracy = (spec.predict_proba(averaged, X_val).argmax(axis=1) == y_val).mean()
-    assert accuracy > 0.7, accuracy
-
-
-def test_snapshot_cycles_are_one_cycles_of_whole_epochs():
-    """`snapshots` 3 over 10 epochs: one-cycles of 3, 4 and 3 epochs, each as a fit of that length alone."""
-    from kaggle_digits.models import keras_common as kc
-
-    params = {"lr": 2e-3, "epochs": 10, "schedule": "onecycle"}
-    schedule = kc.learning_rate_schedule({**params, "snapshots": 3}, steps_per_epoch=10)
-    assert schedule.cycle_ends() == [3, 7, 10]
-    for begins, ends in ((0, 3), (3, 7), (7, 10)):
-        alone = kc.learning_rate_schedule({**params, "epochs": ends - begins}, steps_per_epoch=10)
-        for step in range(0, 10 * (ends - begins)):
-            assert float(schedule(10 * begins + step)) == pytest.approx(float(alone(step)), rel=1e-5)
-    assert kc.learning_rate_schedule({**params, "epochs": 2, "snapshots": 3}, steps_per_epoch=10).cycle_ends() == [1, 2]
-    with pytest.raises(ValueError, match="snapshots"):
-        kc.learning_rate_schedule({**params, "schedule": "exponential", "snapshots": 2}, steps_per_epoch=10)
-
-
-def test_a_snapshot_fit_returns_the_average_of_its_cycles_networks(digits, tmp_path, float32_policy):
-    """params' `snapshots`: the model averages the network at the end of each cycle; it saves, loads and
-    attributes as one network does."""
-    X, y, X_val, y_val = digits
-    spec = models.get("dense")
-    params = {**spec.default_params(augment=False), "schedule": "onecycle", "snapshots": 2, "batch_size": 32}
-    model = spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False).model
-    members = [layer for layer in model.layers if layer.name.startswith("snapshot_")]
-    assert len(members) == 2
-    gap = max(float(np.abs(u - v).max()) for u, v in zip(*(m.get_weights() for m in members), strict=True))
-    assert gap > 1e-4, "the second cycle trained on from the first"
-    proba = spec.predict_proba(model, X_val)
-    each = [np.asarray(m(X_val[..., None].astype(np.float32), training=False)) for m in members]
-    np.testing.assert_allclose(proba, np.mean(each, axis=0), atol=1e-5)
-    assert (proba.argmax(axis=1) == y_val).mean() > 0.7
-    spec.save(model, tmp_path / "m.keras")
-    np.testing.assert_allclose(spec.predict_proba(spec.load(tmp_path / "m.keras"), X_val), proba, atol=1e-6)
-    picked, grads = spec.gradient_fn(model)(X_val[:4].astype(np.float32), y_val[:4])
-    assert picked.shape == (4,) and grads.shape == (4, 28, 28)
+    first, second = (spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False).model for _ in range(2))
+    for u, v in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(u, v)

@@ -43,8 +43,7 @@ class BatchNorm(keras.layers.Layer):
     TensorFlow's fused kernel (FusedBatchNormV3, oneDNN on x86).
 
     Keras 3 builds batch norm from a dozen separate element-wise ops, and under mixed_bfloat16 adds
-    casts to float32 and back around them; on this CPU that made batch norm cost about as much as the
-    convolutions. The fused kernel takes bfloat16 activations directly (statistics in float32).
+    casts to float32 and back around them, each a kernel launch over the whole activation. The fused kernel takes bfloat16 activations directly (statistics in float32).
     Works on (b, h, w, c) and (b, c) inputs; normalises over the last axis.
     """
 

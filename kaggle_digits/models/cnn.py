@@ -1,12 +1,7 @@
 """`cnn`: a Keras convolutional net — conv blocks (conv-BN-ReLU or conv-ReLU-BN, then a strided conv or
-max-pooling), dropout, a small head. Its default is the network of the public single-CNN recipe of the
-0.9975-class ensemble, 32C3-32C3-32C5S2 / 64C3-64C3-64C5S2 / 128C4, with 2x2 max-pooling in place of its
-two 5x5 stride-2 convs (32C3-32C3-P2 / 64C3-64C3-P2 / 128C4: the same shapes, a third fewer
-multiply-adds, so more epochs in the same time: ahead of the strided convs' fewer epochs in ten minutes,
-level in an hour), each conv-ReLU-BN as the recipe's code orders them, dropout 0.2 (the recipe's 0.4
-held the short plans back), batch 64, 45 epochs, rotation 10 degrees / zoom 0.1 / shift 0.1 with
-augmentation; trained with Adam on a one-cycle schedule peaking at 2e-3 (warm-up, then a cosine) in
-place of the recipe's 1e-3 * 0.95**epoch, which trained less in the same epochs (docs/benchmarks.md)."""
+max-pooling), dropout, a small head. Its default is the public single-CNN recipe's network with 2x2
+max-pooling in place of its stride-2 convs, trained on a one-cycle schedule (docs/models.md gives the
+values, docs/experiments.md why each differs from the recipe)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from kaggle_digits import tflog
 
-# auto: mixed_float16 on a GPU, mixed_bfloat16 on an AVX512_BF16/AMX CPU when AUTO_CPU_BF16, else float32;
-# fast: mixed precision wherever the hardware computes it natively (mixed_bfloat16 on such a CPU always).
+# auto and fast: mixed precision wherever the hardware computes it natively (mixed_float16 on a GPU,
+# mixed_bfloat16 on an AVX512_BF16/AMX CPU), else float32. Both names stay: `auto` is the default, and bf16
+# is its choice on such a CPU because the cnn trained as accurately in it as in float32, in less time
+# (docs/experiments.md, "Levers tried").
 PRECISIONS = ("auto", "fast", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Threads this process may use, when it must not take every usable core: `tune --jobs N` runs N worker
@@ -23,12 +25,6 @@ PRECISIONS = ("auto", "fast", "float32", "mixed_bfloat16", "mixed_float16")
 THREADS_ENV = "KAGGLE_DIGITS_THREADS"
 # The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
 POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-# Whether `auto` picks mixed_bfloat16 on a CPU with native bfloat16 (AVX512_BF16 or AMX): yes, because
-# with the cnn's current defaults bf16 trained as accurately as float32 over seeds, at the quick plans'
-# length and at the recipe's 45 epochs, in less time (the recipe's own net had lost accuracy in bf16;
-# docs/benchmarks.md, "Levers tried").
-AUTO_CPU_BF16 = True
 
 _configured: str | None = None
 
@@ -112,8 +108,7 @@ def detect() -> Hardware:
 
 
 def choose_policy(precision: str, hardware: Hardware) -> str:
-    """The Keras dtype policy for `precision` on `hardware` (`auto`: mixed_float16 on a GPU,
-    mixed_bfloat16 on a bf16 CPU if AUTO_CPU_BF16, else float32; `fast`: mixed_float16 on a GPU,
+    """The Keras dtype policy for `precision` on `hardware` (`auto` and `fast`: mixed_float16 on a GPU,
     mixed_bfloat16 on a bf16 CPU, else float32)."""
     if precision not in PRECISIONS:
         from kaggle_digits.errors import UserError
@@ -123,7 +118,7 @@ def choose_policy(precision: str, hardware: Hardware) -> str:
         return precision
     if hardware.gpus:
         return "mixed_float16"
-    if hardware.cpu_bf16 and (AUTO_CPU_BF16 or precision == "fast"):
+    if hardware.cpu_bf16:
         return "mixed_bfloat16"
     return "float32"
 
@@ -143,7 +138,7 @@ def set_thread_env(cores: int | None = None) -> None:
 
 def _set_tf_threads(cores: int) -> None:
     """One intra-op and one inter-op thread per core of the budget: fewer intra-op threads than cores left
-    the train step much slower, and a second inter-op thread helped a little (docs/benchmarks.md)."""
+    the train step slower, and a second inter-op thread helped (docs/experiments.md, "Speed on a 2-core CPU")."""
     tf = tflog.import_tensorflow()
 
     try:
@@ -180,7 +175,7 @@ def is_configured() -> bool:
 
 def default_fold_jobs(folds: int | None) -> int:
     """Folds to fit at once by default: on a CPU one process per core of the thread budget (two processes
-    of one thread train faster than one of two; docs/benchmarks.md), at most `folds`; on a GPU one
+    of one thread train faster than one of two; docs/experiments.md, "Folds in parallel"), at most `folds`; on a GPU one
     process, which has the device to itself."""
     if detect().gpus:
         return 1

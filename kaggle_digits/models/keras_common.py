@@ -4,8 +4,7 @@ the on_epoch bridge, seeding, save and load.
 The input path: the uint8 training images stay resident in one tensor; each epoch shuffles indices and
 gathers whole batches from it (no per-epoch Python copy) and casts them to float. The dataset repeats
 once per epoch and fit runs a fixed number of steps per epoch, so one iterator serves the whole fit: Keras otherwise
-builds a new iterator every epoch, which measured here stalled some epochs' first step by about 1 s
-(a 6,400-image epoch takes 3 s). Augmentation (kaggle_digits.models.augment, one random affine transform per
+builds a new iterator every epoch, which stalls that epoch's first step. Augmentation (kaggle_digits.models.augment, one random affine transform per
 image) runs inside the compiled training step, in a layer wrapped around the model for fit only: the
 returned and saved model never holds it, and validation, prediction and test images never pass
 through it. Batch-norm moving statistics are re-estimated on training images before each validation
@@ -41,10 +40,9 @@ tf.get_logger().setLevel("ERROR")
 
 INPUT_SHAPE = (*IMAGE_SHAPE, 1)
 EVAL_BATCH = 1024  # validation and prediction: no gradients, so bigger batches are simply faster
-# XLA trained the CNN several times slower on a 2-core CPU, so it is off. Up to 4 training steps per
-# execution (one call into the compiled graph runs 4 batches) was faster than 1, 8 and 16 slower
-# (docs/benchmarks.md, "Speed on a 2-core CPU"). See steps_per_execution for why it must divide the steps
-# of an epoch.
+# XLA trained the cnn slower on a CPU, so it is off. A few training steps per call into the compiled
+# graph beat one step per call and beat more steps per call (docs/experiments.md, "Speed on a 2-core CPU").
+# See steps_per_execution for why it must divide the steps of an epoch.
 STEPS_PER_EXECUTION = 4
 JIT_COMPILE = False
 
@@ -70,8 +68,7 @@ class FusedAdam(keras.optimizers.Adam):
     kernel per variable, ResourceApplyAdam, instead of a dozen element-wise ops and assignments.
 
     Keras 3 writes Adam as separate subtract/multiply/square/sqrt/divide ops plus three assignments per
-    variable, each a kernel launch; in a profile of the bf16 CNN step they were about 4% of op time.
-    AMSGrad falls back to Keras' own update."""
+    variable, each a kernel launch, which a profile of the cnn's step showed. AMSGrad falls back to Keras' own update."""
 
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:
@@ -95,28 +92,11 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
-@keras.saving.register_keras_serializable(package="kaggle_digits")
-class SmoothedCrossentropy(keras.losses.Loss):
-    """Cross-entropy on integer labels smoothed towards uniform: the target is 1 - smoothing on the
-    label and smoothing / 10 spread over all classes (Keras' sparse cross-entropy has no smoothing)."""
-
-    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
-        self.smoothing = float(smoothing)
-
-    def call(self, y_true, y_pred):
-        target = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), N_CLASSES)
-        return keras.losses.categorical_crossentropy(target, y_pred, label_smoothing=self.smoothing)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "smoothing": self.smoothing}
-
-
 class _RandomAugment(keras.layers.Layer):
     """Training-only augmentation inside the training step (never part of a returned or saved model).
 
-    Measured here, running it in the step beat running it in a parallel tf.data map: on 2 shared
-    cores the map's threads competed with the step's (docs/benchmarks.md)."""
+    Running it in the step beat running it in a parallel tf.data map: on a few shared cores the map's
+    threads competed with the step's (docs/experiments.md, "Speed on a 2-core CPU")."""
 
     def __init__(self, magnitudes: augment.Magnitudes, **kwargs: Any) -> None:
         super().__init__(dtype="float32", **kwargs)
@@ -139,7 +119,7 @@ def _fixed() -> tf.data.Options:
     """Dataset options without tf.data's autotuning. Our pipelines are a gather and a cast with a fixed
     prefetch, so there is nothing to tune; and waiting for the autotuner's background thread held up the
     deletion of a fit's iterator, the end of the fit, in fold processes running side by side
-    (docs/benchmarks.md, "A fit's end held up")."""
+    (docs/experiments.md, "A fit's end held up")."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
@@ -219,37 +199,6 @@ class _StopBy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class _Snapshots(keras.callbacks.Callback):
-    """Keeps a copy of `network`'s weights, its batch-norm statistics re-estimated, at the end of each of
-    the schedule's cycles but the last (FittedSchedule.cycle_ends): the members of a snapshot ensemble,
-    the fit's final weights the last. Off in every family's defaults: it did not pay for the cnn
-    (docs/benchmarks.md, "Levers tried")."""
-
-    def __init__(self, network: keras.Model, schedule: FittedSchedule, statistics: BatchNormStatistics) -> None:
-        super().__init__()
-        self._network, self._schedule, self._statistics = network, schedule, statistics
-        self.weights: list[list[np.ndarray]] = []
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch + 1 in self._schedule.cycle_ends()[:-1]:
-            self._statistics.ensure_current()
-            self.weights.append(self._network.get_weights())
-
-
-def snapshot_ensemble(build, params: dict[str, Any], weights: list[list[np.ndarray]]) -> keras.Model:
-    """One model that averages the class probabilities of `build(params)` networks holding these weights
-    (a snapshot ensemble: predicts, saves and loads as any single network does)."""
-    inputs = model_input()
-    outputs, name = [], "network"
-    for k, member in enumerate(weights):
-        network = build(params)
-        network.set_weights(member)
-        name, network.name = network.name, f"snapshot_{k + 1}"
-        outputs.append(network(inputs))
-    average = keras.layers.Average(dtype="float32", name="proba")(outputs)
-    return keras.Model(inputs, average, name=f"{name}_snapshots")
-
-
 # One-cycle: the rate climbs linearly from lr / ONECYCLE_START to lr over the first ONECYCLE_WARMUP of
 # the steps, then follows a cosine down to lr * ONECYCLE_END at the last step.
 ONECYCLE_WARMUP = 0.2
@@ -271,30 +220,14 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     The epochs it is fitted to live in a variable: a fit that must end sooner (fit's stop_by) calls
     `fit_to`, and the rest of its steps follow the schedule of the shorter fit, so it still ends annealed.
-
-    `cycles` > 1 ("onecycle" only) splits the epochs into that many one-cycles of whole epochs, ending at
-    `cycle_ends` (a snapshot ensemble's cyclic schedule: each cycle warms up again from lr / ONECYCLE_START
-    and ends annealed).
     """
 
-    def __init__(
-        self, kind: str, lr: float, steps_per_epoch: int, epochs: float, planned: int, decay: float, cycles: int = 1
-    ) -> None:
+    def __init__(self, kind: str, lr: float, steps_per_epoch: int, epochs: float, planned: int, decay: float) -> None:
         if kind not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {kind!r}")
-        if int(cycles) < 1 or (int(cycles) > 1 and kind != "onecycle"):
-            raise ValueError(
-                f"snapshots must be a whole number >= 1, and above 1 only with schedule onecycle, not {cycles!r}"
-            )
         self.kind, self.lr, self.steps_per_epoch = kind, float(lr), int(steps_per_epoch)
-        self.planned, self.decay, self.cycles = int(planned), float(decay), int(cycles)
+        self.planned, self.decay = int(planned), float(decay)
         self.epochs = keras.Variable(float(epochs), dtype="float32", trainable=False, name="schedule_epochs")
-
-    def cycle_ends(self) -> list[int]:
-        """The epochs (1-based counts) at which the cycles end, the last the fit's own end."""
-        epochs = int(round(float(self.epochs.numpy())))
-        cycles = min(self.cycles, epochs)
-        return sorted({int(np.round(j * epochs / cycles)) for j in range(1, cycles + 1)})
 
     def fit_to(self, epochs: int) -> None:
         """Fit the steps still to come to a fit of `epochs` epochs (at most those it was made for)."""
@@ -308,16 +241,7 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
             exponent = ops.where(self.epochs < self.planned, self.planned / self.epochs, 1.0)
             rate = ops.power(self.decay, exponent)
             return self.lr * ops.power(rate, ops.floor(step / self.steps_per_epoch))
-        # The cycle this step is in: it began at epoch `begins` and ends at `ends` (the whole fit with one).
-        epoch = ops.floor(step / self.steps_per_epoch)
-        cycles = ops.minimum(float(self.cycles), ops.maximum(1.0, ops.round(self.epochs)))
-        begins, ends = ops.zeros_like(step), self.epochs
-        for j in range(1, self.cycles):
-            end = ops.where(j < cycles, ops.round(j * self.epochs / cycles), self.epochs)
-            begins = ops.where(epoch >= end, ops.maximum(begins, end), begins)
-            ends = ops.where(epoch < end, ops.minimum(ends, end), ends)
-        step = step - begins * self.steps_per_epoch
-        steps = ops.maximum(1.0, ops.round((ends - begins) * self.steps_per_epoch))
+        steps = ops.maximum(1.0, ops.round(self.epochs * self.steps_per_epoch))
         warmup = ops.floor(ONECYCLE_WARMUP * steps)
         start = self.lr / ONECYCLE_START
         rising = start + (self.lr - start) * step / ops.maximum(warmup, 1.0)
@@ -334,7 +258,6 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "epochs": float(self.epochs.numpy()),
             "planned": self.planned,
             "decay": self.decay,
-            "cycles": self.cycles,
         }
 
 
@@ -344,8 +267,7 @@ def learning_rate_schedule(params: dict[str, Any], steps_per_epoch: int, epochs:
     planned = int(params["epochs"])
     run = planned if epochs is None else min(planned, int(epochs))
     kind = params.get("schedule", "exponential")
-    decay, cycles = float(params.get("lr_decay", 1.0)), params.get("snapshots", 1)
-    return FittedSchedule(kind, float(params["lr"]), steps_per_epoch, run, planned, decay, cycles)
+    return FittedSchedule(kind, float(params["lr"]), steps_per_epoch, run, planned, float(params.get("lr_decay", 1.0)))
 
 
 def steps_per_execution(steps_per_epoch: int) -> int:
@@ -360,23 +282,29 @@ def steps_per_execution(steps_per_epoch: int) -> int:
 def compile_model(
     model: keras.Model, params: dict[str, Any], steps_per_epoch: int, epochs: int | None = None
 ) -> FittedSchedule:
-    """Adam (FusedAdam) on the params' learning_rate_schedule, optionally an EMA of the weights (params'
-    `ema`), cross-entropy on the integer labels (smoothed by params' `label_smoothing`, default 0),
+    """Adam (FusedAdam) on the params' learning_rate_schedule, cross-entropy on the integer labels,
     steps_per_execution(steps_per_epoch) train steps per graph call. Returns the schedule."""
     schedule = learning_rate_schedule(params, steps_per_epoch, epochs)
-    # Optional: an exponential moving average of the weights (momentum `ema` per step), which replaces
-    # them at the end of the fit, before the batch-norm statistics are re-estimated. Off in every
-    # family's defaults: it did not pay for the cnn (docs/benchmarks.md, "Levers tried").
-    ema = float(params.get("ema", 0.0))
-    smoothing = float(params.get("label_smoothing", 0.0))
     model.compile(
-        optimizer=FusedAdam(learning_rate=schedule, use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99),
-        loss=SmoothedCrossentropy(smoothing) if smoothing > 0 else "sparse_categorical_crossentropy",
+        optimizer=FusedAdam(learning_rate=schedule),
+        loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution(steps_per_epoch),
         jit_compile=JIT_COMPILE,
     )
     return schedule
+
+
+# Training levers measured and not adopted, which the toolkit no longer has, at their off values: older
+# trials' params.json may hold them so (docs/experiments.md, "Levers tried").
+RETIRED = {"ema": 0.0, "label_smoothing": 0.0, "snapshots": 1, "elastic": 0.0, "erasing": 0.0}
+
+
+def check_retired(params: dict[str, Any]) -> None:
+    """Refuse params that turn on a retired lever (RETIRED); its off value is accepted."""
+    for name, off in RETIRED.items():
+        if name in params and float(params[name]) != off:
+            raise ValueError(f"params {name}={params[name]!r}: that lever was removed; only {off} (off) is accepted")
 
 
 def fit(
@@ -396,15 +324,15 @@ def fit(
     """Train `build(params)` (an uncompiled keras.Model) on X uint8 (n, 28, 28), y (n,) 0..9.
 
     params: lr, lr_decay, batch_size, epochs, optional patience (early stopping on val_accuracy with
-    the best weights restored; 0 = off), rotation/zoom/shift/elastic/erasing (augmentation of training
-    batches, augment.Magnitudes), label_smoothing and ema (compile_model), snapshots (with the "onecycle"
-    schedule: that many cycles, and the returned model averages the network at the end of each:
-    snapshot_ensemble).
+    the best weights restored; 0 = off), rotation/zoom/shift (augmentation of training batches,
+    augment.Magnitudes), schedule (learning_rate_schedule). Keys of RETIRED at their off value are
+    accepted and ignored (older trials' params.json hold them); any other value is refused.
     The BatchNorm layers' moving statistics are re-estimated on training images before each validation
     and at the end (batchnorm.BatchNormStatistics), so a fit of any length predicts with its own.
     stop_by: a time (time.time()) by which training should end: the fit runs the epochs that still fit
     at the pace of its own, its learning-rate schedule fitted to them (_StopBy); at least one.
     """
+    check_retired(params)
     hardware.ensure_configured()
     keras.utils.set_random_seed(seed)
     epochs = int(params["epochs"]) if max_epochs is None else min(int(params["epochs"]), int(max_epochs))
@@ -420,9 +348,6 @@ def fit(
     # First, so that validation, early stopping and on_epoch see the re-estimated statistics.
     statistics = BatchNormStatistics(model, _check_images(X, "X"), seed)
     callbacks: list[keras.callbacks.Callback] = [statistics]
-    snapshots = _Snapshots(model, schedule, statistics) if schedule.cycles > 1 else None
-    if snapshots is not None:
-        callbacks.append(snapshots)
     validation = None
     if X_val is not None and y_val is not None:
         validation = eval_dataset(X_val, y_val)
@@ -445,8 +370,6 @@ def fit(
         verbose=2 if verbose else 0,
     )
     curves = {k: [float(v) for v in values] for k, values in history.history.items() if k != "learning_rate"}
-    if snapshots is not None and snapshots.weights:
-        model = snapshot_ensemble(build, params, [*snapshots.weights, model.get_weights()])
     return FitResult(model=model, history=curves, epochs=len(curves.get("loss", [])))
 
 
