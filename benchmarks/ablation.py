@@ -1,7 +1,7 @@
 """One lever at a time: the default cnn trained in two or more variants ("arms") on the same fold, side by
 side (one process each, as the pipeline's folds run), over several seeds.
 
-    python benchmarks/ablation.py '{}' '{"ema": 0.999}'                       # EMA of the weights
+    python benchmarks/ablation.py '{}' '{"dropout": 0.4}'                     # one param of the default
     python benchmarks/ablation.py '{"precision": "float32"}' '{"precision": "fast"}'   # bf16 against float32
     python benchmarks/ablation.py --teacher RUNS/cnn-aug-budget/trial-0 '{}' '{"pseudo": 0.99, "epochs": 7}'
     python benchmarks/ablation.py "$RECIPE" '{}'     # the strided net, dropout, schedule and order of before against the default
@@ -13,7 +13,9 @@ Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "p
 fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at
 least this probability, labelled with their prediction: the toolkit's own predictions, never
 solution.csv), "seed" (added to the seed the arm trains with; the fold split stays the seed's), anything
-else overrides the cnn's default params (augmented). Seed s trains on all but one of the --folds
+else overrides the cnn's default params (augmented). The levers measured and not adopted (EMA of the
+weights, label smoothing, snapshot ensembles, elastic distortion, random erasing) left the toolkit: their
+rows in docs/experiments.md name the commit they ran at, where this script still takes them. Seed s trains on all but one of the --folds
 (default 4) folds of a stratified split with seed s and scores that one (held-out train rows): `--folds
 2` is the fold of a plan that trains two folds at once. Printed: each seed's accuracies and seconds,
 then each arm's mean accuracy, its mean paired difference from the first arm with the standard error,

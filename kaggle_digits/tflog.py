@@ -28,7 +28,7 @@ LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 OUR_LEVEL_ENV = "KAGGLE_DIGITS_TF_LOG_LEVEL"
 # TensorFlow's oneDNN kernels. Its x86 builds turn them on by themselves only on CPUs with AVX-512 VNNI
 # and newer; on an AVX2 CPU they trained the cnn faster and predicted faster than its default kernels
-# (docs/benchmarks.md, "oneDNN everywhere"), so they are on wherever the user did not choose.
+# (docs/experiments.md, "oneDNN everywhere"), so they are on wherever the user did not choose.
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 QUIET_LEVEL = "3"  # errors too: the cuInit line is an error, and real failures raise Python exceptions
 # Lines TensorFlow's native code writes while it loads: absl's notice, then glog-style INFO/WARNING lines

@@ -2,7 +2,7 @@
 
 On a CPU with few cores, two TensorFlow processes of one thread each train more images per second
 than one process of two threads (a small convolution leaves the second thread of a step waiting;
-docs/benchmarks.md, "Folds in parallel"), so the folds of a cross-validation can run side by side.
+docs/experiments.md, "Folds in parallel"), so the folds of a cross-validation can run side by side.
 
 `run(tasks, jobs)` starts at most `jobs` children; each gets cores // jobs threads and the parent's
 precision policy *before* it imports TensorFlow or unpickles its task, then calls the task's function
