@@ -65,6 +65,19 @@ def test_data_only_report_skips_the_rest_with_reasons(run_cli, small_data, tmp_p
     assert not (tmp_path / "runs" / "optuna.db").exists()
 
 
+def test_what_a_user_typed_never_becomes_markup(run_cli, small_data, tmp_path):
+    """Study names and a submission's path reach the page as text, escaped, never as HTML."""
+    out = tmp_path / "reports" / "escaped"
+    typed = tmp_path / "<b>mine</b>.csv"
+    result = run_cli(
+        "report", *_folders(tmp_path, small_data), "--out", out, "--studies", "<i>s</i>", "--submission", typed
+    )
+    assert result.code == 0, result.err
+    page = (out / "index.html").read_text()
+    assert "&lt;b&gt;mine&lt;/b&gt;.csv: file not found" in page and "<b>mine</b>" not in page
+    assert "&lt;i&gt;s&lt;/i&gt;" in page and "<i>s</i>" not in page
+
+
 def test_a_users_index_and_figures_are_never_overwritten(run_cli, small_data, tmp_path):
     folders = _folders(tmp_path, small_data)
     out = tmp_path / "report"

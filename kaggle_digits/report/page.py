@@ -14,25 +14,24 @@ Every PNG and the index.html are written atomically into the report folder.
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kaggle_digits import N_CLASSES, __version__, written
-from kaggle_digits.blend import manifest, submission
+from kaggle_digits import N_CLASSES, written
+from kaggle_digits.blend import submission
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_open
 from kaggle_digits.progress import Log, silent
+from kaggle_digits.report.inputs import Ensemble, Inputs, Skip
+from kaggle_digits.report.render import ClassTable, Plot, Section, render_html
 from kaggle_digits.search import runs, storage
 from kaggle_digits.search.tune import step_position
 
@@ -49,29 +48,6 @@ INDEX_FILE = "index.html"
 PLOT_PREFIXES = ("data-", "training-", "errors-", "attribution-", "tuning-", "ensemble-")
 
 
-class Skip(Exception):
-    """Raised inside a section or figure whose inputs are missing; the message says why."""
-
-
-@dataclass
-class Plot:
-    file: str  # PNG file name inside the report folder
-    title: str
-    caption: str
-
-
-@dataclass
-class Section:
-    key: str
-    title: str
-    intro: str = ""
-    numbers: list[tuple[str, str]] = field(default_factory=list)
-    plots: list[Plot] = field(default_factory=list)
-    tables: list[str] = field(default_factory=list)  # ready-made HTML
-    notes: list[str] = field(default_factory=list)  # parts skipped inside the section, with the reason
-    skipped: str | None = None  # the whole section skipped, with the reason
-
-
 def refuse_users_files(out: Path) -> None:
     """A report rewrites its own earlier files in `out`, never a user's index.html or same-named PNGs."""
     if not out.is_dir():
@@ -86,69 +62,6 @@ def refuse_users_files(out: Path) -> None:
         )
 
 
-# --- inputs ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Constituent:
-    """One trial of an ensemble, as named in the submission's .json."""
-
-    name: str  # <study>/trial-<n>
-    weight: float
-    trial: runs.TrialRun
-
-
-@dataclass
-class Ensemble:
-    """A written submission and, from the .json beside it, the trials blended into it."""
-
-    csv: Path
-    info: dict[str, Any]
-    constituents: list[Constituent]
-
-    @property
-    def cv_accuracy(self) -> float | None:
-        value = self.info.get("cv_accuracy")
-        return None if value is None else float(value)
-
-    def oof(self) -> tuple[np.ndarray, np.ndarray]:
-        """Blended out-of-fold probabilities float32 (n, 10) and the train.csv rows they cover (n,)."""
-        first = self.constituents[0]
-        rows = np.sort(first.trial.oof_rows)
-        aligned = []
-        for c in self.constituents:
-            order = np.argsort(c.trial.oof_rows, kind="stable")
-            if not np.array_equal(c.trial.oof_rows[order], rows):
-                raise Skip(f"{c.name} and {first.name} cover different train.csv rows")
-            aligned.append(c.trial.oof_proba[order])
-        return manifest.blend(aligned, [c.weight for c in self.constituents]), rows
-
-
-def read_ensemble(csv: Path, runs_dir: Path) -> Ensemble:
-    """The submission `csv` and its constituents, from the manifest the ensemble command writes beside it."""
-    path = manifest.path_for(csv)
-    if not path.exists():
-        raise Skip(f"{path} not found: only submissions written by `python scripts/ensemble.py` name their trials")
-    try:
-        read = manifest.read(path)
-    except UserError as exc:
-        raise Skip(str(exc)) from None
-    constituents = []
-    for member in read.members:
-        try:
-            trial = runs.load_trial(member.folder(runs_dir))
-        except UserError as exc:
-            raise Skip(f"constituent {member.name}: {exc}") from None
-        constituents.append(Constituent(name=member.name, weight=member.weight, trial=trial))
-    return Ensemble(csv=csv, info=read.info, constituents=constituents)
-
-
-def newest_submission(submissions_dir: Path) -> Path | None:
-    """The most recent submission CSV with an ensemble manifest beside it."""
-    newest = manifest.newest(submissions_dir)
-    return None if newest is None else newest.with_suffix(".csv")
-
-
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -159,8 +72,9 @@ def section_line(section: Section) -> str:
     return "\n".join([f"{section.key}: {len(section.plots)} figure(s)", *(f"  skipped: {n}" for n in section.notes)])
 
 
-class Report:
-    """Builds every section into `out`; `build()` writes the PNGs, then index.html, and returns its path."""
+class Report(Inputs):
+    """Builds every section into `out` from its inputs (Inputs); `build()` writes the PNGs, then
+    index.html, and returns its path."""
 
     def __init__(
         self,
@@ -175,86 +89,10 @@ class Report:
     ) -> None:
         """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders.
         log: one line per section built (section_line)."""
-        self.log = log
-        self.paths, self.out, self.storage_url = paths, Path(out), storage
-        self.trials_storage, self.artifacts = trials_storage, artifacts
-        self.requested_studies = studies
-        self.submission_file = Path(submission_file) if submission_file else None
+        super().__init__(paths, storage, studies, submission_file, trials_storage, artifacts)
+        self.log, self.out = log, Path(out)
         self.sections: list[Section] = []
         self.key_numbers: list[tuple[str, str]] = []  # shown at the top of the page and printed at the end
-
-    # Inputs are loaded once, on first use; a missing one raises Skip with the reason.
-
-    @cached_property
-    def train(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.paths.train_csv.exists():
-            raise Skip(f"{self.paths.train_csv} not found: run `python scripts/download.py` (or pass --data-dir)")
-        return data.load_train(self.paths.train_csv)
-
-    @cached_property
-    def test_images(self) -> np.ndarray:
-        if not self.paths.test_csv.exists():
-            raise Skip(f"{self.paths.test_csv} not found: run `python scripts/download.py` (or pass --data-dir)")
-        return data.load_test(self.paths.test_csv)
-
-    @cached_property
-    def optuna_storage(self) -> Any:
-        return open_storage(self.storage_url, self.paths.runs_dir)
-
-    @cached_property
-    def storage_studies(self) -> list[str]:
-        try:
-            return sorted(s.study_name for s in self.optuna_storage.get_all_studies())
-        except Skip:
-            return []
-
-    @cached_property
-    def studies(self) -> list[str]:
-        if self.requested_studies:
-            return list(dict.fromkeys(self.requested_studies))
-        return sorted(set(runs.list_studies(self.paths.runs_dir)) | set(self.storage_studies))
-
-    @cached_property
-    def ensemble(self) -> Ensemble:
-        csv = self.submission_file or newest_submission(self.paths.submissions_dir)
-        if csv is None:
-            raise Skip(
-                f"no ensemble submission in {self.paths.submissions_dir}: run `python scripts/ensemble.py` "
-                "or pass --submission FILE"
-            )
-        if not csv.exists():
-            raise Skip(f"--submission {csv}: file not found")
-        return read_ensemble(csv, self.paths.runs_dir)
-
-    def best_trial(self, study: str) -> runs.TrialRun:
-        """The study's best finished trial: from the storage given with --storage (wherever its files are),
-        else from its folder in runs_dir."""
-        reasons = []
-        if self.trials_storage is not None:
-            shown = storage.display_url(self.trials_storage)
-            try:
-                found = storage.list_trials(
-                    self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
-                )
-            except UserError as exc:
-                reasons.append(str(exc))
-            else:
-                if found.trials:
-                    return found.trials[0]
-                unreachable = "; ".join(f"{name}: {why}" for name, why in found.unreachable)
-                reasons.append(
-                    f"no finished trial of it in {shown}" + (f" can be reached ({unreachable})" if unreachable else "")
-                )
-        folder = self.paths.runs_dir / study
-        if not folder.is_dir():
-            known = ", ".join(runs.list_studies(self.paths.runs_dir)) or "none"
-            raise Skip(
-                "; ".join([f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})", *reasons])
-            )
-        trials = storage.list_trials(self.paths.runs_dir, [study], top=1).trials
-        if not trials:
-            raise Skip("; ".join([f"no finished trial in {folder}", *reasons]))
-        return trials[0]
 
     # Building.
 
@@ -366,7 +204,10 @@ class Report:
     # --- errors ---
 
     def _errors(self, section: Section) -> None:
-        subject, oof, rows, fingerprint = self._oof_subject(section)
+        shown = self.subject()
+        if shown.instead is not None:
+            section.notes.append(f"showing the best trial instead of an ensemble: {shown.instead}")
+        subject, oof, rows, fingerprint = shown.name, shown.oof, shown.rows, shown.fingerprint
         X, y = self.train
         if isinstance(fingerprint, dict) and fingerprint.get("train_sha256"):
             if data.sha256(self.paths.train_csv) != fingerprint["train_sha256"]:
@@ -408,7 +249,7 @@ class Report:
                 f"{len(wrong):,} errors): true label, prediction and its probability.",
             )
         report = per_class_report(truth, pred)
-        section.tables.append(render_class_table(report))
+        section.class_tables.append(ClassTable.from_report(report))
         self.save(
             section,
             self.plots.plot_per_class(report),
@@ -417,67 +258,14 @@ class Report:
             "scikit-learn's classification_report of the out-of-fold predictions.",
         )
 
-    def _oof_subject(self, section: Section) -> tuple[str, np.ndarray, np.ndarray, Any]:
-        """Whose OOF predictions the errors section shows: the submission's ensemble, else the best trial.
-
-        Returns a name, OOF probabilities float32 (n, 10), the train.csv rows they cover (n,) and the
-        data fingerprint of params.json.
-        """
-        try:
-            ensemble = self.ensemble
-            oof, rows = ensemble.oof()
-            fingerprint = ensemble.constituents[0].trial.info.get("data")
-            return f"the ensemble {ensemble.csv.name}", oof, rows, fingerprint
-        except (Skip, runs.ArtifactError) as exc:
-            reason = str(exc)
-        best = []
-        for study in self.studies:
-            try:
-                best.append(self.best_trial(study))
-            except Skip:
-                continue
-        if not best:
-            raise Skip(f"no ensemble ({reason}) and no finished trial in the studies shown")
-        trial = max(best, key=lambda t: t.cv_accuracy)
-        section.notes.append(f"showing the best trial instead of an ensemble: {reason}")
-        return f"{trial.name} ({trial.model})", trial.oof_proba, trial.oof_rows, trial.info.get("data")
-
     # --- attribution maps ---
-
-    def _explained(self) -> tuple[str, Any, np.ndarray, np.ndarray]:
-        """Whose maps the attribution section shows: the submission's ensemble, else the best trial that
-        kept its fold models. Returns a name, the predictor, OOF probabilities (n, 10) and their rows (n,)."""
-        from kaggle_digits.predict import predictor as predict
-
-        try:
-            ensemble = self.ensemble
-            oof, rows = ensemble.oof()
-            predictor = predict.load_ensemble(ensemble.csv.with_suffix(".json"), self.paths.runs_dir)
-            return f"the ensemble {ensemble.csv.name}", predictor, oof, rows
-        except (Skip, UserError) as exc:
-            reason = str(exc)
-        kept = []
-        for study in self.studies:
-            try:
-                trial = self.best_trial(study)
-            except Skip:
-                continue
-            if trial.fold_model_paths():
-                kept.append(trial)
-        if not kept:
-            raise Skip(
-                f"no ensemble ({reason}) and no best trial that kept its fold models "
-                "(tune keeps them for the best trials)"
-            )
-        trial = max(kept, key=lambda t: t.cv_accuracy)
-        predictor = predict.TrialPredictor.load(trial)
-        return f"{trial.name} ({trial.model})", predictor, trial.oof_proba, trial.oof_rows
 
     def _attribution(self, section: Section) -> None:
         from kaggle_digits.predict import attribution
         from kaggle_digits.report import attribution_plots
 
-        subject, predictor, oof, rows = self._explained()
+        shown = self.subject(predictor=True)
+        subject, predictor, oof, rows = shown.name, shown.predictor, shown.oof, shown.rows
         X, y = self.train
         if rows.max() >= len(y):
             raise Skip(f"{subject} covers train.csv rows up to {rows.max()}, but {self.paths.train_csv} has {len(y)}")
@@ -541,6 +329,8 @@ class Report:
     # --- tuning ---
 
     def _tuning(self, section: Section) -> None:
+        import optuna
+
         opened = self.optuna_storage
         if not self.studies:
             raise Skip(
@@ -552,7 +342,7 @@ class Report:
                 if name not in self.storage_studies:
                     known = ", ".join(self.storage_studies) or "none"
                     raise Skip(f"not in {storage.display_url(self.storage_url)} (studies there: {known})")
-                self._tuning_study(section, load_study(opened, name))
+                self._tuning_study(section, optuna.load_study(study_name=name, storage=opened))
 
     def _tuning_study(self, section: Section, study: Any) -> None:
         import optuna
@@ -712,30 +502,6 @@ class _Part:
         return False
 
 
-# --- Optuna ---------------------------------------------------------------------------------
-
-
-def open_storage(url: str, runs_dir: Path) -> Any:
-    """The Optuna storage at `url`, opened for reading (kaggle_digits.search.storage); Skip when a SQLite or journal
-    file does not exist (opening one would create an empty one) or the storage cannot be opened."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage.kind(url) != "server" and not Path(url.split(":///", 1)[-1]).exists():
-        path = url.split(":///", 1)[-1]
-        raise Skip(f"no Optuna storage at {path}: run `python scripts/tune.py` first (or pass --storage URL)")
-    try:
-        return storage.open_storage(url, heartbeat=None)
-    except UserError as exc:
-        raise Skip(str(exc)) from None
-
-
-def load_study(storage: Any, name: str) -> Any:
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 # --- metrics ---------------------------------------------------------------------------------
 
 
@@ -751,78 +517,6 @@ def per_class_report(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
         output_dict=True,
         zero_division=0,
     )
-
-
-# --- HTML -----------------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1200px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
-.meta { color: #666; font-size: 0.9em; }
-table.numbers, table.classes { border-collapse: collapse; margin: 0.8em 0; }
-table.numbers td, table.classes td, table.classes th { padding: 0.2em 0.9em; border-bottom: 1px solid #eee; }
-table.numbers td:first-child { color: #555; }
-table.classes td { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { color: #444; font-size: 0.92em; margin-top: 0.3em; }
-.skip { color: #8a5a00; background: #fff8e6; padding: 0.4em 0.8em; border-left: 3px solid #e0a800; }
-"""
-
-
-def render_html(sections: list[Section], headline: list[tuple[str, str]], out: Path) -> str:
-    """The report page: key numbers, then each section's numbers, figures (relative links) and notes."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>kaggle-digits report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>kaggle-digits report</h1>",
-        f'<p class="meta">{e(str(out))} · written {datetime.now():%Y-%m-%d %H:%M} · kaggle-digits {__version__}</p>',
-    ]
-    if headline:
-        parts.append(_numbers_table(headline))
-    parts.append("<ul>" + "".join(f'<li><a href="#{s.key}">{e(s.title)}</a></li>' for s in sections) + "</ul>")
-    for s in sections:
-        parts.append(f'<section id="{s.key}"><h2>{e(s.title)}</h2>')
-        if s.skipped is not None:
-            parts.append(f'<p class="skip">Skipped: {e(s.skipped)}</p></section>')
-            continue
-        if s.intro:
-            parts.append(f"<p>{e(s.intro)}</p>")
-        if s.numbers:
-            parts.append(_numbers_table(s.numbers))
-        for note in s.notes:
-            parts.append(f'<p class="skip">Skipped: {e(note)}</p>')
-        for plot in s.plots:
-            parts.append(
-                f'<figure><a href="{e(plot.file)}"><img src="{e(plot.file)}" alt="{e(plot.title)}"></a>'
-                f"<figcaption><b>{e(plot.title)}.</b> {e(plot.caption)}</figcaption></figure>"
-            )
-        parts.extend(s.tables)
-        parts.append("</section>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def _numbers_table(numbers: list[tuple[str, str]]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(v)}</td></tr>" for n, v in numbers)
-    return f'<table class="numbers">{rows}</table>'
-
-
-def render_class_table(report: dict[str, Any]) -> str:
-    """classification_report's dict as an HTML table."""
-    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-    body = []
-    for key in [*(str(d) for d in range(N_CLASSES)), "macro avg", "weighted avg"]:
-        r = report[key]
-        body.append(
-            f"<tr><th>{html.escape(key)}</th><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td>"
-            f"<td>{r['f1-score']:.4f}</td><td>{int(r['support']):,}</td></tr>"
-        )
-    body.append(f'<tr><th>accuracy</th><td colspan="3">{report["accuracy"]:.5f}</td><td></td></tr>')
-    return f'<table class="classes">{head}{"".join(body)}</table>'
 
 
 def _slug(name: str) -> str:
