@@ -48,9 +48,6 @@ class Magnitudes:
     def active(self) -> bool:
         return self.rotation > 0 or self.zoom > 0 or self.shift > 0
 
-    def to_params(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
 
 def affine_matrices(angle, scale, dx, dy, height: int, width: int):
     """Output-to-input maps for TensorFlow's projective transform, one row of 8 per image.

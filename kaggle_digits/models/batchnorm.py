@@ -118,7 +118,7 @@ class BatchNormStatistics(keras.callbacks.Callback):
         self._layers = batchnorm_layers(network)
         self._images = X
         self._rng = np.random.default_rng(seed)
-        self._forward = None
+        self._forward: Any = None
         self._current = False  # the statistics belong to the current weights
 
     def estimate(self) -> None:

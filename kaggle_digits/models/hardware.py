@@ -42,10 +42,6 @@ class Hardware:
         """Native bfloat16 matrix instructions: AVX512_BF16 or AMX-BF16."""
         return bool({"avx512_bf16", "amx_bf16"} & self.cpu_flags)
 
-    @property
-    def amx(self) -> bool:
-        return "amx_tile" in self.cpu_flags
-
     def describe(self) -> str:
         simd = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in self.cpu_flags]
         return f"{self.cores} cores, {self.gpus} GPU(s), CPU flags: {', '.join(simd) or 'no AVX-512'}"

@@ -206,7 +206,9 @@ class Inputs:
         try:
             ensemble = self.ensemble
             oof, rows = ensemble.oof()
-            loaded = predict.load_ensemble(manifest.path_for(ensemble.csv), self.paths.runs_dir) if predictor else None
+            loaded: Any = None
+            if predictor:
+                loaded = predict.load_ensemble(manifest.path_for(ensemble.csv), self.paths.runs_dir)
             fingerprint = ensemble.constituents[0].trial.info.get("data")
             return Subject(f"the ensemble {ensemble.csv.name}", oof, rows, fingerprint, loaded)
         except (Skip, UserError) as exc:  # runs.ArtifactError is a UserError
@@ -229,7 +231,11 @@ class Inputs:
                 )
             )
         trial = max(best, key=lambda t: t.cv_accuracy)
-        loaded = predict.TrialPredictor.load(trial) if predictor else None
         return Subject(
-            f"{trial.name} ({trial.model})", trial.oof_proba, trial.oof_rows, trial.info.get("data"), loaded, reason
+            f"{trial.name} ({trial.model})",
+            trial.oof_proba,
+            trial.oof_rows,
+            trial.info.get("data"),
+            predict.TrialPredictor.load(trial) if predictor else None,
+            reason,
         )
