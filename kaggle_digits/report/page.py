@@ -9,7 +9,8 @@ Sections, each skipped with a one-line reason when its inputs are missing:
              training digits; the most confident errors' maps toward the prediction and the truth
   tuning     Optuna optimisation history, parameter importances and intermediate values per study
   ensemble   weights, CV of each constituent vs the ensemble, local score, test digits in dispute
-Every PNG and the index.html are written atomically into the report folder.
+Every PNG and the index.html are written atomically into the report folder. What the sections read is
+report/inputs.py; the page's HTML is report/render.py's template.
 """
 
 from __future__ import annotations
