@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kaggle_digits import written
 from kaggle_digits.blend import submission
 from kaggle_digits.data import paths
 from kaggle_digits.kaggle.kernel import RUNNER_NAME
@@ -49,6 +50,7 @@ def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
         "dataset/dataset-metadata.json",
         "kernel/kernel-metadata.json",
         f"kernel/{RUNNER_NAME}",
+        written.MANIFEST,  # the record of what the toolkit wrote: a later bundle replaces only that
     }
     assert all_files(out) == expected
     assert "dataset/kaggle_digits/__init__.py" in expected and "dataset/kaggle_digits/models/base.py" in expected
@@ -60,6 +62,7 @@ def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
     assert kernel["id"] == "carol/kaggle-digits" and kernel["code_file"] == RUNNER_NAME
     assert (kernel["language"], kernel["kernel_type"]) == ("python", "script")
     assert kernel["is_private"] is True and kernel["enable_gpu"] is True and kernel["enable_internet"] is False
+    assert kernel["machine_shape"] == "NvidiaTeslaT4", "Kaggle's default GPU machine, two T4s"
     assert kernel["competition_sources"] == ["digit-recognizer"]
     assert kernel["dataset_sources"] == ["carol/kaggle-digits-src"]
     assert len(kernel["title"]) >= 5
@@ -81,6 +84,71 @@ def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
     (mine / "notes.txt").write_text("mine")
     assert_one_line_error(run_cli("kernel", "bundle", "--out", mine, "--user", "dave"), "not a kernel bundle")
     assert (mine / "notes.txt").read_text() == "mine"
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_bundle_keeps_the_users_files_beside_it(run_cli, tmp_path):
+    """A bundle folder that also holds the user's own files: the toolkit's bundle is replaced, the rest stays;
+    a bundle whose files the toolkit did not write (or that were changed) is not replaced at all."""
+    out = tmp_path / "work"
+    assert run_cli("kernel", "bundle", "--out", out, "--user", "dave").code == 0
+    (out / "README.md").write_text("my notes")
+    (out / "thesis").mkdir()
+    (out / "thesis" / "chapter1.tex").write_text("\\chapter{One}")
+    again = run_cli("kernel", "bundle", "--out", out, "--user", "erin", "--accelerator", "none")
+    assert again.code == 0, again.err
+    assert (out / "README.md").read_text() == "my notes"
+    assert (out / "thesis" / "chapter1.tex").read_text() == "\\chapter{One}"
+    metadata = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert metadata["id"] == "erin/kaggle-digits" and metadata["enable_gpu"] is False
+    assert "machine_shape" not in metadata and "CPU" in again.out
+    assert not [p for p in out.iterdir() if p.name.startswith(".bundle-")], "no staging folder left behind"
+    # The rebuilt folders have the modes of any new folder (the umask's), not a temporary folder's 0700.
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    for folder in (out, out / "dataset", out / "kernel", out / "dataset" / "kaggle_digits"):
+        assert folder.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777, folder
+
+    # The user's own file inside the bundle's folders, or a changed metadata file: refused, nothing touched.
+    for planted in (out / "kernel" / "notes.md", out / "dataset" / "kaggle_digits" / "data.csv"):
+        planted.write_text("mine")
+        before = _tree(out)
+        assert_one_line_error(run_cli("kernel", "bundle", "--out", out, "--user", "dave"), str(planted), "not written")
+        assert _tree(out) == before
+        planted.unlink()
+    edited = out / "kernel" / "kernel-metadata.json"
+    edited.write_text(edited.read_text().replace("erin", "me"))
+    before = _tree(out)
+    assert_one_line_error(run_cli("kernel", "bundle", "--out", out, "--user", "dave"), str(edited), "changed")
+    assert _tree(out) == before
+
+    # Two metadata files beside the user's files, but no record of the toolkit's: refused.
+    theirs = tmp_path / "theirs"
+    for name in ("kernel/kernel-metadata.json", "dataset/dataset-metadata.json", "README.md"):
+        (theirs / name).parent.mkdir(parents=True, exist_ok=True)
+        (theirs / name).write_text("{}")
+    before = _tree(theirs)
+    assert_one_line_error(run_cli("kernel", "bundle", "--out", theirs, "--user", "dave"), "--out")
+    assert _tree(theirs) == before
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("tpu", ["--accelerator", "TPU", "CPU or GPU only"]),
+        ("TpuV5E8", ["--accelerator", "TPU"]),
+        ("NvidiaTeslaP100", ["--accelerator", "P100", "retired"]),
+        ("cuda", ["--accelerator", "choose gpu", "none"]),
+    ],
+)
+def test_accelerator_refused_before_anything_is_sent(run_cli, fake_kaggle, tmp_path, value, words):
+    for action in ("bundle", "push"):
+        result = run_cli("kernel", action, "--out", tmp_path / "b", "--accelerator", value)
+        assert_one_line_error(result, *words)
+    assert fake_kaggle.requests == [] and not (tmp_path / "b").exists()
 
 
 def test_bundle_needs_a_user_name(run_cli, tmp_path):
@@ -152,7 +220,7 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, mon
 
     fake_kaggle.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
     naps: list[float] = []
-    monkeypatch.setattr("kaggle_digits.kaggle.kernel.time.sleep", naps.append)  # the fake answers at once
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", naps.append)  # the fake answers at once
     status = run_cli("kernel", "status", "--wait", "--poll", "5")
     assert status.code == 0, status.err
     lines = [line.split("  ")[0] for line in status.out.splitlines() if line.startswith("kdtester/kaggle-digits:")]
