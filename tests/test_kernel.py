@@ -3,6 +3,7 @@ client against the fake Kaggle server."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -186,6 +187,7 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, mon
     assert first.code == 0, first.err
     assert "https://www.kaggle.com/code/kdtester/kaggle-digits" in first.out
     assert "source dataset kdtester/kaggle-digits-src created" in first.out
+    assert "GPU quota left this week: 29h00m of 30h00m; refreshes 2026-12-12 00:00 UTC, in " in first.out
     assert fake_kaggle.key not in first.out + first.err
 
     # The source dataset: the package folder went up zipped, its metadata gave the id and title.
@@ -202,6 +204,7 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, mon
     assert save.body["slug"] == "kdtester/kaggle-digits" and save.body["newTitle"] == "kaggle-digits"
     assert (save.body["language"], save.body["kernelType"]) == ("python", "script")
     assert save.body["isPrivate"] is True and save.body["enableGpu"] is True
+    assert save.body["machineShape"] == "NvidiaTeslaT4"
     assert save.body["enableInternet"] is False
     assert save.body["datasetDataSources"] == ["kdtester/kaggle-digits-src"]
     assert save.body["competitionDataSources"] == ["digit-recognizer"]
@@ -409,3 +412,167 @@ def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
     index = (working / "reports" / "index.html").read_text()
     pngs = sorted((working / "reports").glob("*.png"))
     assert pngs and all(p.name in index for p in pngs), "the run's plots, for `kernel.py output` to bring back"
+
+
+# --- accelerators, quota, live log, submit from the output ---------------------------------------------
+
+
+def test_push_on_cpu_asks_no_quota_and_no_gpu(run_cli, fake_kaggle, tmp_path):
+    result = run_cli("kernel", "push", "--out", tmp_path / "b", "--accelerator", "none")
+    assert result.code == 0, result.err
+    assert fake_kaggle.calls("GetAcceleratorQuotaStatistics") == [] and "GPU quota" not in result.out
+    (save,) = fake_kaggle.calls("SaveKernel")
+    assert save.body["enableGpu"] is False and not save.body.get("machineShape")
+    assert "CPU" in result.out
+
+
+def test_push_refused_when_the_plan_does_not_fit_the_quota(run_cli, fake_kaggle, tmp_path):
+    fake_kaggle.gpu_seconds_used = fake_kaggle.gpu_seconds_allowed - 1800  # half an hour left
+    fake_kaggle.gpu_seconds_reserved = 600  # ten minutes of it held by a session running now
+    out = tmp_path / "b"
+    result = run_cli("kernel", "push", "--out", out, "--preset", "standard")
+    assert_one_line_error(result, "--preset standard", "1h00m", "20m", "nothing was uploaded", "2026-12-12 00:00")
+    assert "GPU quota left this week: 20m00s of 30h00m (10m00s held by sessions running now)" in result.out
+    for route in ("CreateDataset", "StartBlobUpload", "SaveKernel"):
+        assert fake_kaggle.calls(route) == [], route
+    assert not out.exists(), "refused before the bundle is written"
+    # The quick preset's plan fits in what is left.
+    assert run_cli("kernel", "push", "--out", out, "--preset", "quick").code == 0
+    assert len(fake_kaggle.calls("SaveKernel")) == 1
+    # With nothing left, even a run of no set length (families tuned by their presets) is refused.
+    fake_kaggle.gpu_seconds_used = fake_kaggle.gpu_seconds_allowed
+    refused = run_cli("kernel", "push", "--out", out, "--models", "mlp,dense")
+    assert_one_line_error(refused, "a GPU kernel", "0s of GPU time", "--accelerator none")
+
+
+@pytest.mark.parametrize("breakage", ["500", "404", "old client"])
+def test_push_goes_on_when_the_quota_cannot_be_read(run_cli, fake_kaggle, tmp_path, monkeypatch, breakage):
+    if breakage == "old client":
+        # A client older than 2.2.1 has no quota_view. (`kaggle.api` is an instance, so the module is found
+        # by name; importing it now is safe: the fixture has planted credentials.)
+        client = importlib.import_module("kaggle.api.kaggle_api_extended")
+        monkeypatch.delattr(client.KaggleApi, "quota_view")
+        reason = "cannot ask; 2.2.1+ can"
+    else:
+        fake_kaggle.fail(int(breakage), "quota service down", "GetAcceleratorQuotaStatistics")
+        reason = f"Kaggle answered {breakage}"
+    result = run_cli("kernel", "push", "--out", tmp_path / "b")
+    assert result.code == 0, result.err
+    (line,) = [line for line in result.out.splitlines() if line.startswith("GPU quota")]
+    assert line.startswith("GPU quota left this week: unknown (") and reason in line
+    assert len(fake_kaggle.calls("SaveKernel")) == 1
+
+
+def _log(*lines: str) -> str:
+    """A session log as Kaggle keeps it: a JSON list of events."""
+    return json.dumps([{"stream_name": "stdout", "time": i, "data": line + "\n"} for i, line in enumerate(lines)])
+
+
+def test_logs_and_status_wait_show_the_running_kernels_log(run_cli, fake_kaggle, tmp_path, monkeypatch):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    fake_kaggle.kernel_log = _log("plan for 10m00s: 4 folds", "epoch 1/8")
+    once = run_cli("kernel", "logs")
+    assert once.code == 0, once.err
+    assert once.out.splitlines() == ["plan for 10m00s: 4 folds", "epoch 1/8"]
+    (asked,) = fake_kaggle.calls("ListKernelSessionOutput")
+    assert (asked.body["userName"], asked.body["kernelSlug"]) == ("kdtester", "kaggle-digits")
+
+    # status --wait: each look shows the lines the log gained since the last one, once each.
+    fake_kaggle.kernel_statuses = ["RUNNING", "RUNNING", "COMPLETE"]
+    fake_kaggle.kernel_log_steps = [
+        _log("plan"),
+        _log("plan", "epoch 1/8", "epoch 2/8"),
+        _log("plan", "epoch 1/8", "epoch 2/8", "done"),
+    ]
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
+    waited = run_cli("kernel", "status", "--wait", "--poll", "5")
+    assert waited.code == 0, waited.err
+    lines = [line.split("  ")[0] for line in waited.out.splitlines()]
+    assert lines[:5] == ["plan", "kdtester/kaggle-digits: running", "epoch 1/8", "epoch 2/8", "done"]
+    assert lines[5] == "kdtester/kaggle-digits: complete"
+
+
+def test_logs_follow_streams_the_session(run_cli, fake_kaggle, tmp_path, monkeypatch):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
+    fake_kaggle.kernel_log_events = [{"stream_name": "stdout", "time": i, "data": f"epoch {i}/3\n"} for i in (1, 2, 3)]
+    fake_kaggle.stream_breaks = 2  # cut twice mid-stream: opened again, and no line is shown twice
+    live = run_cli("kernel", "logs", "--follow")
+    assert live.code == 0, live.err
+    assert live.out.splitlines() == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    streams = fake_kaggle.calls("LogsStream")
+    assert len(streams) == 3 and all(r.authorized for r in streams)
+    assert streams[0].path == "/v1/kernels/logs/stream/kdtester/kaggle-digits"
+
+    fake_kaggle.kernel_running = False  # a finished session: its whole log at once
+    done = run_cli("kernel", "logs", "--follow")
+    assert done.code == 0 and done.out.splitlines() == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+    fake_kaggle.kernel_running, fake_kaggle.stream_breaks, fake_kaggle.stream_break_after = True, 99, 0
+    assert_one_line_error(run_cli("kernel", "logs", "--follow"), "broke 5 times", "network")
+
+
+@pytest.mark.parametrize("breakage", ["500", "404", "old client"])
+def test_log_that_cannot_be_read_is_one_line(run_cli, fake_kaggle, tmp_path, monkeypatch, breakage):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    if breakage == "old client":
+        client = importlib.import_module("kaggle.api.kaggle_api_extended")
+        monkeypatch.delattr(client.KaggleApi, "kernels_logs")
+        monkeypatch.delattr(client.KaggleApi, "kernels_logs_stream")
+        words = ["cannot read a kernel's log", "2.2.5+ can"]
+    else:
+        fake_kaggle.fail(int(breakage), "log service down", "ListKernelSessionOutput")
+        fake_kaggle.fail(int(breakage), "log service down", "LogsStream")
+        words = [breakage] if breakage == "500" else ["not found"]
+    for follow in ([], ["--follow"]):
+        assert_one_line_error(run_cli("kernel", "logs", *follow), *words)
+    # status --wait says once that the log is not shown, and goes on waiting for the end.
+    fake_kaggle.kernel_statuses = ["RUNNING", "COMPLETE"]
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
+    waited = run_cli("kernel", "status", "--wait", "--poll", "5")
+    assert waited.code == 0, waited.err
+    assert waited.out.count("the kernel's log is not shown") == 1
+    assert "kdtester/kaggle-digits: complete" in waited.out
+
+
+def _kernel_submission(fake_kaggle, data_dir: Path, tmp_path: Path) -> bytes:
+    truth = submission.read_submission(data_dir / "solution.csv")
+    path = submission.write_submission(tmp_path / "kernel-submission.csv", truth)
+    record = {"submission": "20260101-000000-ensemble-cv0.99100.csv"}
+    fake_kaggle.kernel_outputs = {
+        "submission.csv": path.read_bytes(),
+        "kaggle-digits-run.json": json.dumps(record).encode(),
+    }
+    return path.read_bytes()
+
+
+def test_output_submit_uploads_as_submit_does(run_cli, fake_kaggle, small_data_copy, tmp_path):
+    out, subs = tmp_path / "b", tmp_path / "submissions"
+    folders = ["--data-dir", small_data_copy, "--submissions-dir", subs]
+    assert_one_line_error(run_cli("kernel", "output", "--out", out, "--submit", *folders), "--submit needs -m")
+    assert_one_line_error(run_cli("kernel", "output", "--out", out, "-m", "x", *folders), "add --submit")
+    assert fake_kaggle.requests == []
+    assert run_cli("kernel", "push", "--out", out).code == 0
+    content = _kernel_submission(fake_kaggle, small_data_copy, tmp_path)
+    fake_kaggle.submitted_earlier_today = 1
+
+    result = run_cli("kernel", "output", "--out", out, "--submit", "-m", "from the T4s", *folders)
+    assert result.code == 0, result.err
+    (written,) = subs.glob("*-kernel-cv0.99100.csv")
+    assert "submissions left today: 4 (1 made since 00:00 UTC)" in result.out
+    assert "local leaderboard" not in result.out, "Kaggle's test rows are not the mirror's"
+    (uploaded,) = fake_kaggle.submissions
+    assert uploaded.content == content and uploaded.description == "from the T4s"
+    assert uploaded.file_name == written.name
+    routes = [r.route for r in fake_kaggle.requests]
+    assert routes.index("GetSubmissionLimits") < routes.index("StartSubmissionUpload")
+    copied, sent = submission.read_history(subs / "history.csv")
+    assert "kernel" in copied["message"] and sent["message"] == "from the T4s"
+    assert sent["file"] == str(written) and sent["cv_accuracy"] == "0.99100"
+
+    # None left today: the output is still fetched and kept, nothing is uploaded.
+    fake_kaggle.submitted_earlier_today = fake_kaggle.daily_limit
+    (subs / written.name).unlink()
+    refused = run_cli("kernel", "output", "--out", out, "--submit", "-m", "again", *folders)
+    assert_one_line_error(refused, "no submissions left", "nothing was uploaded")
+    assert len(fake_kaggle.submissions) == 1 and len(fake_kaggle.calls("StartSubmissionUpload")) == 1

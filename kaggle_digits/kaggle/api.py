@@ -672,7 +672,10 @@ def follow_kernel_log(ref: str) -> Iterator[str]:
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, ProtocolError):
                 failures = failures + 1 if seen == before else 1
                 if failures >= LOG_STREAM_RETRIES:
-                    raise
+                    raise UserError(
+                        f"the log stream of kernel {ref} broke {failures} times in a row without a new line: "
+                        "check the network connection and try again"
+                    ) from None
             except ValueError:
                 raise _kernel_not_visible(ref) from None
         time.sleep(1.0)
