@@ -81,7 +81,7 @@ def run(
                 i = waiting.pop(0)
                 task = tasks[i] if prepare is None else prepare(i, tasks[i])
                 payload = pickle.dumps((task.function, task.args))
-                process = context.Process(
+                process: multiprocessing.process.BaseProcess = context.Process(
                     target=_child,
                     args=(i, payload, threads, policy, messages, os.getpid()),
                     name=f"kaggle-digits {tasks[i].what}",
