@@ -477,19 +477,28 @@ def test_logs_and_status_wait_show_the_running_kernels_log(run_cli, fake_kaggle,
     (asked,) = fake_kaggle.calls("ListKernelSessionOutput")
     assert (asked.body["userName"], asked.body["kernelSlug"]) == ("kdtester", "kaggle-digits")
 
-    # status --wait: each look shows the lines the log gained since the last one, once each.
-    fake_kaggle.kernel_statuses = ["RUNNING", "RUNNING", "COMPLETE"]
-    fake_kaggle.kernel_log_steps = [
-        _log("plan"),
-        _log("plan", "epoch 1/8", "epoch 2/8"),
-        _log("plan", "epoch 1/8", "epoch 2/8", "done"),
-    ]
-    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
+    # status --wait: while the session runs, its live log, each line once (the stream replays from the start).
+    fake_kaggle.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    fake_kaggle.kernel_log_events = [{"stream_name": "stdout", "time": 0, "data": "plan for 10m00s\n"}]
+    monkeypatch.setattr(
+        "kaggle_digits.kaggle.api.time.sleep",
+        lambda seconds: fake_kaggle.kernel_log_events.append(
+            {"stream_name": "stdout", "time": 1, "data": f"epoch {len(fake_kaggle.kernel_log_events)}/8\n"}
+        ),
+    )
     waited = run_cli("kernel", "status", "--wait", "--poll", "5")
     assert waited.code == 0, waited.err
     lines = [line.split("  ")[0] for line in waited.out.splitlines()]
-    assert lines[:5] == ["plan", "kdtester/kaggle-digits: running", "epoch 1/8", "epoch 2/8", "done"]
-    assert lines[5] == "kdtester/kaggle-digits: complete"
+    assert lines == [
+        "kdtester/kaggle-digits: queued",
+        "kdtester/kaggle-digits: running",
+        "plan for 10m00s",
+        "epoch 1/8",
+        "epoch 2/8",
+        "kdtester/kaggle-digits: complete",
+        "fetch the result with `python scripts/kernel.py output`",
+    ]
+    assert len(fake_kaggle.calls("LogsStream")) == 2
 
 
 def test_logs_follow_streams_the_session(run_cli, fake_kaggle, tmp_path, monkeypatch):
@@ -527,7 +536,7 @@ def test_log_that_cannot_be_read_is_one_line(run_cli, fake_kaggle, tmp_path, mon
     for follow in ([], ["--follow"]):
         assert_one_line_error(run_cli("kernel", "logs", *follow), *words)
     # status --wait says once that the log is not shown, and goes on waiting for the end.
-    fake_kaggle.kernel_statuses = ["RUNNING", "COMPLETE"]
+    fake_kaggle.kernel_statuses = ["RUNNING", "RUNNING", "COMPLETE"]
     monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
     waited = run_cli("kernel", "status", "--wait", "--poll", "5")
     assert waited.code == 0, waited.err

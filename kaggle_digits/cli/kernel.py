@@ -114,7 +114,9 @@ def _push(args: argparse.Namespace) -> int:
     )
     _describe(args.out, user, args.preset, args.models, args.augment, args.accelerator)
     print(f"kernel {pushed.kernel_ref} version {pushed.version or '?'} pushed: {pushed.url}")
-    print("follow it with `python scripts/kernel.py status --wait`, then `python scripts/kernel.py output`")
+    print(
+        "follow it with `python scripts/kernel.py status --wait` (or `logs --follow`), then `python scripts/kernel.py output`"
+    )
     return 0
 
 

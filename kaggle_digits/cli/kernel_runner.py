@@ -100,7 +100,6 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     from kaggle_digits import cli, io
     from kaggle_digits.blend import submission
     from kaggle_digits.data import paths
-
     from kaggle_digits.models import hardware
 
     print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)

@@ -129,8 +129,10 @@ def write_bundle(
         raise UserError(f"{out} exists and is not a folder: choose another --out")
     if out.exists() and any(out.iterdir()):
         _check_own_bundle(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out))
+    done = False
     try:
         _write_dataset(staging / "dataset", user)
         _write_kernel(staging / "kernel", user, preset, models, augment, accelerator)
@@ -142,8 +144,11 @@ def write_bundle(
                 (out / name).replace(old / name)
             (staging / name).replace(out / name)
         written.record(out, _recorded_files(out))
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not done:
+            shutil.rmtree(out, ignore_errors=True)  # the folder this call made, holding nothing else
     return out / "dataset", out / "kernel"
 
 
@@ -317,8 +322,9 @@ def push(
 
 
 class _LogReader:
-    """The lines of a kernel's log not shown yet, read at each look of `status --wait`. A log that cannot
-    be read is said once, and not asked for again."""
+    """The lines of a running kernel's log not shown yet, for `status --wait`: its live stream followed until
+    the session ends (Kaggle replays a stream from the start: the lines already shown are skipped). A log
+    that cannot be read is said once, and not asked for again."""
 
     def __init__(self, ref: str, log: Log) -> None:
         self.ref, self.log, self.shown, self.readable = ref, log, 0, True
@@ -327,14 +333,13 @@ class _LogReader:
         if not self.readable:
             return
         try:
-            lines = kaggle_api.kernel_log(self.ref)
+            for index, line in enumerate(kaggle_api.follow_kernel_log(self.ref)):
+                if index >= self.shown:
+                    self.log(line)
+                    self.shown = index + 1
         except UserError as exc:
             self.readable = False
             self.log(f"the kernel's log is not shown: {exc}")
-            return
-        for line in lines[self.shown :]:
-            self.log(line)
-        self.shown = max(self.shown, len(lines))
 
 
 def status(
@@ -346,8 +351,8 @@ def status(
     show_log: bool = True,
 ) -> tuple[str, str | None]:
     """The kernel's status and failure message; with `wait`, looked at every `poll` seconds until it is done:
-    each change, and every tenth look, goes to `log`, and (with `show_log`) the lines its log gained since the
-    last look. Still running after `timeout`: UserError."""
+    each change, and every tenth look, goes to `log`, and (with `show_log`) while the session runs, its log
+    lines as they come. Still running after `timeout`: UserError."""
     if not wait:
         return kaggle_api.kernel_status(ref)
     reader = _LogReader(ref, log) if show_log else None
@@ -358,12 +363,14 @@ def status(
     def look(elapsed: float) -> tuple[str, str] | None:
         nonlocal last, looks, current
         current, failure = kaggle_api.kernel_status(ref)
-        if reader is not None:
-            reader.show_new()
         if current != last or looks % 10 == 0:
             log(f"{ref}: {current}  elapsed {format_seconds(elapsed)}")
         last, looks = current, looks + 1
-        return (current, failure) if current in KERNEL_DONE else None
+        if current in KERNEL_DONE:
+            return current, failure
+        if reader is not None and current == "running":
+            reader.show_new()
+        return None
 
     def timed_out(elapsed: float) -> str:
         return f"kernel {ref} still {current} after {format_seconds(elapsed)}: run status again later"
