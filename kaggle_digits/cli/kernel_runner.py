@@ -109,9 +109,9 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     data_dir = find_competition_files(input_dir)
     folders = paths.resolve(data_dir=data_dir)
     before = set(folders.submissions_dir.glob("*.csv"))
-    command = ["pipeline", "--preset", SETTINGS["preset"]]
+    command = ["pipeline", "--preset", str(SETTINGS["preset"])]
     if SETTINGS["models"]:
-        command += ["--models", SETTINGS["models"]]
+        command += ["--models", str(SETTINGS["models"])]
     if SETTINGS["augment"]:
         command.append("--augment")
     command += ["--data-dir", str(data_dir), *argv]
