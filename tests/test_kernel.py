@@ -585,3 +585,10 @@ def test_output_submit_uploads_as_submit_does(run_cli, fake_kaggle, small_data_c
     refused = run_cli("kernel", "output", "--out", out, "--submit", "-m", "again", *folders)
     assert_one_line_error(refused, "no submissions left", "nothing was uploaded")
     assert len(fake_kaggle.submissions) == 1 and len(fake_kaggle.calls("StartSubmissionUpload")) == 1
+
+
+def test_refused_credentials_on_the_quota_stop_the_push(run_cli, fake_kaggle, tmp_path):
+    # A 401 is the credentials' fault, not an unreadable quota: one line, as for an upload, nothing sent.
+    fake_kaggle.fail(401, "Unauthenticated", "GetAcceleratorQuotaStatistics")
+    assert_one_line_error(run_cli("kernel", "push", "--out", tmp_path / "b"), "401", "kaggle.json")
+    assert fake_kaggle.calls("CreateDataset") == [] and fake_kaggle.calls("SaveKernel") == []
