@@ -3,8 +3,10 @@
 It answers the routes this toolkit uses, the way the client sends them (`POST /v1/<service>/<Method>`
 with JSON and Basic auth): competition download (a 302 to a zip it serves), submission upload (start
 upload -> PUT -> create), the submission limits, the submission list (scoring uploads against a known solution), dataset
-create/version with blob uploads, kernel push, kernel status, kernel output listing and file download.
-It can answer any route with an error status, or go down. Every request is recorded.
+create/version with blob uploads, kernel push, kernel status, kernel output listing and file download,
+the weekly accelerator quota, and a kernel session's log (the list route and the live stream, which the
+client reads with a GET). It can answer any route with an error status, or go down. Every request is
+recorded.
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ class FakeKaggle:
         self.kernel_failure_message = ""
         self.kernel_outputs: dict[str, bytes] = {}
         self.kernel_log = "[]"
+        # Successive answers' logs (ListKernelSessionOutput), one per call; the last one stays.
+        self.kernel_log_steps: list[str] = []
+        # The live log stream (GET /v1/kernels/logs/stream/<owner>/<slug>): its events, sent as Server-Sent
+        # Events while `kernel_running`, else as the finished session's JSON blob; `stream_breaks` cuts the
+        # first connections after `stream_break_after` events (the client opens it again).
+        self.kernel_log_events: list[dict] = []
+        self.kernel_running = True
+        self.stream_breaks = 0
+        self.stream_break_after = 1
+        # GetAcceleratorQuotaStatistics: the weekly GPU quota (seconds) and its refresh time.
+        self.gpu_seconds_used = 3600.0
+        self.gpu_seconds_reserved = 0.0
+        self.gpu_seconds_allowed = 30 * 3600.0
+        self.quota_refresh = "2026-12-12T00:00:00Z"
         self.tokens: dict[str, str] = {}  # access token -> user name (KAGGLE_API_TOKEN credentials)
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
@@ -157,6 +173,7 @@ class FakeKaggle:
             "SaveKernel": self._save_kernel,
             "GetKernelSessionStatus": self._kernel_status,
             "ListKernelSessionOutput": self._kernel_output,
+            "GetAcceleratorQuotaStatistics": self._quota,
             "IntrospectToken": self._introspect,
         }
         if route not in routes:
@@ -290,9 +307,22 @@ class FakeKaggle:
         status = self.kernel_statuses.pop(0) if len(self.kernel_statuses) > 1 else self.kernel_statuses[0]
         return 200, {"status": status, "failureMessage": self.kernel_failure_message}, {}
 
+    def _quota(self, body: dict) -> tuple[int, Any, dict]:
+        gpu = {
+            "timeUsed": f"{self.gpu_seconds_used:g}s",
+            "timeReserved": f"{self.gpu_seconds_reserved:g}s",
+            "totalTimeAllowed": f"{self.gpu_seconds_allowed:g}s",
+        }
+        tpu = {"timeUsed": "0s", "totalTimeAllowed": "72000s"}
+        return 200, {"quotaRefreshTime": self.quota_refresh, "gpuQuota": gpu, "tpuQuota": tpu}, {}
+
     def _kernel_output(self, body: dict) -> tuple[int, Any, dict]:
         if self._kernel(body) is None:
             return 404, {"code": 404, "message": "Kernel not found"}, {}
+        if self.kernel_log_steps:
+            self.kernel_log = (
+                self.kernel_log_steps.pop(0) if len(self.kernel_log_steps) > 1 else self.kernel_log_steps[0]
+            )
         files = [{"url": f"{self.url}/files/output/{name}", "fileName": name} for name in self.kernel_outputs]
         return 200, {"files": files, "log": self.kernel_log, "nextPageToken": ""}, {}
 
@@ -353,8 +383,47 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(*fake.answer(route, body))
 
+    def _log_stream(self) -> None:
+        """The kernel log stream, as Kaggle's midtier answers it (see FakeKaggle.kernel_log_events)."""
+        fake = self.server_fake
+        path = self.path.split("?")[0]
+        fake.requests.append(Recorded("GET", self.path, "LogsStream", None, self._authorized()))
+        failure = fake.failures.get("LogsStream")
+        owner_slug = path[len("/v1/kernels/logs/stream/") :]
+        if failure:
+            self._send(failure[0], {"code": failure[0], "message": failure[1]})
+        elif not self._authorized():
+            self._send(401, {"code": 401, "message": "Unauthenticated"})
+        elif owner_slug not in fake.kernels:
+            self._send(404, {"code": 404, "message": "Kernel not found"})
+        elif not fake.kernel_running:
+            self._send(200, json.dumps(fake.kernel_log_events).encode())
+        else:
+            events = [f"data: {json.dumps(e)}\n\n".encode() for e in fake.kernel_log_events]
+            broken = fake.stream_breaks > 0
+            if broken:
+                fake.stream_breaks -= 1
+                events = events[: fake.stream_break_after]
+            else:
+                events.append(b"data: END_OF_LOG\n\n")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for event in events:
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            if broken:  # a chunk that never arrives whole: the connection drops mid-stream
+                self.wfile.write(b'40\r\ndata: {"da')
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(b"0\r\n\r\n")
+
     def do_GET(self) -> None:  # noqa: N802
         fake = self.server_fake
+        if self.path.startswith("/v1/kernels/logs/stream/"):
+            self._log_stream()
+            return
         fake.requests.append(Recorded("GET", self.path, "files", None, self._authorized()))
         if self.path == "/files/digit-recognizer.zip" and fake.competition_zip is not None:
             self._send(200, fake.competition_zip)

@@ -3,6 +3,7 @@ client against the fake Kaggle server."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kaggle_digits import written
 from kaggle_digits.blend import submission
 from kaggle_digits.data import paths
 from kaggle_digits.kaggle.kernel import RUNNER_NAME
@@ -49,6 +51,7 @@ def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
         "dataset/dataset-metadata.json",
         "kernel/kernel-metadata.json",
         f"kernel/{RUNNER_NAME}",
+        written.MANIFEST,  # the record of what the toolkit wrote: a later bundle replaces only that
     }
     assert all_files(out) == expected
     assert "dataset/kaggle_digits/__init__.py" in expected and "dataset/kaggle_digits/models/base.py" in expected
@@ -60,6 +63,7 @@ def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
     assert kernel["id"] == "carol/kaggle-digits" and kernel["code_file"] == RUNNER_NAME
     assert (kernel["language"], kernel["kernel_type"]) == ("python", "script")
     assert kernel["is_private"] is True and kernel["enable_gpu"] is True and kernel["enable_internet"] is False
+    assert kernel["machine_shape"] == "NvidiaTeslaT4", "Kaggle's default GPU machine, two T4s"
     assert kernel["competition_sources"] == ["digit-recognizer"]
     assert kernel["dataset_sources"] == ["carol/kaggle-digits-src"]
     assert len(kernel["title"]) >= 5
@@ -81,6 +85,71 @@ def test_bundle_holds_what_it_must_and_nothing_else(run_cli, tmp_path):
     (mine / "notes.txt").write_text("mine")
     assert_one_line_error(run_cli("kernel", "bundle", "--out", mine, "--user", "dave"), "not a kernel bundle")
     assert (mine / "notes.txt").read_text() == "mine"
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_bundle_keeps_the_users_files_beside_it(run_cli, tmp_path):
+    """A bundle folder that also holds the user's own files: the toolkit's bundle is replaced, the rest stays;
+    a bundle whose files the toolkit did not write (or that were changed) is not replaced at all."""
+    out = tmp_path / "work"
+    assert run_cli("kernel", "bundle", "--out", out, "--user", "dave").code == 0
+    (out / "README.md").write_text("my notes")
+    (out / "thesis").mkdir()
+    (out / "thesis" / "chapter1.tex").write_text("\\chapter{One}")
+    again = run_cli("kernel", "bundle", "--out", out, "--user", "erin", "--accelerator", "none")
+    assert again.code == 0, again.err
+    assert (out / "README.md").read_text() == "my notes"
+    assert (out / "thesis" / "chapter1.tex").read_text() == "\\chapter{One}"
+    metadata = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert metadata["id"] == "erin/kaggle-digits" and metadata["enable_gpu"] is False
+    assert "machine_shape" not in metadata and "CPU" in again.out
+    assert not [p for p in out.iterdir() if p.name.startswith(".bundle-")], "no staging folder left behind"
+    # The rebuilt folders have the modes of any new folder (the umask's), not a temporary folder's 0700.
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    for folder in (out, out / "dataset", out / "kernel", out / "dataset" / "kaggle_digits"):
+        assert folder.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777, folder
+
+    # The user's own file inside the bundle's folders, or a changed metadata file: refused, nothing touched.
+    for planted in (out / "kernel" / "notes.md", out / "dataset" / "kaggle_digits" / "data.csv"):
+        planted.write_text("mine")
+        before = _tree(out)
+        assert_one_line_error(run_cli("kernel", "bundle", "--out", out, "--user", "dave"), str(planted), "not written")
+        assert _tree(out) == before
+        planted.unlink()
+    edited = out / "kernel" / "kernel-metadata.json"
+    edited.write_text(edited.read_text().replace("erin", "me"))
+    before = _tree(out)
+    assert_one_line_error(run_cli("kernel", "bundle", "--out", out, "--user", "dave"), str(edited), "changed")
+    assert _tree(out) == before
+
+    # Two metadata files beside the user's files, but no record of the toolkit's: refused.
+    theirs = tmp_path / "theirs"
+    for name in ("kernel/kernel-metadata.json", "dataset/dataset-metadata.json", "README.md"):
+        (theirs / name).parent.mkdir(parents=True, exist_ok=True)
+        (theirs / name).write_text("{}")
+    before = _tree(theirs)
+    assert_one_line_error(run_cli("kernel", "bundle", "--out", theirs, "--user", "dave"), "--out")
+    assert _tree(theirs) == before
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("tpu", ["--accelerator", "TPU", "CPU or GPU only"]),
+        ("TpuV5E8", ["--accelerator", "TPU"]),
+        ("NvidiaTeslaP100", ["--accelerator", "P100", "retired"]),
+        ("cuda", ["--accelerator", "choose gpu", "none"]),
+    ],
+)
+def test_accelerator_refused_before_anything_is_sent(run_cli, fake_kaggle, tmp_path, value, words):
+    for action in ("bundle", "push"):
+        result = run_cli("kernel", action, "--out", tmp_path / "b", "--accelerator", value)
+        assert_one_line_error(result, *words)
+    assert fake_kaggle.requests == [] and not (tmp_path / "b").exists()
 
 
 def test_bundle_needs_a_user_name(run_cli, tmp_path):
@@ -118,6 +187,7 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, mon
     assert first.code == 0, first.err
     assert "https://www.kaggle.com/code/kdtester/kaggle-digits" in first.out
     assert "source dataset kdtester/kaggle-digits-src created" in first.out
+    assert "GPU quota left this week: 29h00m of 30h00m; refreshes 2026-12-12 00:00 UTC, in " in first.out
     assert fake_kaggle.key not in first.out + first.err
 
     # The source dataset: the package folder went up zipped, its metadata gave the id and title.
@@ -134,6 +204,7 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, mon
     assert save.body["slug"] == "kdtester/kaggle-digits" and save.body["newTitle"] == "kaggle-digits"
     assert (save.body["language"], save.body["kernelType"]) == ("python", "script")
     assert save.body["isPrivate"] is True and save.body["enableGpu"] is True
+    assert save.body["machineShape"] == "NvidiaTeslaT4"
     assert save.body["enableInternet"] is False
     assert save.body["datasetDataSources"] == ["kdtester/kaggle-digits-src"]
     assert save.body["competitionDataSources"] == ["digit-recognizer"]
@@ -152,7 +223,7 @@ def test_push_status_output(run_cli, fake_kaggle, small_data_copy, tmp_path, mon
 
     fake_kaggle.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
     naps: list[float] = []
-    monkeypatch.setattr("kaggle_digits.kaggle.kernel.time.sleep", naps.append)  # the fake answers at once
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", naps.append)  # the fake answers at once
     status = run_cli("kernel", "status", "--wait", "--poll", "5")
     assert status.code == 0, status.err
     lines = [line.split("  ")[0] for line in status.out.splitlines() if line.startswith("kdtester/kaggle-digits:")]
@@ -341,3 +412,183 @@ def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
     index = (working / "reports" / "index.html").read_text()
     pngs = sorted((working / "reports").glob("*.png"))
     assert pngs and all(p.name in index for p in pngs), "the run's plots, for `kernel.py output` to bring back"
+
+
+# --- accelerators, quota, live log, submit from the output ---------------------------------------------
+
+
+def test_push_on_cpu_asks_no_quota_and_no_gpu(run_cli, fake_kaggle, tmp_path):
+    result = run_cli("kernel", "push", "--out", tmp_path / "b", "--accelerator", "none")
+    assert result.code == 0, result.err
+    assert fake_kaggle.calls("GetAcceleratorQuotaStatistics") == [] and "GPU quota" not in result.out
+    (save,) = fake_kaggle.calls("SaveKernel")
+    assert save.body["enableGpu"] is False and not save.body.get("machineShape")
+    assert "CPU" in result.out
+
+
+def test_push_refused_when_the_plan_does_not_fit_the_quota(run_cli, fake_kaggle, tmp_path):
+    fake_kaggle.gpu_seconds_used = fake_kaggle.gpu_seconds_allowed - 1800  # half an hour left
+    fake_kaggle.gpu_seconds_reserved = 600  # ten minutes of it held by a session running now
+    out = tmp_path / "b"
+    result = run_cli("kernel", "push", "--out", out, "--preset", "standard")
+    assert_one_line_error(result, "--preset standard", "1h00m", "20m", "nothing was uploaded", "2026-12-12 00:00")
+    assert "GPU quota left this week: 20m00s of 30h00m (10m00s held by sessions running now)" in result.out
+    for route in ("CreateDataset", "StartBlobUpload", "SaveKernel"):
+        assert fake_kaggle.calls(route) == [], route
+    assert not out.exists(), "refused before the bundle is written"
+    # The quick preset's plan fits in what is left.
+    assert run_cli("kernel", "push", "--out", out, "--preset", "quick").code == 0
+    assert len(fake_kaggle.calls("SaveKernel")) == 1
+    # With nothing left, even a run of no set length (families tuned by their presets) is refused.
+    fake_kaggle.gpu_seconds_used = fake_kaggle.gpu_seconds_allowed
+    refused = run_cli("kernel", "push", "--out", out, "--models", "mlp,dense")
+    assert_one_line_error(refused, "a GPU kernel", "0s of GPU time", "--accelerator none")
+
+
+@pytest.mark.parametrize("breakage", ["500", "404", "old client"])
+def test_push_goes_on_when_the_quota_cannot_be_read(run_cli, fake_kaggle, tmp_path, monkeypatch, breakage):
+    if breakage == "old client":
+        # A client older than 2.2.1 has no quota_view. (`kaggle.api` is an instance, so the module is found
+        # by name; importing it now is safe: the fixture has planted credentials.)
+        client = importlib.import_module("kaggle.api.kaggle_api_extended")
+        monkeypatch.delattr(client.KaggleApi, "quota_view")
+        reason = "cannot ask; 2.2.1+ can"
+    else:
+        fake_kaggle.fail(int(breakage), "quota service down", "GetAcceleratorQuotaStatistics")
+        reason = f"Kaggle answered {breakage}"
+    result = run_cli("kernel", "push", "--out", tmp_path / "b")
+    assert result.code == 0, result.err
+    (line,) = [line for line in result.out.splitlines() if line.startswith("GPU quota")]
+    assert line.startswith("GPU quota left this week: unknown (") and reason in line
+    assert len(fake_kaggle.calls("SaveKernel")) == 1
+
+
+def _log(*lines: str) -> str:
+    """A session log as Kaggle keeps it: a JSON list of events."""
+    return json.dumps([{"stream_name": "stdout", "time": i, "data": line + "\n"} for i, line in enumerate(lines)])
+
+
+def test_logs_and_status_wait_show_the_running_kernels_log(run_cli, fake_kaggle, tmp_path, monkeypatch):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    fake_kaggle.kernel_log = _log("plan for 10m00s: 4 folds", "epoch 1/8")
+    once = run_cli("kernel", "logs")
+    assert once.code == 0, once.err
+    assert once.out.splitlines() == ["plan for 10m00s: 4 folds", "epoch 1/8"]
+    (asked,) = fake_kaggle.calls("ListKernelSessionOutput")
+    assert (asked.body["userName"], asked.body["kernelSlug"]) == ("kdtester", "kaggle-digits")
+
+    # status --wait: while the session runs, its live log, each line once (the stream replays from the start).
+    fake_kaggle.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    fake_kaggle.kernel_log_events = [{"stream_name": "stdout", "time": 0, "data": "plan for 10m00s\n"}]
+    monkeypatch.setattr(
+        "kaggle_digits.kaggle.api.time.sleep",
+        lambda seconds: fake_kaggle.kernel_log_events.append(
+            {"stream_name": "stdout", "time": 1, "data": f"epoch {len(fake_kaggle.kernel_log_events)}/8\n"}
+        ),
+    )
+    waited = run_cli("kernel", "status", "--wait", "--poll", "5")
+    assert waited.code == 0, waited.err
+    lines = [line.split("  ")[0] for line in waited.out.splitlines()]
+    assert lines == [
+        "kdtester/kaggle-digits: queued",
+        "kdtester/kaggle-digits: running",
+        "plan for 10m00s",
+        "epoch 1/8",
+        "epoch 2/8",
+        "kdtester/kaggle-digits: complete",
+        "fetch the result with `python scripts/kernel.py output`",
+    ]
+    assert len(fake_kaggle.calls("LogsStream")) == 2
+
+
+def test_logs_follow_streams_the_session(run_cli, fake_kaggle, tmp_path, monkeypatch):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
+    fake_kaggle.kernel_log_events = [{"stream_name": "stdout", "time": i, "data": f"epoch {i}/3\n"} for i in (1, 2, 3)]
+    fake_kaggle.stream_breaks = 2  # cut twice mid-stream: opened again, and no line is shown twice
+    live = run_cli("kernel", "logs", "--follow")
+    assert live.code == 0, live.err
+    assert live.out.splitlines() == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    streams = fake_kaggle.calls("LogsStream")
+    assert len(streams) == 3 and all(r.authorized for r in streams)
+    assert streams[0].path == "/v1/kernels/logs/stream/kdtester/kaggle-digits"
+
+    fake_kaggle.kernel_running = False  # a finished session: its whole log at once
+    done = run_cli("kernel", "logs", "--follow")
+    assert done.code == 0 and done.out.splitlines() == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+    fake_kaggle.kernel_running, fake_kaggle.stream_breaks, fake_kaggle.stream_break_after = True, 99, 0
+    assert_one_line_error(run_cli("kernel", "logs", "--follow"), "broke 5 times", "network")
+
+
+@pytest.mark.parametrize("breakage", ["500", "404", "old client"])
+def test_log_that_cannot_be_read_is_one_line(run_cli, fake_kaggle, tmp_path, monkeypatch, breakage):
+    assert run_cli("kernel", "push", "--out", tmp_path / "b").code == 0
+    if breakage == "old client":
+        client = importlib.import_module("kaggle.api.kaggle_api_extended")
+        monkeypatch.delattr(client.KaggleApi, "kernels_logs")
+        monkeypatch.delattr(client.KaggleApi, "kernels_logs_stream")
+        words = ["cannot read a kernel's log", "2.2.5+ can"]
+    else:
+        fake_kaggle.fail(int(breakage), "log service down", "ListKernelSessionOutput")
+        fake_kaggle.fail(int(breakage), "log service down", "LogsStream")
+        words = [breakage] if breakage == "500" else ["not found"]
+    for follow in ([], ["--follow"]):
+        assert_one_line_error(run_cli("kernel", "logs", *follow), *words)
+    # status --wait says once that the log is not shown, and goes on waiting for the end.
+    fake_kaggle.kernel_statuses = ["RUNNING", "RUNNING", "COMPLETE"]
+    monkeypatch.setattr("kaggle_digits.kaggle.api.time.sleep", lambda seconds: None)
+    waited = run_cli("kernel", "status", "--wait", "--poll", "5")
+    assert waited.code == 0, waited.err
+    assert waited.out.count("the kernel's log is not shown") == 1
+    assert "kdtester/kaggle-digits: complete" in waited.out
+
+
+def _kernel_submission(fake_kaggle, data_dir: Path, tmp_path: Path) -> bytes:
+    truth = submission.read_submission(data_dir / "solution.csv")
+    path = submission.write_submission(tmp_path / "kernel-submission.csv", truth)
+    record = {"submission": "20260101-000000-ensemble-cv0.99100.csv"}
+    fake_kaggle.kernel_outputs = {
+        "submission.csv": path.read_bytes(),
+        "kaggle-digits-run.json": json.dumps(record).encode(),
+    }
+    return path.read_bytes()
+
+
+def test_output_submit_uploads_as_submit_does(run_cli, fake_kaggle, small_data_copy, tmp_path):
+    out, subs = tmp_path / "b", tmp_path / "submissions"
+    folders = ["--data-dir", small_data_copy, "--submissions-dir", subs]
+    assert_one_line_error(run_cli("kernel", "output", "--out", out, "--submit", *folders), "--submit needs -m")
+    assert_one_line_error(run_cli("kernel", "output", "--out", out, "-m", "x", *folders), "add --submit")
+    assert fake_kaggle.requests == []
+    assert run_cli("kernel", "push", "--out", out).code == 0
+    content = _kernel_submission(fake_kaggle, small_data_copy, tmp_path)
+    fake_kaggle.submitted_earlier_today = 1
+
+    result = run_cli("kernel", "output", "--out", out, "--submit", "-m", "from the T4s", *folders)
+    assert result.code == 0, result.err
+    (written,) = subs.glob("*-kernel-cv0.99100.csv")
+    assert "submissions left today: 4 (1 made since 00:00 UTC)" in result.out
+    assert "local leaderboard" not in result.out, "Kaggle's test rows are not the mirror's"
+    (uploaded,) = fake_kaggle.submissions
+    assert uploaded.content == content and uploaded.description == "from the T4s"
+    assert uploaded.file_name == written.name
+    routes = [r.route for r in fake_kaggle.requests]
+    assert routes.index("GetSubmissionLimits") < routes.index("StartSubmissionUpload")
+    copied, sent = submission.read_history(subs / "history.csv")
+    assert "kernel" in copied["message"] and sent["message"] == "from the T4s"
+    assert sent["file"] == str(written) and sent["cv_accuracy"] == "0.99100"
+
+    # None left today: the output is still fetched and kept, nothing is uploaded.
+    fake_kaggle.submitted_earlier_today = fake_kaggle.daily_limit
+    (subs / written.name).unlink()
+    refused = run_cli("kernel", "output", "--out", out, "--submit", "-m", "again", *folders)
+    assert_one_line_error(refused, "no submissions left", "nothing was uploaded")
+    assert len(fake_kaggle.submissions) == 1 and len(fake_kaggle.calls("StartSubmissionUpload")) == 1
+
+
+def test_refused_credentials_on_the_quota_stop_the_push(run_cli, fake_kaggle, tmp_path):
+    # A 401 is the credentials' fault, not an unreadable quota: one line, as for an upload, nothing sent.
+    fake_kaggle.fail(401, "Unauthenticated", "GetAcceleratorQuotaStatistics")
+    assert_one_line_error(run_cli("kernel", "push", "--out", tmp_path / "b"), "401", "kaggle.json")
+    assert fake_kaggle.calls("CreateDataset") == [] and fake_kaggle.calls("SaveKernel") == []

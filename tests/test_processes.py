@@ -12,6 +12,7 @@ import pytest
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import dense
 from kaggle_digits.search import cv, processes
+from tests.child_env import child_devices
 
 
 def _small_set(n: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -165,3 +166,44 @@ def test_the_pace_of_finished_folds_gives_the_epochs_that_still_fit():
     assert pace.epochs_within(deadline=100.0, planned=10) == 8
     assert pace.epochs_within(deadline=1000.0, planned=10) == 10, "never more than planned"
     assert pace.epochs_within(deadline=0.0, planned=10) == 1, "at least one"
+
+
+def test_each_child_gets_one_gpu_of_its_own(monkeypatch):
+    # No GPU needed: the launcher's part is the environment each child starts with.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # the two GPUs this process may use
+    tasks = [processes.Task(child_devices, (), f"fold {k}") for k in range(4)]
+    seen = processes.run(tasks, jobs=2)
+    assert [device for device, _ in seen[:2]] == ["3", "5"], "the two started together have one GPU each"
+    assert {device for device, _ in seen} == {"3", "5"}, "each later child takes the GPU a finished one freed"
+    assert not any(loaded for _, loaded in seen), "the device is set before TensorFlow can load"
+    import os
+
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5", "the parent's own environment is as it was"
+
+    # Without GPUs the children's environment is left alone; given devices are shared out the same way.
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert processes.run(tasks[:2], jobs=2, devices=[]) == [(None, False), (None, False)]
+    assert [d for d, _ in processes.run(tasks[:3], jobs=3, devices=["0", "1"])] == ["0", "1", "0"]
+
+
+def test_gpus_are_read_without_tensorflow(monkeypatch, tmp_path):
+    from kaggle_digits.models import hardware
+
+    driver = tmp_path / "gpus"
+    for bus in ("0000:00:04.0", "0000:00:05.0"):
+        (driver / bus).mkdir(parents=True)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert hardware.gpu_devices(driver) == ["0", "1"]
+    assert hardware.gpu_devices(tmp_path / "no-driver") == []
+    for visible, expected in (("1", ["1"]), ("GPU-8f2e,GPU-77aa", ["GPU-8f2e", "GPU-77aa"]), ("", []), ("-1", [])):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert hardware.gpu_devices(driver) == expected, visible
+
+
+@pytest.mark.parametrize("gpus, folds, jobs", [(2, 5, 2), (2, 1, 1), (1, 4, 1), (4, 2, 2), (2, None, 2)])
+def test_fold_jobs_are_one_per_gpu(monkeypatch, gpus, folds, jobs):
+    from kaggle_digits.models import hardware
+
+    machine = hardware.Hardware(cores=16, gpus=gpus, cpu_flags=frozenset())
+    monkeypatch.setattr(hardware, "detect", lambda: machine)
+    assert hardware.default_fold_jobs(folds) == jobs

@@ -100,14 +100,18 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     from kaggle_digits import cli, io
     from kaggle_digits.blend import submission
     from kaggle_digits.data import paths
+    from kaggle_digits.models import hardware
 
     print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)
+    gpus = hardware.gpu_devices()
+    # The pipeline fits one fold process per GPU (hardware.default_fold_jobs), each seeing its own device.
+    print(f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: the pipeline trains on the CPU", flush=True)
     data_dir = find_competition_files(input_dir)
     folders = paths.resolve(data_dir=data_dir)
     before = set(folders.submissions_dir.glob("*.csv"))
-    command = ["pipeline", "--preset", SETTINGS["preset"]]
+    command = ["pipeline", "--preset", str(SETTINGS["preset"])]
     if SETTINGS["models"]:
-        command += ["--models", SETTINGS["models"]]
+        command += ["--models", str(SETTINGS["models"])]
     if SETTINGS["augment"]:
         command.append("--augment")
     command += ["--data-dir", str(data_dir), *argv]

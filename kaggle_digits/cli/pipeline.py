@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fold-jobs",
         type=int,
         metavar="N",
-        help="folds fitted at once, each in its own process (default: one per core on a CPU, at most the folds; 1 on a GPU)",
+        help="folds fitted at once, each in its own process (default: one per core on a CPU, one per GPU on a GPU machine, at most the folds)",
     )
     group.add_argument(
         "--precision", help="Keras precision policy: auto, fast, float32, mixed_bfloat16, mixed_float16 (see tune)"

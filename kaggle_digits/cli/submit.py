@@ -86,14 +86,16 @@ def upload(
     wait: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     poll: float = DEFAULT_POLL,
+    score_locally: bool = True,
 ) -> int:
     """Validate `file`, then (unless dry_run) upload it with `message`, printing each step; with `wait`,
-    wait for its public score. The upload is recorded in history.csv."""
+    wait for its public score. The upload is recorded in history.csv. score_locally: also score it against
+    solution.csv where there is one (not for a submission made on Kaggle's own test.csv)."""
     if not message or not message.strip():
         raise UserError('-m "message" is required to upload: it is the submission\'s description on Kaggle')
     n_test = submission.expected_rows(paths.test_csv)
     submission.read_submission(file, n_test=n_test)
-    local = submission.score_local(file, paths.solution_csv) if paths.solution_csv.exists() else None
+    local = submission.score_local(file, paths.solution_csv) if score_locally and paths.solution_csv.exists() else None
     cv = submission.cv_from_name(file)
     print(f"{file}: valid, {n_test:,} rows" + (f"; local leaderboard {local}" if local else ""))
     if dry_run:

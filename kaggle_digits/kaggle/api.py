@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kaggle_digits import COMPETITION
 from kaggle_digits.errors import UserError
@@ -40,6 +40,16 @@ DATASET_READY_POLL = 10.0
 LIMITS_CLIENT = "2.2.4"
 # wait_for_score never asks Kaggle more often than this: each look is an API call on the user's account.
 MIN_POLL_SECONDS = 5.0
+# The first client version with quota_view (the weekly accelerator quota).
+QUOTA_CLIENT = "2.2.1"
+# The first client version with kernels_logs / kernels_logs_stream (a running kernel's log).
+LOGS_CLIENT = "2.2.5"
+# A broken log stream is opened again (Kaggle replays it from the start) at most this many times in a row
+# without a new line.
+LOG_STREAM_RETRIES = 5
+LOG_STREAM_END = "END_OF_LOG"
+
+T = TypeVar("T")
 
 
 # --- credentials -------------------------------------------------------------------------------
@@ -298,8 +308,12 @@ class SubmissionLimits:
         return self.counted and self.remaining <= 0
 
 
-class LimitsUnavailable(Exception):
-    """The submission limits could not be read; the message says why in a few words."""
+class Unavailable(Exception):
+    """Something Kaggle was asked for could not be read; the message says why in a few words."""
+
+
+class LimitsUnavailable(Unavailable):
+    """The submission limits could not be read."""
 
 
 def next_daily_reset(now: datetime | None = None) -> datetime:
@@ -316,35 +330,50 @@ def client_version() -> str:
         return "unknown"
 
 
-def submission_limits() -> SubmissionLimits:
-    """How many submissions this account has made today and in all, and how many remain today.
+def _read_or_unavailable(
+    method: str, args: tuple[Any, ...], what: str, first_client: str, unavailable: type[Unavailable]
+) -> Any:
+    """The answer of the client's `method(*args)`, asking while `what`.
 
-    Missing credentials and refused ones (401) are a UserError, as for an upload. Anything else that
-    keeps the counts from being read (a client older than 2.2.4, an error answer, no connection, an
-    answer that cannot be parsed) is LimitsUnavailable.
+    Missing credentials and refused ones (401) are a UserError, as for any call. Anything else that keeps
+    the answer from being read (a client older than `first_client` without the method, an error answer,
+    no connection, an answer that cannot be parsed) is `unavailable`, saying why.
     """
     import requests
 
     api = _api()
-    ask = getattr(api, "competition_get_submission_limits", None)
+    ask = getattr(api, method, None)
     if ask is None:
-        raise LimitsUnavailable(f"the installed kaggle client {client_version()} cannot ask; {LIMITS_CLIENT}+ can")
-    what = "reading the submission limits"
+        raise unavailable(f"the installed kaggle client {client_version()} cannot ask; {first_client}+ can")
     try:
         with _quiet():
-            answer = ask(COMPETITION)
+            return ask(*args)
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status == 401:
             with _calling(what):
                 raise
-        raise LimitsUnavailable(f"Kaggle answered {status}") from None
+        raise unavailable(f"Kaggle answered {status}") from None
     except requests.exceptions.Timeout:
-        raise LimitsUnavailable("Kaggle did not answer in time") from None
+        raise unavailable("Kaggle did not answer in time") from None
     except requests.exceptions.RequestException:
-        raise LimitsUnavailable("cannot reach Kaggle") from None
+        raise unavailable("cannot reach Kaggle") from None
     except (ValueError, TypeError, KeyError) as exc:
-        raise LimitsUnavailable(f"Kaggle's answer could not be read ({_scrub(str(exc))[:80]})") from None
+        raise unavailable(f"Kaggle's answer could not be read ({_scrub(str(exc))[:80]})") from None
+
+
+def submission_limits() -> SubmissionLimits:
+    """How many submissions this account has made today and in all, and how many remain today.
+
+    A failure to read them other than the credentials' is LimitsUnavailable (see _read_or_unavailable).
+    """
+    answer = _read_or_unavailable(
+        "competition_get_submission_limits",
+        (COMPETITION,),
+        "reading the submission limits",
+        LIMITS_CLIENT,
+        LimitsUnavailable,
+    )
     try:
         return SubmissionLimits(
             made_today=int(answer.num_today or 0),
@@ -384,6 +413,26 @@ def _submission(row: Any) -> Submission:
     )
 
 
+def wait_until(look: Callable[[float], T | None], timeout: float, poll: float, timed_out: Callable[[float], str]) -> T:
+    """Call look(seconds since the start) every `poll` seconds until it returns something other than None,
+    and return that: Kaggle's polling, for a submission's score and a kernel's end.
+
+    When the next look would come after `timeout`, UserError(timed_out(seconds waited)). `poll` below
+    MIN_POLL_SECONDS or infinite, or a negative or NaN `timeout`, is a ValueError (each look is a request).
+    """
+    if not MIN_POLL_SECONDS <= poll < float("inf") or not timeout >= 0:
+        raise ValueError(f"poll must be >= {MIN_POLL_SECONDS} s and timeout >= 0 s, got {poll!r} and {timeout!r}")
+    start = time.monotonic()
+    while True:
+        found = look(time.monotonic() - start)
+        if found is not None:
+            return found
+        elapsed = time.monotonic() - start
+        if elapsed + poll > timeout:
+            raise UserError(timed_out(elapsed))
+        time.sleep(poll)
+
+
 def wait_for_score(
     ref: str,
     timeout: float = 600.0,
@@ -393,14 +442,13 @@ def wait_for_score(
     """Poll the submission list until submission `ref` is scored; return its public score.
 
     on_poll(status, elapsed_seconds) is called after each look. Kaggle's ERROR status or the timeout
-    is a UserError. `poll` below MIN_POLL_SECONDS or infinite, or a negative or NaN `timeout`, is a ValueError.
+    is a UserError; bad `poll` or `timeout` values are a ValueError (see wait_until).
     """
-    if not MIN_POLL_SECONDS <= poll < float("inf") or not timeout >= 0:
-        raise ValueError(f"poll must be >= {MIN_POLL_SECONDS} s and timeout >= 0 s, got {poll!r} and {timeout!r}")
-    start = time.monotonic()
-    while True:
+    status = "not listed yet"
+
+    def look(elapsed: float) -> float | None:
+        nonlocal status
         found = next((s for s in list_submissions() if s.ref == str(ref)), None)
-        elapsed = time.monotonic() - start
         status = found.status if found else "not listed yet"
         if on_poll:
             on_poll(status, elapsed)
@@ -410,12 +458,57 @@ def wait_for_score(
             if found.public_score is None:
                 raise UserError(f"Kaggle marked submission {ref} complete but gave no public score")
             return found.public_score
-        if elapsed + poll > timeout:
-            raise UserError(
-                f"submission {ref} not scored after {elapsed:.0f} s (status: {status}): "
-                "see later with `python scripts/submit.py --list`"
-            )
-        time.sleep(poll)
+        return None
+
+    return wait_until(
+        look,
+        timeout,
+        poll,
+        lambda elapsed: (
+            f"submission {ref} not scored after {elapsed:.0f} s (status: {status}): "
+            "see later with `python scripts/submit.py --list`"
+        ),
+    )
+
+
+# --- accelerator quota -------------------------------------------------------------------------
+
+
+@dataclass
+class GpuQuota:
+    """This account's weekly GPU time on Kaggle, in seconds, and when it starts again."""
+
+    used: float
+    reserved: float  # held by sessions running now
+    allowed: float
+    refresh: datetime | None  # UTC
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.allowed - self.used - self.reserved)
+
+
+class QuotaUnavailable(Unavailable):
+    """The accelerator quota could not be read."""
+
+
+def gpu_quota() -> GpuQuota:
+    """The weekly GPU quota: used, reserved, allowed and the refresh time (the client's quota_view).
+
+    A failure to read it other than the credentials' is QuotaUnavailable (see _read_or_unavailable).
+    """
+    answer = _read_or_unavailable("quota_view", (), "reading the GPU quota", QUOTA_CLIENT, QuotaUnavailable)
+    gpu = getattr(answer, "gpu_quota", None)
+    if gpu is None or gpu.total_time_allowed is None:
+        raise QuotaUnavailable("Kaggle's answer has no GPU quota")
+    refresh = getattr(answer, "quota_refresh_time", None)
+    if refresh is not None and refresh.utcoffset() is None:
+        refresh = refresh.replace(tzinfo=timezone.utc)  # the client gives UTC without a time zone
+
+    def seconds(value: timedelta | None) -> float:
+        return value.total_seconds() if value is not None else 0.0
+
+    return GpuQuota(seconds(gpu.time_used), seconds(gpu.time_reserved), seconds(gpu.total_time_allowed), refresh)
 
 
 # --- datasets and kernels ----------------------------------------------------------------------
@@ -496,18 +589,96 @@ def push_kernel(folder: str | os.PathLike) -> tuple[str, int | None]:
     return str(result.url), getattr(result, "version_number", None)
 
 
+def _kernel_not_found(ref: str) -> str:
+    return f"kernel {ref} not found on Kaggle: push it first with `python scripts/kernel.py push`"
+
+
+def _kernel_not_visible(ref: str) -> UserError:
+    # The client turns 401/403 about a kernel into a ValueError about permissions: the kernel is not visible.
+    return UserError(f"kernel {ref} is not visible to these credentials (wrong user or kernel id)")
+
+
 def kernel_status(ref: str) -> tuple[str, str]:
     """(status, failure message) of kernel `owner/slug`; status is queued, running, complete, error, ..."""
     api = _api()
-    not_found = f"kernel {ref} not found on Kaggle: push it first with `python scripts/kernel.py push`"
-    with _calling(f"asking the status of kernel {ref}", not_found=not_found), _quiet():
+    with _calling(f"asking the status of kernel {ref}", not_found=_kernel_not_found(ref)), _quiet():
         try:
             response = api.kernels_status(ref)
         except ValueError:
-            # kernels_status turns 401/403 into a ValueError about permissions: the kernel is not visible.
-            raise UserError(f"kernel {ref} is not visible to these credentials (wrong user or kernel id)") from None
+            raise _kernel_not_visible(ref) from None
     status = getattr(response.status, "name", str(response.status)).lower()
     return status, _scrub(response.failure_message or "")
+
+
+def _log_method(api: Any, method: str) -> Callable[..., Any]:
+    found = getattr(api, method, None)
+    if found is None:
+        raise UserError(
+            f"the installed kaggle client {client_version()} cannot read a kernel's log; {LOGS_CLIENT}+ can "
+            "(pip install -U kaggle)"
+        )
+    return found
+
+
+def log_lines(text: str) -> list[str]:
+    """The lines of a kernel's log as Kaggle keeps it (a JSON list of {"stream_name", "time", "data"}
+    events; any other text is taken line by line)."""
+    try:
+        events = json.loads(text)
+    except ValueError:
+        return text.splitlines()
+    if not isinstance(events, list):
+        return text.splitlines()
+    return "".join(str(e.get("data") or "") for e in events if isinstance(e, dict)).splitlines()
+
+
+def kernel_log(ref: str) -> list[str]:
+    """The lines the latest session of kernel `owner/slug` has logged so far (the client's kernels_logs)."""
+    api = _api()
+    ask = _log_method(api, "kernels_logs")
+    with _calling(f"reading the log of kernel {ref}", not_found=_kernel_not_found(ref)), _quiet():
+        try:
+            text = ask(ref)
+        except ValueError:
+            raise _kernel_not_visible(ref) from None
+    return log_lines(_scrub(text or ""))
+
+
+def follow_kernel_log(ref: str) -> Iterator[str]:
+    """The lines of kernel `owner/slug`'s log as its running session writes them (the client's
+    kernels_logs_stream), until the session ends; a finished session's whole log at once.
+
+    A stream broken on the way is opened again (Kaggle replays it from the start; the lines already
+    given are skipped), up to LOG_STREAM_RETRIES times in a row without a new line.
+    """
+    import requests
+    from urllib3.exceptions import ProtocolError
+
+    api = _api()
+    stream = _log_method(api, "kernels_logs_stream")
+    seen = failures = 0
+    while True:
+        before = seen
+        with _calling(f"following the log of kernel {ref}", not_found=_kernel_not_found(ref)):
+            try:
+                for index, event in enumerate(stream(ref)):
+                    if index < seen:
+                        continue
+                    seen = index + 1
+                    data = event.get("data") if isinstance(event, dict) else None
+                    if data and data != LOG_STREAM_END:
+                        yield from _scrub(str(data)).rstrip("\n").splitlines() or [""]
+                return
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, ProtocolError):
+                failures = failures + 1 if seen == before else 1
+                if failures >= LOG_STREAM_RETRIES:
+                    raise UserError(
+                        f"the log stream of kernel {ref} broke {failures} times in a row without a new line: "
+                        "check the network connection and try again"
+                    ) from None
+            except ValueError:
+                raise _kernel_not_visible(ref) from None
+        time.sleep(1.0)
 
 
 def kernel_output(ref: str, dest_dir: str | os.PathLike, file_pattern: str | None = None) -> list[Path]:
@@ -515,12 +686,11 @@ def kernel_output(ref: str, dest_dir: str | os.PathLike, file_pattern: str | Non
     `file_pattern`, and the log) into dest_dir; return their paths."""
     api = _api()
     dest_dir = Path(dest_dir)
-    not_found = f"kernel {ref} not found on Kaggle: push it first with `python scripts/kernel.py push`"
-    with _calling(f"downloading the output of kernel {ref}", not_found=not_found), _quiet():
+    with _calling(f"downloading the output of kernel {ref}", not_found=_kernel_not_found(ref)), _quiet():
         try:
             files, _ = api.kernels_output(ref, str(dest_dir), file_pattern=file_pattern, force=True, quiet=True)
         except ValueError:
-            raise UserError(f"kernel {ref} is not visible to these credentials (wrong user or kernel id)") from None
+            raise _kernel_not_visible(ref) from None
     return [Path(f) for f in files]
 
 

@@ -26,6 +26,10 @@ THREADS_ENV = "KAGGLE_DIGITS_THREADS"
 # The thread pools of numpy's BLAS, OpenMP and MKL read these when they load.
 POOL_ENVS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
+# The variable that decides which GPUs a CUDA process sees, and where the NVIDIA driver lists the GPUs.
+CUDA_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"
+
 _configured: str | None = None
 
 
@@ -171,11 +175,31 @@ def is_configured() -> bool:
 
 def default_fold_jobs(folds: int | None) -> int:
     """Folds to fit at once by default: on a CPU one process per core of the thread budget (two processes
-    of one thread train faster than one of two; docs/experiments.md, "Folds in parallel"), at most `folds`; on a GPU one
-    process, which has the device to itself."""
-    if detect().gpus:
-        return 1
+    of one thread train faster than one of two; docs/experiments.md, "Folds in parallel"), at most `folds`;
+    with GPUs one
+    process per GPU, each with its device to itself (search.processes gives each child one)."""
+    gpus = detect().gpus
+    if gpus:
+        return max(1, min(gpus, folds or gpus))
     return max(1, min(thread_budget(), folds or thread_budget()))
+
+
+def gpu_devices(driver_dir: str | os.PathLike = NVIDIA_GPUS) -> list[str]:
+    """The GPUs this process may hand to its child processes, as CUDA_VISIBLE_DEVICES names them: that
+    variable's entries when it is set (CUDA stops at the first negative one), else one per GPU the NVIDIA
+    driver lists. Read without importing TensorFlow (a child must get its device before it imports it)."""
+    visible = os.environ.get(CUDA_DEVICES_ENV)
+    if visible is not None:
+        devices: list[str] = []
+        for entry in (e.strip() for e in visible.split(",")):
+            if not entry or entry.startswith("-"):
+                break
+            devices.append(entry)
+        return devices
+    try:
+        return [str(i) for i in range(sum(1 for _ in Path(driver_dir).iterdir()))]
+    except OSError:  # no NVIDIA driver
+        return []
 
 
 def current_policy() -> str | None:

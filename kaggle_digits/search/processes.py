@@ -5,7 +5,9 @@ than one process of two threads (a small convolution leaves the second thread of
 docs/experiments.md, "Folds in parallel"), so the folds of a cross-validation can run side by side.
 
 `run(tasks, jobs)` starts at most `jobs` children; each gets cores // jobs threads and the parent's
-precision policy *before* it imports TensorFlow or unpickles its task, then calls the task's function
+precision policy *before* it imports TensorFlow or unpickles its task, and on a machine with GPUs one
+GPU (CUDA_VISIBLE_DEVICES in the environment it starts with; the least busy GPU, so that `jobs` children
+on as many GPUs have one each), then calls the task's function
 with a `report` callable whose arguments reach the parent's `on_report`. A child ignores Ctrl-C: the
 parent decides, and whatever ends the parent's wait (Ctrl-C, a pruned trial, a child's error) ends
 every child before it propagates. A child's exception is raised again in the parent (a UserError as
@@ -14,13 +16,14 @@ itself); a child that dies without answering is a RuntimeError naming its task.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
 import queue as queue_module
 import signal
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +58,7 @@ def run(
     policy: str | None = None,
     on_done: Callable[[int, Any], None] | None = None,
     prepare: Callable[[int, Task], Task] | None = None,
+    devices: Sequence[str] | None = None,
 ) -> list[Any]:
     """Run every task, at most `jobs` at a time, in the order given; return their results in that order.
 
@@ -69,20 +73,26 @@ def run(
     results: dict[int, Any] = {}
     running: dict[int, multiprocessing.process.BaseProcess] = {}
     waiting = list(range(len(tasks)))
+    gpus = list(hardware.gpu_devices() if devices is None else devices)
+    device_of: dict[int, str] = {}
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
                 i = waiting.pop(0)
                 task = tasks[i] if prepare is None else prepare(i, tasks[i])
                 payload = pickle.dumps((task.function, task.args))
-                process = context.Process(
+                process: multiprocessing.process.BaseProcess = context.Process(
                     target=_child,
                     args=(i, payload, threads, policy, messages, os.getpid()),
                     name=f"kaggle-digits {tasks[i].what}",
                     daemon=True,
                 )
-                process.start()
+                device = _least_busy(gpus, [device_of[j] for j in running if j in device_of])
+                with _environment({hardware.CUDA_DEVICES_ENV: device} if device is not None else {}):
+                    process.start()
                 running[i] = process
+                if device is not None:
+                    device_of[i] = device
             try:
                 kind, i, body = messages.get(timeout=POLL_SECONDS)
             except queue_module.Empty:
@@ -99,6 +109,27 @@ def run(
                 process.kill()
         messages.close()
     return [results[i] for i in range(len(tasks))]
+
+
+def _least_busy(gpus: list[str], busy: list[str]) -> str | None:
+    """The GPU the fewest running children use (the first such), or None without GPUs."""
+    return min(gpus, key=busy.count) if gpus else None
+
+
+@contextlib.contextmanager
+def _environment(changes: dict[str, str]) -> Iterator[None]:
+    """This process's environment with `changes` while a child starts (a spawned child starts with a copy),
+    then as it was."""
+    before = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _handle(kind, i, body, tasks, running, results, on_report, on_done) -> None:
