@@ -16,8 +16,11 @@ matplotlib.use("Agg")  # files only, never a window; set before seaborn imports 
 
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+from cycler import cycler  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kaggle_digits import IMAGE_SHAPE, N_CLASSES
 
@@ -29,7 +32,7 @@ GRID_COLUMNS = 8  # digits per row in the misclassified and disagreement grids
 def theme(dpi: int) -> Iterator[None]:
     """seaborn's whitegrid look for the figures made inside the block; the process's settings come back after."""
     rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}
-    rc["axes.prop_cycle"] = matplotlib.cycler(color=sns.color_palette("deep"))
+    rc["axes.prop_cycle"] = cycler(color=sns.color_palette("deep"))
     rc["figure.dpi"] = dpi
     with matplotlib.rc_context(rc):
         yield
@@ -97,9 +100,16 @@ def plot_mean_images(X: np.ndarray, y: np.ndarray) -> Figure:
     return fig
 
 
+def _integer_ticks(axis: Axis) -> None:
+    """Ticks at whole numbers only (epochs, trials), keeping the axis' own automatic locator."""
+    locator = axis.get_major_locator()
+    if isinstance(locator, MaxNLocator):
+        locator.set_params(integer=True)
+
+
 # How each history.json curve is drawn: training solid, held-out fold dashed, anything else dotted
 # (e.g. the mlp's own early-stopping split, carved out of the training fold).
-_CURVE_STYLES = {"train": "-", "val": "--", "other": ":"}
+_CURVE_STYLES: dict[str, Any] = {"train": "-", "val": "--", "other": ":"}
 
 
 def _curve_kind(key: str) -> str:
@@ -142,7 +152,7 @@ def plot_training(history: list[dict[str, Any]], title: str) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_ylabel(word)
         ax.set_title(word.capitalize())
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _integer_ticks(ax.xaxis)
     handles = [
         Line2D([], [], color=palette[k], label=f"fold {fold.get('fold', k) + 1}") for k, fold in enumerate(history)
     ]
@@ -244,7 +254,7 @@ def plot_optimization_history(trials: list[Any], maximize: bool, name: str) -> F
         ax.scatter([t.number for t in pruned], last, marker="x", color="0.45", s=30, label="pruned (last report)")
     ax.set_xlabel("trial")
     ax.set_ylabel("objective: mean fold accuracy")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_ticks(ax.xaxis)
     # Below the axes: inside, it would cover trials or the best-so-far line whatever corner it took.
     fig.legend(loc="outside lower center", ncols=3, frameon=False)
     ax.set_title(f"Optimisation history — {name}")
@@ -306,7 +316,7 @@ def plot_intermediate(trials: list[Any], name: str, position: Callable[[int], tu
         ax.grid(False, axis="x")
         ax.set_xlabel(f"epochs 1–{width} of each fold, fold after fold" if width > 1 else "fold")
     else:  # a study that reports plain steps (one fold, or not tune's)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _integer_ticks(ax.xaxis)
         ax.xaxis.set_major_formatter(lambda x, _: f"{int(x) - 1}")
         ax.set_xlabel("step reported to the pruner")
     handles = [
