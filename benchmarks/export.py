@@ -5,7 +5,7 @@
 
 Default predictor: the one `predict` picks (the newest ensemble in submissions/, else the best trial). The rows
 are the mirror's test rows (the first --rows of them). For each format: the share of rows whose label equals
-the toolkit's own (its fold models as saved, bf16 included), the largest probability difference from the same
+the toolkit's own (its fold models as saved, bf16 included) and with the same members in float32, the largest probability difference from the same
 members predicted in float32 (what the file computes: compare like with like), the file's size, the seconds
 from starting a fresh Python to the first prediction of one image (imports and loading included, in a child
 process), and rows per second over the rows in this process. The toolkit's own row is measured the same way.
@@ -87,10 +87,11 @@ def main() -> None:
     float32_proba = export.float32_twin(own).predict_proba(X)
     own_start = first_prediction_seconds(option, value, args.runs_dir, args.submissions_dir)
 
-    header = f"{'':10} {'labels = own':>13} {'max |p - p32|':>14} {'size MB':>8} {'start+first s':>14} {'rows/s':>9}"
+    f32_labels = float32_proba.argmax(axis=1)
+    header = f"{'':10} {'labels = own':>13} {'labels = f32':>13} {'max |p - p32|':>14} {'size MB':>8} {'start+first s':>14} {'rows/s':>9}"
     print(header)
     print(
-        f"{'toolkit':10} {1.0:13.5f} {np.abs(own_proba - float32_proba).max():14.2e} {'':>8} {own_start:14.1f} "
+        f"{'toolkit':10} {1.0:13.5f} {(own_labels == f32_labels).mean():13.5f} {np.abs(own_proba - float32_proba).max():14.2e} {'':>8} {own_start:14.1f} "
         f"{own_speed:9,.0f}"
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -102,8 +103,9 @@ def main() -> None:
             proba, speed = rows_per_second(load_exported(path), X)
             start = first_prediction_seconds("model", str(path), args.runs_dir, args.submissions_dir)
             agree = float((proba.argmax(axis=1) == own_labels).mean())
+            agree_f32 = float((proba.argmax(axis=1) == f32_labels).mean())
             print(
-                f"{fmt:10} {agree:13.5f} {np.abs(proba - float32_proba).max():14.2e} {path.stat().st_size / 1e6:8.2f} "
+                f"{fmt:10} {agree:13.5f} {agree_f32:13.5f} {np.abs(proba - float32_proba).max():14.2e} {path.stat().st_size / 1e6:8.2f} "
                 f"{start:14.1f} {speed:9,.0f}   (export {export_seconds:.0f} s)",
                 flush=True,
             )
