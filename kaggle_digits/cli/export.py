@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from kaggle_digits.cli.output import say
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         f"member{'s' if len(result.members) != 1 else ''}, {result.fold_models} fold models; "
         "input uint8 images (n, 28, 28), output probabilities (n, 10))"
     )
-    say(f"next: kaggle-digits predict --model {result.path} IMG...")
+    say(f"next: python scripts/predict.py IMG... --model {shlex.quote(str(result.path))}")
     return 0
 
 
