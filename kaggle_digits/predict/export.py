@@ -10,10 +10,11 @@ A scikit-learn member is converted by skl2onnx and joined to the Keras members' 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def export(predictor: Predictor, fmt: str, out: str | os.PathLike, log: Log | No
     _check_carried(members, fmt)
     for member in members:
         say(f"{member.name}: {len(member.fold_models)} fold models, weight {member.weight:.4f}")
-    with atomic_path(path, suffix=path.suffix) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp, _float32_policy():
         if fmt == "onnx":
             _write_onnx(members, tmp)
         else:
@@ -130,8 +131,13 @@ def export(predictor: Predictor, fmt: str, out: str | os.PathLike, log: Log | No
 def float32_twin(predictor: Predictor) -> Predictor:
     """The same trial or ensemble with its Keras fold models rebuilt under float32 (weights copied): what an
     exported file computes, to compare it with like (a bf16 model differs from its float32 self)."""
+    with _float32_policy():
+        return _float32_twin(predictor)
+
+
+def _float32_twin(predictor: Predictor) -> Predictor:
     if isinstance(predictor, EnsemblePredictor):
-        members = [float32_twin(m) for m in predictor.members]
+        members = [_float32_twin(m) for m in predictor.members]
         return EnsemblePredictor(predictor.source, members, predictor.weights, predictor.cv_accuracy)  # type: ignore[arg-type]
     if not isinstance(predictor, TrialPredictor):
         return predictor
@@ -142,6 +148,26 @@ def float32_twin(predictor: Predictor) -> Predictor:
 
 
 # --- Keras ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _float32_policy() -> Iterator[None]:
+    """Keras' global dtype policy float32 for the block (a process that trained under mixed precision keeps
+    its policy afterwards): Keras exports only float32 models."""
+    from kaggle_digits.models import hardware
+
+    if hardware.current_policy() in (None, "float32"):
+        yield
+        return
+    from kaggle_digits.models import keras_common
+
+    keras = keras_common.keras
+    before = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(before)
 
 
 def _float32_config(config: Any) -> Any:
