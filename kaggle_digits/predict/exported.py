@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kaggle_digits import IMAGE_SHAPE
+from kaggle_digits import IMAGE_SHAPE, N_CLASSES
 from kaggle_digits.errors import UserError
 
 # file ending -> the extra that runs it
@@ -44,8 +44,9 @@ class ExportedPredictor:
         if X.dtype != np.uint8:
             X = np.clip(np.rint(X), 0, 255).astype(np.uint8)
         X = np.ascontiguousarray(X.reshape(len(X), *IMAGE_SHAPE))
-        proba = np.concatenate([self.runner(X[i : i + BATCH]) for i in range(0, max(len(X), 1), BATCH)])
-        proba = proba.astype(np.float32)[: len(X)]
+        if not len(X):
+            return np.zeros((0, N_CLASSES), dtype=np.float32)
+        proba = np.concatenate([self.runner(X[i : i + BATCH]) for i in range(0, len(X), BATCH)]).astype(np.float32)
         return proba / proba.sum(axis=1, keepdims=True)
 
     def describe(self) -> dict[str, Any]:
