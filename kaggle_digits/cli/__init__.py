@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "kaggle_digits.cli.report",
     "predict": "kaggle_digits.cli.predict",
     "serve": "kaggle_digits.cli.serve",
+    "export": "kaggle_digits.cli.export",
 }
 
 

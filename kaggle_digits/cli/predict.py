@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--ensemble", metavar="SUBMISSION.json", help="an ensemble's .json (default: the newest)")
     which.add_argument("--trial", metavar="runs/<study>/trial-<n>", help="one trial's fold models, averaged")
+    which.add_argument("--model", metavar="FILE", help="a model file written by `export` (.keras, .onnx, .tflite)")
     parser.add_argument(
         "--show", metavar="OUT.png", help="write PNG pages with each input, its 28x28 version and the probabilities"
     )
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if set(show_pages) & set(explain_pages):
         raise UserError(f"--show and --explain name the same file {args.show}: give each its own")
-    predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
+    predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial, args.model)
     print(f"predictor: {summary(predictor)}", flush=True)
     outcomes = predict_files(predictor, files)
     for outcome in outcomes:

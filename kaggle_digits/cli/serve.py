@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--ensemble", metavar="SUBMISSION.json", help="an ensemble's .json (default: the newest)")
     which.add_argument("--trial", metavar="runs/<study>/trial-<n>", help="one trial's fold models, averaged")
+    which.add_argument("--model", metavar="FILE", help="a model file written by `export` (.keras, .onnx, .tflite)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: expected 0-65535")
     listener = serve.listen(args.port)  # before loading the model: a busy port fails fast
     try:
-        predictor = load_predictor(args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial)
+        predictor = load_predictor(
+            args.paths.runs_dir, args.paths.submissions_dir, args.ensemble, args.trial, args.model
+        )
         app = serve.create_app(predictor)
         serve.warm_up(predictor)
         port = listener.getsockname()[1]

@@ -26,6 +26,7 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.models.base import GradientFn
 from kaggle_digits.predict import attribution
 from kaggle_digits.predict.attribution import blend_gradients
+from kaggle_digits.predict.exported import ExportedPredictor, load_exported
 from kaggle_digits.search.runs import TrialRun, list_trials, load_trial
 
 # MNIST's recipe: the digit is scaled to fit a 20x20 box (keeping its aspect ratio), then placed in the
@@ -281,7 +282,7 @@ class EnsemblePredictor:
         }
 
 
-Predictor = TrialPredictor | EnsemblePredictor
+Predictor = TrialPredictor | EnsemblePredictor | ExportedPredictor
 
 
 def load_ensemble(path: str | os.PathLike, runs_dir: str | os.PathLike) -> EnsemblePredictor:
@@ -309,9 +310,13 @@ def load_predictor(
     submissions_dir: str | os.PathLike,
     ensemble: str | os.PathLike | None = None,
     trial: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
 ) -> Predictor:
-    """The predictor asked for, else the newest ensemble in submissions_dir, else the best trial that
-    kept its fold models in runs_dir. None of them: UserError saying how to make one."""
+    """The predictor asked for (an ensemble, a trial or an exported model file), else the newest ensemble in
+    submissions_dir, else the best trial that kept its fold models in runs_dir. None of them: UserError
+    saying how to make one."""
+    if model is not None:
+        return load_exported(model)
     if ensemble is not None:
         return load_ensemble(ensemble, runs_dir)
     if trial is not None:
@@ -400,6 +405,8 @@ def summary(predictor: Predictor) -> str:
     """One line naming the predictor: kind, path, size and CV accuracy."""
     info = predictor.describe()
     cv = f", CV accuracy {info['cv_accuracy']:.5f}" if info.get("cv_accuracy") is not None else ""
+    if info["kind"] == "exported":
+        return f"exported model {info['path']} ({info['format']})"
     if info["kind"] == "ensemble":
         return f"ensemble {info['path']} ({len(info['members'])} trials{cv})"
     return f"trial {info['path']} ({info['model']}, {info['folds']} fold models{cv})"
