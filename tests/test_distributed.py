@@ -352,7 +352,7 @@ def test_jobs_share_the_trials_and_the_cores_and_survive_a_killed_worker_and_ctr
     assert states(study).count(TrialState.RUNNING) == 0
     assert states(study).count(TrialState.FAIL) == failed_before + 2  # the two running trials
     assert all(study.trials[n].state == TrialState.FAIL for n in running.values())
-    resume = shlex.split(out.split("Resume with:")[1].strip().splitlines()[0])
+    resume = shlex.split(err.split("Resume with:")[1].strip().splitlines()[0])
     assert resume[:2] == ["python", "scripts/tune.py"] and resume[resume.index("--jobs") + 1] == "2"
     ended = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states(study)) - ended_before
     assert resume[resume.index("--trials") + 1] == str(max(1, 4 - ended))  # the trials of the 4 still to run
