@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"predictor: {summary(predictor)}", flush=True)
     outcomes = predict_files(predictor, files)
     for outcome in outcomes:
-        if outcome.error is not None:
+        if outcome.error is not None or outcome.proba is None:
             print(f"error: {outcome.error}", file=sys.stderr, flush=True)
         else:
             best = "  ".join(f"{d} {p:6.1%}" for d, p in top_k(outcome.proba))
