@@ -156,12 +156,12 @@ def _writable_matplotlib_dir() -> None:
 
 
 def _usable_folder(folder: Path) -> bool:
-    """What matplotlib asks of its config and cache folders: they exist (or can be made) and are writable."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return folder.is_dir() and os.access(folder, os.W_OK)
+    """What matplotlib asks of its config and cache folders: a writable folder, or one that can be made
+    (its nearest existing parent is a writable folder). Nothing is created here."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
 
 
 def os_error_message(exc: OSError) -> str | None:
