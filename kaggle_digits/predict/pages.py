@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,11 @@ def is_page(path: Path) -> bool:
 def written_here(path: Path) -> bool:
     """Whether `path` is a PNG page written by this module (it carries the WRITER_KEY text entry)."""
     try:
-        with Image.open(path) as image:
-            return image.format == "PNG" and image.info.get(WRITER_KEY) == WRITER
+        with warnings.catch_warnings():
+            # Only the header is read: a huge image is no bomb here (predict reports it on its own).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.format == "PNG" and image.info.get(WRITER_KEY) == WRITER
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
 
