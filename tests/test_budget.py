@@ -3,6 +3,8 @@ cannot hold the smallest plan refused in one line before any work."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kaggle_digits import budget
@@ -242,3 +244,22 @@ def test_onednn_kernels_are_on_unless_the_user_turned_them_off_and_the_speed_is_
     else:
         assert setting == "0" and "| no oneDNN |" in key
         assert "oneDNN custom operations are on" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("1h30", "each number with its unit"),
+        ("30m1h", "each number with its unit"),
+        ("10000000000000000000000h", "give at most 168h00m (a week)"),
+        ("169h", "give at most 168h00m (a week)"),
+    ],
+)
+def test_a_budget_is_read_whole_or_refused(run_cli, tmp_path, bad, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_duration(bad)
+    result = run_cli("pipeline", "--budget", bad, "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "d")
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert result.err.startswith(f"error: --budget {bad!r}: ")
+    assert message in result.err and "plan" not in result.out
+    assert parse_duration("1h30m") == 5400 and parse_duration("168h") == 7 * 24 * 3600

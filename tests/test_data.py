@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kaggle_digits.data import dataset
 from kaggle_digits.data import dataset as data
+from kaggle_digits.errors import UserError
 from tests.conftest import REPO
 
 
@@ -195,3 +201,119 @@ def test_zip_import_validates_before_installing(run_cli, small_data, tmp_path):
     not_zip = tmp_path / "x.zip"
     not_zip.write_text("hello")
     assert "not a zip file" in run_cli("download", "--data-dir", d2, "--source", "zip", "--zip", not_zip).err
+
+
+def _verify_one_line(run_cli, tmp_path, path):
+    """`download --verify` on a data folder whose train.csv is `path`: exit 2 and its one stderr line."""
+    (tmp_path / "data" / "test.csv").write_text(
+        ",".join(f"pixel{i}" for i in range(784)) + "\n" + ",".join(["0"] * 784) + "\n"
+    )
+    result = run_cli("download", "--data-dir", tmp_path / "data", "--verify")
+    assert result.code == 2 and "Traceback" not in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda r: r[:3] + [r[3].replace(",0,", ",\u00a03,", 1)] + r[4:],
+            r"line 4, column pixel0: '\xa03' is not an integer",
+        ),
+        (
+            lambda r: r[:4] + [r[4].replace(",0,", ",\x00,", 1)] + r[5:],
+            r"line 5, column pixel0: '\x00' is not an integer",
+        ),
+        (lambda r: r[:2] + ["-1" + r[2][1:]] + r[3:], "line 3, column label: '-1' is not a digit 0-9"),
+        (lambda r: r[:5] + [r[5].replace(",0,", ',"0,', 1)] + r[6:], 'line 6: a quote (") that is never closed'),
+    ],
+    ids=["no-break-space", "nul-cell", "label-minus-1", "unclosed-quote"],
+)
+def test_odd_cells_are_named_at_their_line_with_the_text_escaped(run_cli, tmp_path, mutate, message):
+    path = _bad_train(tmp_path, lambda r: r + [",".join(["3"] + ["0"] * 784)] * 20)
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(mutate(rows)) + "\n")
+    line = _verify_one_line(run_cli, tmp_path, path)
+    assert line.startswith(f"error: {path} ") and message in line, line
+    with pytest.raises(UserError, match=re.escape(message)):
+        data.load_train(path)
+
+
+def test_a_file_that_is_not_text_says_so(run_cli, tmp_path):
+    path = _bad_train(tmp_path, lambda r: r)
+    text = path.read_bytes()
+    path.write_bytes(gzip.compress(text))
+    assert _verify_one_line(run_cli, tmp_path, path) == (
+        f"error: {path}: not a text CSV file (gzip-compressed data; decompress it first with gunzip)"
+    )
+    path.write_bytes(b"\0" * 4096)
+    assert _verify_one_line(run_cli, tmp_path, path) == f"error: {path}: not a text CSV file (it holds NUL bytes)"
+
+
+def test_a_huge_first_line_is_refused_after_a_bounded_read(run_cli, tmp_path, monkeypatch):
+    path = _bad_train(tmp_path, lambda r: r)
+    # A sparse file of 256 MB (no data written): NUL bytes and no line break, as `truncate -s 2G` makes.
+    with open(path, "wb") as f:
+        f.truncate(1 << 28)
+    # The header is read by a bounded readline: count the bytes every read of the file returns.
+    returned = []
+    real_open = open
+
+    class Counted:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def __iter__(self):
+            return (self._count(line) for line in self.handle)
+
+        def _count(self, data):
+            returned.append(len(data))
+            return data
+
+        def read(self, *args):
+            return self._count(self.handle.read(*args))
+
+        def readline(self, *args):
+            return self._count(self.handle.readline(*args))
+
+    def watched_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return Counted(handle) if Path(file) == path else handle
+
+    monkeypatch.setattr(dataset, "open", watched_open, raising=False)
+    assert "not a text CSV file" in _verify_one_line(run_cli, tmp_path, path)
+    assert returned and sum(returned) <= dataset.MAX_HEADER_BYTES + 1
+    # Text without a line break, longer than any header.
+    path.write_text("label," + "0," * 40_000)
+    assert f"{path} line 1: longer than 64 KB without a line break" in _verify_one_line(run_cli, tmp_path, path)
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="line 1: longer than 64 KB"):
+        data.load_train(path)
+
+
+def test_the_library_names_a_folder_or_an_unreadable_file(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path}: is a folder, expected a CSV file")):
+        data.load_train(tmp_path)
+    path = _bad_train(tmp_path, lambda r: r)
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        path.chmod(0)
+        try:
+            with pytest.raises(UserError, match=re.escape(f"{path}: cannot read it (Permission denied)")):
+                data.load_train(path)
+        finally:
+            path.chmod(0o644)
+
+    def refused(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(dataset, "open", refused, raising=False)
+    with pytest.raises(UserError, match=re.escape(f"{path}: cannot read it (Permission denied)")):
+        data.load_train(path)

@@ -352,7 +352,7 @@ def test_jobs_share_the_trials_and_the_cores_and_survive_a_killed_worker_and_ctr
     assert states(study).count(TrialState.RUNNING) == 0
     assert states(study).count(TrialState.FAIL) == failed_before + 2  # the two running trials
     assert all(study.trials[n].state == TrialState.FAIL for n in running.values())
-    resume = shlex.split(out.split("Resume with:")[1].strip().splitlines()[0])
+    resume = shlex.split(err.split("Resume with:")[1].strip().splitlines()[0])
     assert resume[:2] == ["python", "scripts/tune.py"] and resume[resume.index("--jobs") + 1] == "2"
     ended = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states(study)) - ended_before
     assert resume[resume.index("--trials") + 1] == str(max(1, 4 - ended))  # the trials of the 4 still to run
@@ -500,3 +500,42 @@ def test_artifacts_in_an_s3_bucket_reach_an_ensemble_on_another_machine(run_cli,
         assert "trial 2" not in missing.out  # refused before any trial ran
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "command, url",
+    [
+        ("tune", "u:s3cretpw@x"),
+        ("ensemble", "u:s3cretpw@x"),
+        ("report", "me:s3cretpw@db.example/optuna"),
+        ("tune", "postgresql:s3cretpw@host/db"),
+    ],
+)
+def test_a_storage_without_a_scheme_is_refused_with_the_password_masked(
+    run_cli, tiny_data, tmp_path, monkeypatch, command, url
+):
+    monkeypatch.chdir(tmp_path)  # where a journal file of that name would have appeared
+    args = ["--model", "mlp"] if command == "tune" else []
+    result = run_cli(command, *args, "--storage", url, "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert (
+        result.err.startswith("error: --storage ")
+        and "neither a URL (scheme://...) nor a plain file path" in result.err
+    )
+    assert "s3cretpw" not in result.out + result.err and ":***@" in result.err
+    assert sorted(os.listdir(tmp_path)) == []
+    assert storage.display_url(url) == url.replace("s3cretpw", "***")
+    # A plain path is still a journal file.
+    storage.check_url(str(tmp_path / "runs" / "journal@2.log"))
+
+
+def test_more_jobs_than_the_machine_can_run_are_refused(run_cli, tiny_data, tmp_path):
+    from kaggle_digits.models import hardware
+
+    cap = 4 * hardware.usable_cores()
+    result = run_cli("tune", *FAST, "--jobs", str(cap + 1), "--data-dir", tiny_data, "--runs-dir", tmp_path / "runs")
+    assert result.code == 2 and result.err.splitlines() == [
+        f"error: --jobs {cap + 1}: at most {cap} on this machine (4 worker processes per core, "
+        f"{hardware.usable_cores()} cores); more only wait for each other"
+    ]
+    assert not (tmp_path / "runs").exists()

@@ -286,3 +286,17 @@ def test_a_seed_out_of_range_is_one_line(halves, small_data, tmp_path, run_cli):
     assert result.code == 2 and result.err.splitlines() == [
         "error: --seed -1: needs a whole number from 0 to 2147483647"
     ]
+
+
+def test_a_file_as_runs_folder_and_an_empty_study_name_are_one_clear_line(small_data, tmp_path, run_cli):
+    blocker = tmp_path / "runs.txt"
+    blocker.write_text("not a folder\n")
+    result = run_cli("ensemble", "--runs-dir", blocker, "--data-dir", small_data)
+    assert result.code == 2 and result.err.splitlines() == [f"error: {blocker}: is a file, expected a folder"]
+    assert blocker.read_text() == "not a folder\n"
+    for command in ("ensemble", "report"):
+        result = run_cli(command, "--studies", "", "--runs-dir", tmp_path / "runs", "--data-dir", small_data)
+        assert result.code == 2 and result.err.splitlines() == [
+            "error: --studies: an empty study name; give the studies' names, or leave --studies out for all"
+        ], result.err
+    assert not (tmp_path / "runs").exists()

@@ -352,6 +352,37 @@ def test_show_given_a_folder_is_one_line_naming_it(tuned_mlp, mnist, tmp_path, r
     assert os.listdir(folder) == [] and os.listdir(tmp_path).count("figures") == 1
 
 
+def test_show_writes_the_format_its_suffix_names_and_later_runs_leave_its_pages_out(
+    tuned_mlp, mnist, tmp_path, run_cli
+):
+    X, _ = mnist
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(user_image(X[0], "PNG"))
+    (folder / "photo.jpg").write_bytes(user_image(X[1], "JPEG"))  # the user's own JPEG: always an input
+    first = run_cli("predict", folder, "--show", folder / "out.jpg", *tuned_mlp.folders())
+    assert first.code == 0, first.err
+    with Image.open(folder / "out.jpg") as page:
+        assert page.format == "JPEG"
+    # A second run over the same folder: its own earlier page is left out (and said so), not refused.
+    second = run_cli("predict", folder, "--show", folder / "out.png", *tuned_mlp.folders())
+    assert second.code == 0, second.err
+    assert f"left out {folder / 'out.jpg'} that predict wrote earlier" in second.out
+    assert "predicted 2 of 2 files" in second.out and f"{folder / 'photo.jpg'}:" in second.out
+    with Image.open(folder / "out.png") as page:
+        assert page.format == "PNG"
+    third = run_cli("predict", folder, "--show", folder / "out.png", *tuned_mlp.folders())
+    assert third.code == 0 and "left out 2 pages:" in third.out and "predicted 2 of 2 files" in third.out
+    before = sorted(os.listdir(folder))
+    for show, message in [
+        (folder / "out.txt", f"error: --show {folder / 'out.txt'}: a page is written as .png, .jpg, .pdf or .svg"),
+        (f"{tmp_path / 'newfolder'}/", f"error: --show {tmp_path / 'newfolder'}/: is a folder, expected a file name"),
+    ]:
+        result = run_cli("predict", folder / "a.png", "--show", show, *tuned_mlp.folders())
+        assert result.code == 2 and result.err.startswith(message) and len(result.err.splitlines()) == 1, result.err
+    assert sorted(os.listdir(folder)) == before and not (tmp_path / "newfolder").exists()
+
+
 def test_keras_small_batches_predict_like_large_ones(small_data):
     """A drawing is one image: the Keras families' fast one-batch path must give what model.predict gives."""
     from kaggle_digits import models

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from kaggle_digits import cli
 from kaggle_digits.io import read_json
 from kaggle_digits.search import runs
+from tests.conftest import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 8_000  # an empty 8x5-inch figure is ~5 kB; every real plot here is well above
@@ -309,3 +313,22 @@ def test_missing_study_and_submission_beside_a_real_one(run_cli, tuned, tmp_path
     names = _check_pngs(out)
     assert "training-mlp.png" in names and "errors-confusion.png" in names
     assert not [n for n in names if n.startswith("ensemble-") or "cnn-aug" in n]
+
+
+def test_a_home_that_cannot_be_written_gives_no_matplotlib_warnings(tmp_path):
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "data"]
+        + ["--out", tmp_path / "report"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "atplotlib" not in proc.stderr and "mkdir" not in proc.stderr, proc.stderr
+    assert (tmp_path / "report" / "index.html").is_file() and home.read_text() == "not a folder\n"

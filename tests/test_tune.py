@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -165,8 +166,9 @@ def test_ctrl_c_fails_the_running_trial_and_the_printed_command_resumes(run_cli,
     ended = interrupted - 1  # trials of this run that ended before the interrupted one
     assert len(states) == interrupted + 1 and states[interrupted] == optuna.trial.TrialState.FAIL
     assert optuna.trial.TrialState.FAIL not in states[:interrupted]
-    assert "the running trial was marked failed" in out and "Resume with:" in out
-    resume = shlex.split(out.split("Resume with:")[1].strip().splitlines()[0])
+    assert "the running trial was marked failed" in err and "Resume with:" in err and "Resume" not in out
+    assert (f"kept in {runs_dir / 'mlp'}/" in err) == (runs_dir / "mlp").is_dir()  # a folder that exists
+    resume = shlex.split(err.split("Resume with:")[1].strip().splitlines()[0])
     assert resume[:2] == ["python", "scripts/tune.py"] and resume[resume.index("--trials") + 1] == str(3 - ended)
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     assert len(runs.list_trials(runs_dir, ["mlp"])) == complete
@@ -343,3 +345,101 @@ def test_tune_script_wrapper_runs(tmp_path, small_data):
         [sys.executable, "scripts/tune.py", "--model", "nope"], cwd=REPO, capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --model nope")
+
+
+def test_ctrl_c_while_the_commands_are_imported_is_one_line(run_cli, small_data, tmp_path, monkeypatch):
+    from kaggle_digits import cli
+
+    real_import = cli.importlib.import_module
+
+    def interrupted_import(name, *args):
+        if name == "kaggle_digits.cli.report":  # the parser imports every command's module
+            raise KeyboardInterrupt
+        return real_import(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted_import)
+    result = _tune(run_cli, small_data, tmp_path / "runs", "--model", "mlp")
+    assert result.code == 130 and "Traceback" not in result.err
+    assert result.err.strip().splitlines() == ["interrupted: finished files are kept; partial files were not written"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_real_ctrl_c_before_the_command_starts_is_one_line(tmp_path, small_data):
+    # The child stops inside the parser's imports and says so; only then does it get SIGINT.
+    child = f"""
+import importlib, runpy, sys
+real = importlib.import_module
+def waiting_import(name, *args):
+    if name == "kaggle_digits.cli.report":
+        print("importing", flush=True)
+        sys.stdin.readline()  # blocks until the test has sent SIGINT
+    return real(name, *args)
+importlib.import_module = waiting_import
+sys.argv = ["scripts/tune.py", "--model", "mlp", "--runs-dir", {str(tmp_path / "runs")!r}]
+runpy.run_path("scripts/tune.py", run_name="__main__")
+"""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout.readline().strip() == "importing"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted: finished files are kept; partial files were not written"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "study, message",
+    [
+        ("s" * 300, "--study ssssssssssssssssssss... (300 characters): a study name names a folder, give at most 100"),
+        ("a/b", "--study 'a/b': a study name names a folder"),
+        ("", "--study: an empty study name"),
+    ],
+    ids=["300-characters", "slash", "empty"],
+)
+def test_a_study_name_that_cannot_name_a_folder_is_refused_before_the_study_exists(
+    run_cli, small_data, tmp_path, study, message
+):
+    runs_dir = tmp_path / "runs"
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--study", study)
+    assert result.code == 2 and len(result.err.splitlines()) == 1 and result.err.startswith(f"error: {message}")
+    assert not (runs_dir / "optuna.db").exists()
+
+
+def test_an_interrupted_tune_names_only_a_folder_that_exists(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from kaggle_digits.cli import tune as tune_command
+    from kaggle_digits.data import paths as data_paths
+
+    monkeypatch.setattr(tune_command, "resume_command", lambda setup, remaining: f"python scripts/tune.py {remaining}")
+    setup = SimpleNamespace(study_name="never-ran")
+    folders = data_paths.resolve(runs_dir=tmp_path / "runs")
+    tune_command.print_resume(setup, folders, 3, "the running trial was marked failed")
+    first = capsys.readouterr()
+    (tmp_path / "runs" / "never-ran").mkdir(parents=True)
+    tune_command.print_resume(setup, folders, 3, "the running trial was marked failed")
+    second = capsys.readouterr()
+    assert first.out == second.out == ""  # on stderr, as every command's interrupted line
+    assert "no trial had finished. Resume with:\n  python scripts/tune.py 3" in first.err and "kept in" not in first.err
+    assert f"finished trials are kept in {tmp_path / 'runs' / 'never-ran'}/. Resume with:" in second.err
+
+
+def test_missing_digits_are_named_not_blamed_on_the_folds(run_cli, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    pixels = np.zeros((3, 784), dtype=np.uint8)
+    data.write_pixel_csv(d / "train.csv", pixels, labels=np.array([0, 1, 2]))
+    data.write_pixel_csv(d / "test.csv", pixels[:1])
+    result = run_cli("tune", "--model", "mlp", "--data-dir", d, "--runs-dir", tmp_path / "runs")
+    assert result.code == 2 and len(result.err.splitlines()) == 1, result.err
+    assert "has no rows of digits 3, 4, 5, 6, 7, 8, 9: every digit 0-9 needs at least" in result.err
+    assert "fewer folds" not in result.err

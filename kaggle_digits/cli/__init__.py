@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-from kaggle_digits import __version__, io, tflog
-from kaggle_digits.data import paths
+from kaggle_digits import __version__
 from kaggle_digits.errors import UserError
+
+# Only the standard library above: everything heavy (NumPy, pandas, each command's module) is imported
+# inside main, where a Ctrl-C is caught.
 
 # name -> module; each module defines HELP, add_arguments(parser) and run(args) -> int.
 # Adding a command is one line here and one module.
@@ -45,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 VERBOSE_HELP = "also show TensorFlow's own log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
 
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options() -> _Parser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("folders")
     group.add_argument("--data-dir", help="competition CSVs (default: data/)")
@@ -76,7 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user mistakes become one line on stderr and exit code 2, including a file or folder
-    that cannot be read or written."""
+    that cannot be read or written. Ctrl-C at any moment, the imports included, is one line and 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished files are kept; partial files were not written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    _writable_matplotlib_dir()  # before anything imports matplotlib
+    from kaggle_digits import tflog
+    from kaggle_digits.cli import checks
+    from kaggle_digits.data import paths
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "verbose", False) or getattr(args, "verbose_first", False)
     )  # before anything imports TensorFlow
     try:
+        checks.check_shared_options(args)
         args.paths = paths.resolve(
             data_dir=args.data_dir,
             runs_dir=args.runs_dir,
@@ -97,9 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished files are kept; partial files were not written", file=sys.stderr)
-        return 130
     except OSError as exc:
         # A file or folder the command was given cannot be read or written: a path through a file, no
         # permission, a full or read-only disk. Errors without a path (a network failure) still raise.
@@ -110,9 +125,51 @@ def main(argv: list[str] | None = None) -> int:
         return UserError.exit_code
 
 
+def _writable_matplotlib_dir() -> None:
+    """Point MPLCONFIGDIR at a private folder under the temporary directory when matplotlib's default
+    folders (under HOME) cannot be written: matplotlib would otherwise warn about it on every import.
+    A folder of our own (not a fresh one each time) keeps its font cache from one run to the next."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    home = Path(os.path.expanduser("~"))
+    if sys.platform == "darwin":
+        defaults = [home / ".matplotlib"]
+    else:
+        defaults = [
+            Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "matplotlib",
+            Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "matplotlib",
+        ]
+    if all(_usable_folder(folder) for folder in defaults):
+        return
+    fallback = Path(tempfile.gettempdir()) / f"kaggle-digits-matplotlib-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    try:
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        own = fallback.lstat()
+        # Someone else's folder (or a link) at that name is not used: a fresh one instead.
+        if not fallback.is_dir() or fallback.is_symlink() or (hasattr(os, "getuid") and own.st_uid != os.getuid()):
+            raise PermissionError(fallback)
+    except OSError:
+        try:
+            fallback = Path(tempfile.mkdtemp(prefix="kaggle-digits-matplotlib-"))
+        except OSError:
+            return  # nowhere to write: matplotlib says so itself
+    os.environ["MPLCONFIGDIR"] = str(fallback)
+
+
+def _usable_folder(folder: Path) -> bool:
+    """What matplotlib asks of its config and cache folders: a writable folder, or one that can be made
+    (its nearest existing parent is a writable folder). Nothing is created here."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
+
+
 def os_error_message(exc: OSError) -> str | None:
     """One line for an OS error caused by a path the user gave (None when it names no path and is not a
     full disk): the path, then what is wrong with it in plain words."""
+    from kaggle_digits import io
+
     if io.is_disk_full(exc):
         # shutil.copyfile names the source first and the destination second: name what was written.
         target = exc.filename2 or exc.filename

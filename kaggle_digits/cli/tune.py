@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 from kaggle_digits.cli.hints import report_command, script_command
 from kaggle_digits.cli.options import from_args
@@ -152,10 +153,10 @@ def resume_command(setup: Setup, remaining: int | None) -> str:
 
 
 def print_resume(setup: Setup, paths: Paths, remaining: int | None, what: str) -> None:
-    print(
-        f"\ninterrupted: {what}; finished trials are kept in {paths.runs_dir / setup.study_name}/. "
-        f"Resume with:\n  {resume_command(setup, remaining)}"
-    )
+    """On stderr, as every command's interrupted line; the study's folder named only when it exists."""
+    folder = paths.runs_dir / setup.study_name
+    kept = f"finished trials are kept in {folder}/" if folder.is_dir() else "no trial had finished"
+    print(f"\ninterrupted: {what}; {kept}. Resume with:\n  {resume_command(setup, remaining)}", file=sys.stderr)
 
 
 def print_summary(setup: Setup, paths: Paths) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,13 +79,35 @@ def load_dataset(data_dir: str | os.PathLike) -> Dataset:
     return Dataset(X_train, y_train, load_test(data_dir / "test.csv"))
 
 
+# The longest first line read as a header: the train header is under 7,000 bytes; room is left for spaces
+# and quotes, and a longer first line (a file with no newline at all, say) is refused before it is read whole.
+MAX_HEADER_BYTES = 64 * 1024
+# What a file that is not text starts with, and what to tell its owner.
+_BINARY_STARTS = {
+    b"\x1f\x8b": "gzip-compressed data; decompress it first with gunzip",
+    b"PK\x03\x04": "a zip archive; unzip it first, or use `download --source zip --zip FILE`",
+}
+
+
 def _read_csv(path: Path, header: list[str]) -> np.ndarray:
     """Parse a headed CSV of non-negative integers < 256 into an int array (n, len(header))."""
     if not path.exists():
         raise UserError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        # utf-8-sig: a byte-order mark before the header is accepted, as Kaggle's own parser does.
-        first = f.readline().decode("utf-8-sig", "replace").strip()
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a CSV file")
+    try:
+        with open(path, "rb") as f:
+            raw_first = f.readline(MAX_HEADER_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    _check_text(path, raw_first)
+    if len(raw_first) > MAX_HEADER_BYTES and not raw_first.endswith(b"\n"):
+        raise UserError(
+            f"{path} line 1: longer than {MAX_HEADER_BYTES // 1024} KB without a line break, no header is that long "
+            f"(expected `{','.join(header[:2])},...`)"
+        )
+    # utf-8-sig: a byte-order mark before the header is accepted, as Kaggle's own parser does.
+    first = raw_first.decode("utf-8-sig", "replace").strip()
     if not first:
         raise UserError(f"{path}: file is empty (expected a header line `{','.join(header[:2])},...`)")
     names = [n.strip().strip('"') for n in first.split(",")]
@@ -97,25 +120,55 @@ def _read_csv(path: Path, header: list[str]) -> np.ndarray:
                 f"(`{','.join(header[:2])},...,{header[-1]}`)"
             )
         col = next(i for i, (a, b) in enumerate(zip(names, header)) if a != b)
-        raise UserError(f"{path} line 1, column {col + 1}: header '{names[col]}', expected '{header[col]}'")
+        raise UserError(f"{path} line 1, column {col + 1}: header '{_shown(names[col])}', expected '{header[col]}'")
     try:
         with warnings.catch_warnings():
             # Mixed types in a column (a stray word among numbers) are reported below, row and column named.
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
             frame = pd.read_csv(path, skip_blank_lines=False, engine="c", encoding="utf-8-sig")
     except pd.errors.ParserError as exc:
-        raise UserError(f"{path}: {_parser_message(exc)}") from None
+        raise UserError(_parser_message(path, exc)) from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if frame.empty:
         raise UserError(f"{path}: has a header but no rows")
     return _validated_values(path, frame, header)
 
 
-def _parser_message(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[-1]
-    # pandas: "Error tokenizing data. C error: Expected 785 fields in line 12, saw 786"
-    return text.split("C error: ")[-1]
+def _check_text(path: Path, start: bytes) -> None:
+    """UserError when the file's first bytes are not text: compressed data, an archive, NUL bytes."""
+    for magic, what in _BINARY_STARTS.items():
+        if start.startswith(magic):
+            raise UserError(f"{path}: not a text CSV file ({what})")
+    if b"\x00" in start:
+        raise UserError(f"{path}: not a text CSV file (it holds NUL bytes)")
+
+
+def _parser_message(path: Path, exc: Exception) -> str:
+    """pandas' tokenizer error in our words, the file and the line where the fault is named."""
+    text = str(exc).strip().splitlines()[-1].split("C error: ")[-1]
+    # A quote opened and never closed swallows the lines after it: pandas names where it gave up (the end
+    # of the file, or a far line whose field count is off), so name the line the quote is on.
+    quote_line = _unclosed_quote_line(path)
+    if quote_line is not None:
+        return f'{path} line {quote_line}: a quote (") that is never closed on its line'
+    # "Expected 785 fields in line 12, saw 786"
+    fields = re.match(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, seen = fields.groups()
+        return f"{path} line {line}: has {seen} values, expected {expected}"
+    return f"{path}: {text}"
+
+
+def _unclosed_quote_line(path: Path) -> int | None:
+    """The first line (1-based) with an odd number of double quotes, or None."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if line.count(b'"') % 2:
+                return number
+    return None
 
 
 def _validated_values(path: Path, frame: pd.DataFrame, header: list[str]) -> np.ndarray:
@@ -137,33 +190,41 @@ def _validated_values(path: Path, frame: pd.DataFrame, header: list[str]) -> np.
         # is found in the column's text as written.
         if dtype != np.int64:
             high = 9 if header[col] == "label" else 255
-            row, text = _first_bad_cell(path, header[col], high)
             what = "a digit 0-9" if high == 9 else "an integer 0-255"
+            found = _first_bad_cell(path, header[col], high)
+            if found is None:  # pandas and the check below disagree on some cell: still one line
+                raise UserError(f"{path} column {header[col]}: holds values that are not {what}")
+            row, text = found
             raise UserError(f"{path} line {row + 2}, column {header[col]}: '{text}' is not {what}")
     values = frame.to_numpy(dtype=np.int64)
-    out_of_range = (values < 0) | (values > 255)
+    highs = np.array([9 if name == "label" else 255 for name in header])
+    out_of_range = (values < 0) | (values > highs)
     if out_of_range.any():
         row, col = (int(i) for i in np.argwhere(out_of_range)[0])
-        raise UserError(f"{path} line {row + 2}, column {header[col]}: '{values[row, col]}' is not an integer 0-255")
+        what = "a digit 0-9" if header[col] == "label" else "an integer 0-255"
+        raise UserError(f"{path} line {row + 2}, column {header[col]}: '{values[row, col]}' is not {what}")
     assert values.shape == (n_rows, len(header))
     return values
 
 
-def _first_bad_cell(path: Path, column: str, high: int) -> tuple[int, str]:
+def _first_bad_cell(path: Path, column: str, high: int) -> tuple[int, str] | None:
     """The first row (0-based, after the header) of `column` whose text is not a plain integer 0..high, and
-    that text. Called only when pandas did not read the column as integers, so there is one."""
+    that text as an error message shows it. Called only when pandas did not read the column as integers."""
     cells = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False, engine="c", encoding="utf-8-sig")[
         column
     ]
     for row, cell in enumerate(cells):
-        text = cell.strip()
+        text = cell.strip(" \t")  # only the spaces pandas itself skips around a number, not any Unicode space
         if not (text.isascii() and text.isdigit() and int(text) <= high):
             return row, _shown(text)
-    raise AssertionError(f"{path} column {column}: no cell outside 0-{high} found")  # pragma: no cover
+    return None
 
 
 def _shown(text: str, limit: int = 20) -> str:
-    """A cell as an error message quotes it: at most `limit` characters."""
+    """A cell as an error message quotes it: at most `limit` characters, anything unprintable (a NUL, a
+    no-break space, a line break) escaped as Python writes it."""
+    if not text.isprintable():
+        text = repr(text)[1:-1]
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

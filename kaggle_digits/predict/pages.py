@@ -1,7 +1,10 @@
-"""The PNG pages of `predict --show` and `predict --explain`: a grid of at most PAGE_SIZE files per page.
+"""The pages of `predict --show` and `predict --explain` (PNG, JPEG, PDF or SVG, as the file name's suffix
+says): a grid of at most PAGE_SIZE files per page.
 
-Each page carries a PNG text entry saying which command wrote it; an existing file is replaced only when
-it carries that entry, so a user's own picture (an input image, say) is never overwritten.
+A PNG page carries a text entry saying which command wrote it; a page of another format is noted in its
+folder's `written.py` record. An existing file is replaced only when it is such a page, so a user's
+own picture (an input image, say) is never overwritten, and a later run over the same folder leaves the
+pages out of its inputs.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kaggle_digits import N_CLASSES
+from kaggle_digits import N_CLASSES, written
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_path
 
@@ -25,6 +29,8 @@ MAX_COLUMNS = 5
 WRITER_KEY = "Written-By"  # PNG tEXt keyword of the pages this module writes
 WRITER = "kaggle-digits predict"
 DPI = 100
+# The page formats, by file name suffix (no suffix: PNG).
+FORMATS = {"": "png", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
 
 
 def page_paths(out: Path, n_files: int) -> list[Path]:
@@ -36,20 +42,39 @@ def page_paths(out: Path, n_files: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{k}{suffix}") for k in range(1, pages + 1)]
 
 
+def page_format(option: str, out: Path) -> str:
+    """The format the page file's suffix names (matplotlib's name for it); UserError for any other suffix."""
+    found = FORMATS.get(out.suffix.lower())
+    if found is None:
+        raise UserError(f"{option} {out}: a page is written as .png, .jpg, .pdf or .svg, not {out.suffix}")
+    return found
+
+
+def is_page(path: Path) -> bool:
+    """Whether `path` is a page this module wrote (and nobody changed since)."""
+    return path.is_file() and (written_here(path) or not written.foreign(path.parent, [path]))
+
+
 def written_here(path: Path) -> bool:
     """Whether `path` is a PNG page written by this module (it carries the WRITER_KEY text entry)."""
     try:
-        with Image.open(path) as image:
-            return image.format == "PNG" and image.info.get(WRITER_KEY) == WRITER
+        with warnings.catch_warnings():
+            # Only the header is read: a huge image is no bomb here (predict reports it on its own).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.format == "PNG" and image.info.get(WRITER_KEY) == WRITER
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
 
 
-def check_pages(option: str, out: Path, n_files: int, inputs: Sequence[Path]) -> list[Path]:
-    """The page paths for `option` (e.g. "--show"), or UserError when one of them is a folder, is one of
-    the input files, or exists and was not written by this module. Checked before anything is done."""
-    if str(out).endswith(os.sep) or out.is_dir():
-        raise UserError(f"{option} {out}: is a folder, expected a file name such as {out / 'predictions.png'}")
+def check_pages(option: str, given: str | os.PathLike, n_files: int, inputs: Sequence[Path]) -> list[Path]:
+    """The page paths for `option` (e.g. "--show") given as `given`, or UserError when it names a folder (one
+    that exists, or any name ending in a slash), a format with no writer, or when a page is one of the input
+    files, or exists and was not written by this module. Checked before anything is done."""
+    out = Path(given)
+    if str(given).endswith(("/", os.sep)) or out.is_dir():
+        raise UserError(f"{option} {given}: is a folder, expected a file name such as {out / 'predictions.png'}")
+    page_format(option, out)
     pages = page_paths(out, n_files)
     for page in pages:
         if page.is_dir():
@@ -59,7 +84,7 @@ def check_pages(option: str, out: Path, n_files: int, inputs: Sequence[Path]) ->
         for source in inputs:
             if source.exists() and os.path.samefile(page, source):
                 raise UserError(f"{option} {out}: {page} is one of the input images; choose another file name")
-        if not written_here(page):
+        if not is_page(page):
             raise UserError(
                 f"{option} {out}: {page} exists and was not written by kaggle-digits; "
                 "choose another file name or remove it"
@@ -73,15 +98,19 @@ def write_pages(cells: Sequence[Any], pages: Sequence[Path], title: str, kind: s
     kind : "show" (the input, its 28x28 version and ten bars) or "explain" (the input, its 28x28 version
     and the maps of its top two classes).
     """
-    written = []
+    done = []
     for number, page in enumerate(pages):
         chunk = list(cells)[number * PAGE_SIZE : (number + 1) * PAGE_SIZE]
         suffix = f" (page {number + 1} of {len(pages)})" if len(pages) > 1 else ""
         figure = _page(chunk, f"{title}{suffix}", kind)
+        fmt = page_format("page", page)
         with atomic_path(page) as tmp:
-            figure.savefig(tmp, format="png", dpi=DPI, metadata={WRITER_KEY: WRITER})
-        written.append(page)
-    return written
+            metadata = {WRITER_KEY: WRITER} if fmt == "png" else None
+            figure.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+        if fmt != "png":  # a PNG page carries its own mark; other formats are noted in the folder's record
+            written.record(page.parent, [page])
+        done.append(page)
+    return done
 
 
 def _page(cells: Sequence[Any], title: str, kind: str) -> Any:

@@ -87,6 +87,11 @@ def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 def check_folds(y: np.ndarray, folds: int, what: str = "train.csv") -> None:
     """UserError unless every digit has at least `folds` rows in y (StratifiedKFold needs that)."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=N_CLASSES)
+    missing = ", ".join(str(d) for d in np.flatnonzero(counts == 0))
+    if missing:  # no number of folds helps: the rows themselves are missing
+        raise UserError(
+            f"{what} has no rows of digit{'s' if ',' in missing else ''} {missing}: every digit 0-9 needs at least {folds} rows"
+        )
     if counts.min() < folds:
         digit = int(counts.argmin())
         raise UserError(f"--folds {folds}: {what} has only {counts.min()} rows of digit {digit}; use fewer folds")

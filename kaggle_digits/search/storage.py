@@ -78,6 +78,26 @@ def kind(url: str) -> str:
     return "sqlite" if url.split(":", 1)[0].split("+", 1)[0] == "sqlite" else "server"
 
 
+# `user:password@host...` without a scheme: a database URL whose `postgresql+psycopg2://` was forgotten.
+_SCHEMELESS_CREDENTIALS = re.compile(r"^([^:/@\s]*:)[^@\s]*@")
+# `postgresql:host/db`, `sqlite:file.db`: a scheme without its `//`.
+_SCHEME_WITHOUT_SLASHES = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!//)")  # 2+ letters: not a drive letter
+
+
+def check_url(url: str) -> None:
+    """UserError (the password masked) for a storage that is neither a URL with a scheme nor a plain path:
+    without `://` it would be taken as a journal file's name, password and all."""
+    if not url.strip():
+        raise UserError("--storage: empty; give a database URL or a journal file path, or leave --storage out")
+    if "://" in url:
+        return
+    if _SCHEMELESS_CREDENTIALS.match(url) or _SCHEME_WITHOUT_SLASHES.match(url):
+        raise UserError(
+            f"--storage {display_url(url)}: neither a URL (scheme://...) nor a plain file path; write a database URL "
+            "such as postgresql+psycopg2://user@host/db, sqlite:///FILE, or a journal file path"
+        )
+
+
 def is_shared(url: str) -> bool:
     """Whether several processes may work on the storage at once (a journal file or a database server)."""
     return kind(url) != "sqlite"
@@ -113,7 +133,7 @@ def password(url: str) -> str | None:
 def display_url(url: str) -> str:
     """`url` with any password replaced by ***: the only form in which a storage URL is ever printed."""
     if kind(url) != "server":
-        return url
+        return _SCHEMELESS_CREDENTIALS.sub(r"\1***@", url)
     try:
         from sqlalchemy.engine import make_url
 
@@ -157,6 +177,7 @@ def open_storage(
     the password: a missing driver (and what to install), a bad URL, an unreachable server, a refused login.
     must_exist : for readers: a journal or SQLite file that does not exist is an error (not a new empty one).
     """
+    check_url(url)
     shown = display_url(url)
     what = kind(url)
     if must_exist and what != "server":
