@@ -104,8 +104,8 @@ class TrialRun:
 
     def fold_model_paths(self) -> list[Path]:
         """Saved fold models `fold-<k>.<the family's suffix>`, in fold order (empty when none were kept)."""
-        found = (p for p in self.path.glob("fold-*.*") if _FOLD_MODEL.match(p.name) and p.is_file())
-        return sorted(found, key=lambda p: int(_FOLD_MODEL.match(p.name).group(1)))
+        found = [(int(m.group(1)), p) for p in self.path.glob("fold-*.*") if (m := _FOLD_MODEL.match(p.name))]
+        return [p for _, p in sorted(found) if p.is_file()]
 
 
 class ArtifactError(UserError):
@@ -126,13 +126,20 @@ def load_array(path: Path) -> np.ndarray:
 def unusable(trial: TrialRun, test: bool = True) -> str | None:
     """Why `trial`'s OOF (and, with `test`, test) probabilities cannot be used, or None when they can.
 
-    Checks that oof_rows.npy, oof.npy and test.npy load whole and have the shapes runs/ promises."""
+    Checks that oof_rows.npy, oof.npy and test.npy load whole, have the shapes runs/ promises and hold
+    only finite numbers."""
     try:
         rows, oof = trial.oof_rows, trial.oof_proba
         if rows.ndim != 1 or oof.shape != (len(rows), N_CLASSES):
             return f"oof.npy has shape {oof.shape}, oof_rows.npy {rows.shape}: expected ({len(rows)}, {N_CLASSES})"
-        if test and (trial.test_proba.ndim != 2 or trial.test_proba.shape[1] != N_CLASSES):
-            return f"test.npy has shape {trial.test_proba.shape}, expected (n_test, {N_CLASSES})"
+        if not np.isfinite(oof).all():
+            return "oof.npy holds NaN or infinite values"
+        if test:
+            proba = trial.test_proba
+            if proba.ndim != 2 or proba.shape[1] != N_CLASSES:
+                return f"test.npy has shape {proba.shape}, expected (n_test, {N_CLASSES})"
+            if not np.isfinite(proba).all():
+                return "test.npy holds NaN or infinite values"
     except ArtifactError as exc:
         return str(exc)
     return None
