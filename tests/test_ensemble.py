@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -334,6 +337,61 @@ def test_a_full_disk_is_one_line_naming_the_submissions_folder(halves, small_dat
         f"error: {subs}: the disk is full (no space left on device); nothing half-written was kept"
     ]
     assert not subs.exists() or list(subs.iterdir()) == []
+
+
+class _FailingFile:
+    """A file opened for writing that writes half of its first write, then fails with `error`."""
+
+    def __init__(self, file, error: BaseException) -> None:
+        self._file, self._error = file, error
+
+    def write(self, data) -> int:
+        self._file.write(data[: len(data) // 2])
+        raise self._error
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+@pytest.mark.parametrize("failing", ["manifest", "history"])
+@pytest.mark.parametrize("error", ["disk full", "ctrl-c"])
+def test_a_failure_after_the_submission_leaves_no_submission_without_its_manifest_and_row(
+    halves, small_data, tmp_path, run_cli, monkeypatch, failing, error
+):
+    subs = tmp_path / "subs"
+    args = ("ensemble", "--runs-dir", halves, "--data-dir", small_data, "--submissions-dir", subs, "--method", "mean")
+    assert run_cli(*args).code == 0
+    before = {p.name: p.read_bytes() for p in subs.iterdir()}
+    assert len(before) == 3  # the CSV, its manifest and history.csv
+
+    # The next write of the manifest (its temporary file beside it) or of history.csv fails half-way: a
+    # disk that fills up at that moment, or Ctrl-C.
+    exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if error == "disk full" else KeyboardInterrupt()
+    part = ".json." if failing == "manifest" else "history.csv"
+    real_open = builtins.open
+
+    def open_(file, mode="r", *a, **kw):
+        handle = real_open(file, mode, *a, **kw)
+        if any(flag in mode for flag in "wax+") and part in Path(file).name:
+            return _FailingFile(handle, exc)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", open_)
+    result = run_cli(*args)
+    monkeypatch.undo()
+    if error == "disk full":
+        assert result.code == 2 and result.err.splitlines() == [
+            f"error: {subs}: the disk is full (no space left on device); nothing half-written was kept"
+        ]
+    else:
+        assert result.code == 130 and "partial files were not written" in result.err
+    assert {p.name: p.read_bytes() for p in subs.iterdir()} == before
 
 
 def test_a_seed_out_of_range_is_one_line(halves, small_data, tmp_path, run_cli):

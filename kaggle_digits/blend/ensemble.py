@@ -26,6 +26,7 @@ from kaggle_digits.blend.submission import Score
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
+from kaggle_digits.io import writing_to
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs, storage
 
@@ -341,54 +342,63 @@ def build(
 
     labels = blend(test, chosen.weights).argmax(axis=1).astype(np.int64)
     out = _write_unique(paths.submissions_dir, name, cv_acc, labels)
-    local = submission.score_local(out, paths.solution_csv) if paths.solution_csv.exists() else None
-    written = manifest.write(
-        manifest.path_for(out),
-        [
-            manifest.Member(
-                name=m.trial.name,
-                weight=m.weight,
-                path=m.trial.path,
-                model=m.trial.model,
-                augment=bool(m.trial.info.get("augment", False)),
-                params=m.trial.params,
-                cv_accuracy=m.trial.cv_accuracy,
-                cv_std=m.trial.cv_std,
-                oof_accuracy=m.oof_accuracy,
-                oof_log_loss=m.oof_log_loss,
+    # The submission, its manifest and its history row are one unit: when a later step fails (a full disk,
+    # Ctrl-C) the files written here are removed, so no submission is left without the other two.
+    written_json: Path | None = None
+    try:
+        with writing_to(paths.submissions_dir):
+            local = submission.score_local(out, paths.solution_csv) if paths.solution_csv.exists() else None
+            written_json = manifest.write(
+                manifest.path_for(out),
+                [
+                    manifest.Member(
+                        name=m.trial.name,
+                        weight=m.weight,
+                        path=m.trial.path,
+                        model=m.trial.model,
+                        augment=bool(m.trial.info.get("augment", False)),
+                        params=m.trial.params,
+                        cv_accuracy=m.trial.cv_accuracy,
+                        cv_std=m.trial.cv_std,
+                        oof_accuracy=m.oof_accuracy,
+                        oof_log_loss=m.oof_log_loss,
+                    )
+                    for m in members
+                ],
+                submission=out.name,
+                created=datetime.now().isoformat(timespec="seconds"),
+                toolkit_version=__version__,
+                method=method,
+                method_description=METHODS[method],
+                note=chosen.note,
+                seed=seed,
+                candidates_with_zero_weight=[m.trial.name for m in members if m.weight == 0],
+                skipped=[{"name": t.name, "path": str(t.path.resolve()), "reason": why} for t, why in found.skipped],
+                data=found.trials[0].info.get("data"),
+                oof_rows=len(y_train),
+                n_test=n_test,
+                cv_accuracy=cv_acc,
+                oof_log_loss=cv_loss,
+                heldout_accuracy=heldout,
+                best_single={"name": best.trial.name, "oof_accuracy": best.oof_accuracy},
+                gain_over_best_single=cv_acc - best.oof_accuracy,
+                local_score=None if local is None else local.as_dict(),
             )
-            for m in members
-        ],
-        submission=out.name,
-        created=datetime.now().isoformat(timespec="seconds"),
-        toolkit_version=__version__,
-        method=method,
-        method_description=METHODS[method],
-        note=chosen.note,
-        seed=seed,
-        candidates_with_zero_weight=[m.trial.name for m in members if m.weight == 0],
-        skipped=[{"name": t.name, "path": str(t.path.resolve()), "reason": why} for t, why in found.skipped],
-        data=found.trials[0].info.get("data"),
-        oof_rows=len(y_train),
-        n_test=n_test,
-        cv_accuracy=cv_acc,
-        oof_log_loss=cv_loss,
-        heldout_accuracy=heldout,
-        best_single={"name": best.trial.name, "oof_accuracy": best.oof_accuracy},
-        gain_over_best_single=cv_acc - best.oof_accuracy,
-        local_score=None if local is None else local.as_dict(),
+            submission.append_history(
+                paths.history_csv,
+                out,
+                cv_accuracy=cv_acc,
+                local_score=None if local is None else local.accuracy,
+                message=f"ensemble ({method}) of {', '.join(m.trial.name for m in members if m.weight > 0)}",
+            )
+    except BaseException:
+        for path in (written_json, out):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        raise
+    return Result(
+        out, written_json, method, chosen.note, found, members, cv_acc, cv_loss, best, heldout, local, n_test, seconds
     )
-    result = Result(
-        out, written, method, chosen.note, found, members, cv_acc, cv_loss, best, heldout, local, n_test, seconds
-    )
-    submission.append_history(
-        paths.history_csv,
-        out,
-        cv_accuracy=cv_acc,
-        local_score=None if local is None else local.accuracy,
-        message=f"ensemble ({method}) of {', '.join(result.weights)}",
-    )
-    return result
 
 
 def _train_labels(paths: Paths, rows: np.ndarray, trial: runs.TrialRun) -> np.ndarray:
@@ -416,9 +426,10 @@ def _test_rows(test_csv: Path) -> int:
 
 
 def _write_unique(folder: Path, name: str, cv_accuracy: float, labels: np.ndarray) -> Path:
-    """Write the submission under a fresh time-stamped name (never overwriting one written this second)."""
+    """Write the submission under a fresh time-stamped name, free for its manifest too (never overwriting one
+    written this second)."""
     while True:
         path = folder / submission.submission_name(name, cv_accuracy)
-        if not path.exists():
+        if not path.exists() and not manifest.path_for(path).exists():
             return submission.write_submission(path, labels)
         time.sleep(0.25)
