@@ -169,10 +169,14 @@ def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(client):
     for body, detail in cases:
         response = client.post("/predict", content=body, headers={"Content-Type": "image/png"})
         assert response.status_code == 413 and response.json()["detail"].startswith(detail)
-    # At the limit: decoded (and found empty: no ink).
-    side = io.BytesIO()
-    Image.new("L", (4096, 4096), 255).save(side, "PNG")
-    assert client.post("/predict", content=side.getvalue()).status_code == 422
+    # At the limit: decoded (and found empty: no ink). So is a larger photo as JPEG, which is decoded at a
+    # fraction of its size.
+    for size, kind in [((4096, 4096), "PNG"), ((6000, 4000), "JPEG")]:
+        image = io.BytesIO()
+        Image.new("L", size, 255).save(image, kind)
+        assert len(image.getvalue()) < serve.MAX_UPLOAD_BYTES
+        response = client.post("/predict", content=image.getvalue())
+        assert response.status_code == 422 and "no ink" in response.json()["detail"], (kind, response.text)
 
 
 def test_requests_beyond_those_being_read_at_once_are_answered_429(client, digit_png):

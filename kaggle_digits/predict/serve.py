@@ -19,7 +19,7 @@ from PIL import Image
 
 from kaggle_digits.errors import UserError
 from kaggle_digits.predict import attribution
-from kaggle_digits.predict.predictor import Predictor, read_gray, to_mnist
+from kaggle_digits.predict.predictor import WORKING_SIDE, Predictor, read_gray, to_mnist
 
 HOST = "127.0.0.1"  # loopback only: the page is for the person at this machine
 # The Host names a request may carry (any port): a web page elsewhere that rebinds its own name to
@@ -27,8 +27,9 @@ HOST = "127.0.0.1"  # loopback only: the page is for the person at this machine
 ALLOWED_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 DEFAULT_PORT = 8000
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a 280x280 drawing is ~10 kB; a phone photo as JPEG fits too
-# Pixels one upload may decode to: a phone photo fits, while a small PNG that inflates to a huge image
-# (a few kB can say 50 megapixels) is refused from its header, before any decoding.
+# Pixels one upload may decode to: a drawing or a photo fits (a JPEG is decoded at a fraction of its size),
+# while a small PNG that inflates to a huge image (a few kB can say 50 megapixels) is refused from its
+# header, before any decoding.
 MAX_PIXELS = 4096 * 4096
 MAX_DECODING = 4  # requests read and decoded at once; more are answered 429 at once, not queued
 PAGE = Path(__file__).resolve().parents[1] / "static" / "draw.html"
@@ -102,18 +103,22 @@ def create_app(predictor: Predictor) -> Any:
         return page
 
     def check_pixels(body: bytes) -> None:
-        """413 when the image's header promises more than MAX_PIXELS (read_gray's own limit is for files)."""
+        """413 when the image would decode to more than MAX_PIXELS, found from its header alone (read_gray's
+        own limit is for files). A JPEG counts at the reduced scale read_gray decodes it at."""
         limit = f"(limit {MAX_PIXELS / 1e6:.1f} megapixels): send a smaller image"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(body)) as image:  # reads the header only
                     width, height = image.size
+                    if image.format == "JPEG":
+                        image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # as read_gray: no decoding yet
+                    decoded = image.size[0] * image.size[1]
         except Image.DecompressionBombError:  # over Pillow's own limit, far above ours
             raise fastapi.HTTPException(413, f"upload: the image is too large {limit}") from None
         except Exception:  # noqa: BLE001 - not an image: read_gray says what is wrong with it
             return
-        if width * height > MAX_PIXELS:
+        if decoded > MAX_PIXELS:
             raise fastapi.HTTPException(413, f"upload: {width}x{height} pixels is too large {limit}")
 
     describe = predictor.describe()
