@@ -113,6 +113,12 @@ def manifest_of(result) -> dict:
     return json.loads(written(result).with_suffix(".json").read_text())
 
 
+def blended(result) -> list[str]:
+    """The trials the ensemble weighed (a weight of 0 included: a mean below the best trial keeps only it)."""
+    found = manifest_of(result)
+    return sorted([c["name"] for c in found["constituents"]] + found["candidates_with_zero_weight"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -223,8 +229,7 @@ def test_two_processes_share_one_journal_study_and_the_ensemble_uses_all_four(ru
     result = ensemble(run_cli, tiny_data, runs_dir, tmp_path / "subs", "--storage", journal, "--studies", "mlp")
     assert result.code == 0, result.err
     assert "4 blendable" in result.out
-    constituents = manifest_of(result)["constituents"]
-    assert sorted(c["name"] for c in constituents) == [f"mlp/trial-{n}" for n in range(4)]
+    assert blended(result) == [f"mlp/trial-{n}" for n in range(4)]
     first_labels = read_submission(written(result))
 
     # The ensemble on "another machine": the trial folders are gone from where they were written; the
@@ -243,8 +248,9 @@ def test_two_processes_share_one_journal_study_and_the_ensemble_uses_all_four(ru
     fetched = ensemble(run_cli, tiny_data, elsewhere, tmp_path / "subs3", "--storage", tmp_path / "shared.log")
     assert fetched.code == 0, fetched.err
     assert fetched.out.count("downloaded mlp/trial-") == 4 and "4 blendable" in fetched.out
-    cached = {Path(c["path"]) for c in manifest_of(fetched)["constituents"]}
-    assert cached == {elsewhere / ".cache" / "mlp" / f"trial-{n}" for n in range(4)}
+    cached = {elsewhere / ".cache" / "mlp" / f"trial-{n}" for n in range(4)}
+    assert {p.parent for p in (elsewhere / ".cache" / "mlp").glob(f"trial-*/{runs.METRICS_FILE}")} == cached
+    assert {Path(c["path"]) for c in manifest_of(fetched)["constituents"]} <= cached
     assert np.array_equal(read_submission(written(fetched)), first_labels)
     again = ensemble(run_cli, tiny_data, elsewhere, tmp_path / "subs4", "--storage", tmp_path / "shared.log")
     assert again.code == 0 and "downloaded" not in again.out  # the cache is reused
@@ -386,7 +392,7 @@ def test_two_processes_share_one_postgres_study_and_the_ensemble_uses_all_four(p
     result = ensemble(run_cli, tiny_data, runs_dir, tmp_path / "subs", "--storage", url, "--study", "pg-mlp")
     assert result.code == 0, result.err
     assert "4 blendable" in result.out and PASSWORD not in result.out + result.err
-    assert sorted(c["name"] for c in manifest_of(result)["constituents"]) == [f"pg-mlp/trial-{n}" for n in range(4)]
+    assert blended(result) == [f"pg-mlp/trial-{n}" for n in range(4)]
 
 
 def test_a_killed_worker_is_found_by_its_heartbeat_and_a_new_worker_joins(postgres, tiny_data, tmp_path):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -270,6 +274,60 @@ def test_damaged_trial_arrays_leave_the_trial_out_with_the_reason(halves, small_
     assert none_left.err.startswith("error: no usable trials: halves/trial-")
 
 
+def test_non_finite_arrays_or_a_test_npy_of_other_data_leave_the_trial_out(halves, small_data, tmp_path, run_cli):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(halves, runs_dir)
+    subs = tmp_path / "subs"
+    folders = ("--runs-dir", runs_dir, "--data-dir", small_data, "--submissions-dir", subs)
+    trial = [runs_dir / "halves" / f"trial-{k}" for k in range(3)]
+    oof = np.load(trial[0] / "oof.npy")
+    np.save(trial[0] / "oof.npy", np.full_like(oof, np.nan))
+    np.save(trial[1] / "test.npy", np.load(trial[1] / "test.npy")[:-1])  # one row short of test.csv
+    result = run_cli("ensemble", *folders)
+    assert result.code == 0, result.err
+    assert "skipped halves/trial-0: oof.npy holds NaN or infinite values" in result.out
+    assert (
+        f"skipped halves/trial-1: test.npy has 499 rows, but {small_data / 'test.csv'} has 500 (tuned on other data?)"
+        in result.out
+    )
+    (csv,) = subs.glob("*-cv*.csv")
+    assert [c["name"] for c in read_json(csv.with_suffix(".json"))["constituents"]] == ["halves/trial-2"]
+
+    test = np.load(trial[2] / "test.npy")
+    test[7, 3] = np.inf
+    np.save(trial[2] / "test.npy", test)
+    none_left = run_cli("ensemble", *folders)
+    assert none_left.code == 2 and none_left.err.count("\n") == 1
+    assert "halves/trial-2: test.npy holds NaN or infinite values" in none_left.err
+
+
+def test_a_mean_below_the_best_single_trial_is_replaced_by_that_trial(halves, small_data, tmp_path, run_cli):
+    probas, y = _oof(halves, small_data, ["halves/trial-0"])
+    wrong = np.eye(10, dtype=np.float32)[(y + 1) % 10]  # sure of a wrong digit on every row
+    chosen = ensemble.fit_weights(np.stack([probas[0], wrong]), y, "mean")
+    assert chosen.weights.tolist() == [1.0, 0.0]
+    assert "below the best single trial's" in chosen.note
+
+    # The command: a trial that is always wrong joins the study; the mean of the two is not written.
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(halves / "halves" / "trial-0", runs_dir / "pair" / "trial-0")
+    good = runs.load_trial(runs_dir / "pair" / "trial-0")
+    info = {**good.info, "trial": 1}
+    info["study"] = good.info["study"] = "pair"
+    (runs_dir / "pair" / "trial-0" / "params.json").write_text(json.dumps(good.info))
+    test_wrong = np.eye(10, dtype=np.float32)[np.zeros(len(good.test_proba), dtype=int)]
+    runs.save_trial(runs_dir / "pair" / "trial-1", info, {"cv_accuracy": 0.1}, [], wrong, good.oof_rows, test_wrong)
+    subs = tmp_path / "subs"
+    result = run_cli(
+        "ensemble", "--runs-dir", runs_dir, "--data-dir", small_data, "--submissions-dir", subs, "--method", "mean"
+    )
+    assert result.code == 0, result.err
+    assert "that trial alone is used" in result.out
+    (manifest,) = subs.glob("*.json")
+    assert [(c["name"], c["weight"]) for c in read_json(manifest)["constituents"]] == [("pair/trial-0", 1.0)]
+    assert read_json(manifest)["cv_accuracy"] == pytest.approx(ensemble.accuracy(probas[0], y))
+
+
 def test_a_full_disk_is_one_line_naming_the_submissions_folder(halves, small_data, tmp_path, run_cli, full_disk):
     subs = tmp_path / "subs"
     full_disk(subs)
@@ -279,6 +337,61 @@ def test_a_full_disk_is_one_line_naming_the_submissions_folder(halves, small_dat
         f"error: {subs}: the disk is full (no space left on device); nothing half-written was kept"
     ]
     assert not subs.exists() or list(subs.iterdir()) == []
+
+
+class _FailingFile:
+    """A file opened for writing that writes half of its first write, then fails with `error`."""
+
+    def __init__(self, file, error: BaseException) -> None:
+        self._file, self._error = file, error
+
+    def write(self, data) -> int:
+        self._file.write(data[: len(data) // 2])
+        raise self._error
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+@pytest.mark.parametrize("failing", ["manifest", "history"])
+@pytest.mark.parametrize("error", ["disk full", "ctrl-c"])
+def test_a_failure_after_the_submission_leaves_no_submission_without_its_manifest_and_row(
+    halves, small_data, tmp_path, run_cli, monkeypatch, failing, error
+):
+    subs = tmp_path / "subs"
+    args = ("ensemble", "--runs-dir", halves, "--data-dir", small_data, "--submissions-dir", subs, "--method", "mean")
+    assert run_cli(*args).code == 0
+    before = {p.name: p.read_bytes() for p in subs.iterdir()}
+    assert len(before) == 3  # the CSV, its manifest and history.csv
+
+    # The next write of the manifest (its temporary file beside it) or of history.csv fails half-way: a
+    # disk that fills up at that moment, or Ctrl-C.
+    exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if error == "disk full" else KeyboardInterrupt()
+    part = ".json." if failing == "manifest" else "history.csv"
+    real_open = builtins.open
+
+    def open_(file, mode="r", *a, **kw):
+        handle = real_open(file, mode, *a, **kw)
+        if any(flag in mode for flag in "wax+") and part in Path(file).name:
+            return _FailingFile(handle, exc)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", open_)
+    result = run_cli(*args)
+    monkeypatch.undo()
+    if error == "disk full":
+        assert result.code == 2 and result.err.splitlines() == [
+            f"error: {subs}: the disk is full (no space left on device); nothing half-written was kept"
+        ]
+    else:
+        assert result.code == 130 and "partial files were not written" in result.err
+    assert {p.name: p.read_bytes() for p in subs.iterdir()} == before
 
 
 def test_a_seed_out_of_range_is_one_line(halves, small_data, tmp_path, run_cli):

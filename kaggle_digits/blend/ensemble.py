@@ -22,9 +22,11 @@ import numpy as np
 from kaggle_digits import N_CLASSES, __version__, seeds
 from kaggle_digits.blend import manifest, submission
 from kaggle_digits.blend.manifest import blend
+from kaggle_digits.blend.submission import Score
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
+from kaggle_digits.io import writing_to
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs, storage
 
@@ -72,21 +74,20 @@ def fit_weights(probas: np.ndarray, y: np.ndarray, method: str = DEFAULT_METHOD,
 
     probas : float array (m, n, 10): each candidate's OOF probabilities for the same n rows, best CV first
     y : int array (n,): the train labels of those rows
-    For `greedy` and `weights`, a blend whose OOF accuracy is below the best single candidate's is replaced
-    by that candidate alone, so the result never scores below the best single trial on these rows.
+    Whatever the method, a blend whose OOF accuracy is below the best single candidate's is replaced by that
+    candidate alone, so the result never scores below the best single trial on these rows.
     """
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
     m = len(probas)
     if m == 1:
         return Weights(np.ones(1), method)
-    truth = _true_class(probas, y)
     if method == "mean":
-        return Weights(np.full(m, 1.0 / m), method)
-    if method == "greedy":
-        weights = _bagged_greedy(probas, truth, y, np.random.default_rng(seed))
+        weights = np.full(m, 1.0 / m)
+    elif method == "greedy":
+        weights = _bagged_greedy(probas, _true_class(probas, y), y, np.random.default_rng(seed))
     else:
-        weights = _optimised(truth)
+        weights = _optimised(_true_class(probas, y))
     single_acc = np.array([accuracy(p, y) for p in probas])
     best = int(np.argmax(single_acc))  # first of equals: the better CV
     blend_acc = accuracy(blend(probas, weights), y)
@@ -145,12 +146,13 @@ def _greedy(probas: np.ndarray, truth: np.ndarray, y: np.ndarray, rows: np.ndarr
         total += t[pick]
         if losses[pick] < best_loss - TIE:
             best_counts, best_loss = counts.copy(), losses[pick]
+    assert best_counts is not None, "finite probabilities give a finite first loss"  # runs.unusable checks them
     return best_counts / best_counts.sum()
 
 
 def _bagged_greedy(probas: np.ndarray, truth: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = truth.shape[1]
-    bags = [_greedy(probas, truth, y, rng.integers(0, n, n)) for _ in range(GREEDY_BAGS)]
+    bags = [_greedy(probas, truth, y, np.asarray(rng.integers(0, n, n))) for _ in range(GREEDY_BAGS)]
     return np.mean(bags, axis=0)
 
 
@@ -188,6 +190,7 @@ class Candidates:
     rows: np.ndarray  # int64 (n,): sorted train.csv rows that every trial's OOF covers
     skipped: list[tuple[runs.TrialRun, str]] = field(default_factory=list)
     unreachable: list[tuple[str, str]] = field(default_factory=list)  # (name, why): trials whose files are missing
+    n_test: int | None = None  # rows of test.csv, when candidates were checked against it
 
 
 def candidates(
@@ -197,11 +200,13 @@ def candidates(
     storage_url: str | None = None,
     artifacts: str | None = None,
     log: Log = silent,
+    test_csv: Path | None = None,
 ) -> Candidates:
     """The `top` best finished trials of each study, reduced to the largest group that can be blended.
 
     Trials come from the folders in runs_dir, or with `storage_url` from that Optuna storage, wherever their
     files are (storage.list_trials: the trial folder, a shared runs folder, or the artifact store).
+    test_csv : when given, a trial whose test.npy has not one row per row of this file is left out too.
     """
     if top < 1:
         raise UserError(f"--top {top}: must be at least 1")
@@ -212,8 +217,9 @@ def candidates(
         if storage_url:
             where += f" of {storage.display_url(storage_url)}"
         raise UserError(f"no finished trials in {where}: run `python scripts/tune.py --model cnn` first")
-    # A trial whose arrays are missing, truncated or damaged is left out with the reason.
-    damaged = [(t, why) for t in chosen if (why := runs.unusable(t)) is not None]
+    n_test = _test_rows(test_csv) if test_csv is not None else None
+    # A trial whose arrays are missing, truncated, damaged or of other data is left out with the reason.
+    damaged = [(t, why) for t in chosen if (why := _unusable(t, test_csv, n_test)) is not None]
     usable = [t for t in chosen if all(t is not bad for bad, _ in damaged)]
     if not usable:
         reasons = "; ".join(f"{t.name}: {why}" for t, why in damaged)
@@ -225,7 +231,15 @@ def candidates(
     key = max(groups, key=lambda k: (len(groups[k]), -usable.index(groups[k][0])))
     kept = groups[key]
     skipped = [(t, _why_not(t, kept[0])) for t in usable if _compatibility_key(t) != key]
-    return Candidates(kept, np.sort(kept[0].oof_rows), damaged + skipped, list(listing.unreachable))
+    return Candidates(kept, np.sort(kept[0].oof_rows), damaged + skipped, list(listing.unreachable), n_test)
+
+
+def _unusable(trial: runs.TrialRun, test_csv: Path | None, n_test: int | None) -> str | None:
+    """runs.unusable, and a test.npy without one row per row of test_csv."""
+    why = runs.unusable(trial)
+    if why is None and n_test is not None and len(trial.test_proba) != n_test:
+        why = f"test.npy has {len(trial.test_proba):,} rows, but {test_csv} has {n_test:,} (tuned on other data?)"
+    return why
 
 
 def _compatibility_key(trial: runs.TrialRun) -> tuple[str, str]:
@@ -279,7 +293,7 @@ class Result:
     cv_log_loss: float
     best_single: Member  # the best blendable trial alone
     heldout_accuracy: float
-    local_score: submission.Score | None
+    local_score: Score | None
     n_test: int
     seconds: float  # fitting the weights
 
@@ -307,10 +321,11 @@ def build(
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
     seeds.check_seed(seed)
-    found = candidates(paths.runs_dir, studies, top, storage_url, artifacts, log)
+    found = candidates(paths.runs_dir, studies, top, storage_url, artifacts, log, test_csv=paths.test_csv)
+    assert found.n_test is not None
+    n_test = found.n_test
     y_train = _train_labels(paths, found.rows, found.trials[0])
     oof = np.stack([_aligned(t) for t in found.trials])
-    n_test = _check_test(paths, found.trials)
     test = np.stack([t.test_proba for t in found.trials])
 
     started = time.monotonic()
@@ -327,54 +342,63 @@ def build(
 
     labels = blend(test, chosen.weights).argmax(axis=1).astype(np.int64)
     out = _write_unique(paths.submissions_dir, name, cv_acc, labels)
-    local = submission.score_local(out, paths.solution_csv) if paths.solution_csv.exists() else None
-    written = manifest.write(
-        manifest.path_for(out),
-        [
-            manifest.Member(
-                name=m.trial.name,
-                weight=m.weight,
-                path=m.trial.path,
-                model=m.trial.model,
-                augment=bool(m.trial.info.get("augment", False)),
-                params=m.trial.params,
-                cv_accuracy=m.trial.cv_accuracy,
-                cv_std=m.trial.cv_std,
-                oof_accuracy=m.oof_accuracy,
-                oof_log_loss=m.oof_log_loss,
+    # The submission, its manifest and its history row are one unit: when a later step fails (a full disk,
+    # Ctrl-C) the files written here are removed, so no submission is left without the other two.
+    written_json: Path | None = None
+    try:
+        with writing_to(paths.submissions_dir):
+            local = submission.score_local(out, paths.solution_csv) if paths.solution_csv.exists() else None
+            written_json = manifest.write(
+                manifest.path_for(out),
+                [
+                    manifest.Member(
+                        name=m.trial.name,
+                        weight=m.weight,
+                        path=m.trial.path,
+                        model=m.trial.model,
+                        augment=bool(m.trial.info.get("augment", False)),
+                        params=m.trial.params,
+                        cv_accuracy=m.trial.cv_accuracy,
+                        cv_std=m.trial.cv_std,
+                        oof_accuracy=m.oof_accuracy,
+                        oof_log_loss=m.oof_log_loss,
+                    )
+                    for m in members
+                ],
+                submission=out.name,
+                created=datetime.now().isoformat(timespec="seconds"),
+                toolkit_version=__version__,
+                method=method,
+                method_description=METHODS[method],
+                note=chosen.note,
+                seed=seed,
+                candidates_with_zero_weight=[m.trial.name for m in members if m.weight == 0],
+                skipped=[{"name": t.name, "path": str(t.path.resolve()), "reason": why} for t, why in found.skipped],
+                data=found.trials[0].info.get("data"),
+                oof_rows=len(y_train),
+                n_test=n_test,
+                cv_accuracy=cv_acc,
+                oof_log_loss=cv_loss,
+                heldout_accuracy=heldout,
+                best_single={"name": best.trial.name, "oof_accuracy": best.oof_accuracy},
+                gain_over_best_single=cv_acc - best.oof_accuracy,
+                local_score=None if local is None else local.as_dict(),
             )
-            for m in members
-        ],
-        submission=out.name,
-        created=datetime.now().isoformat(timespec="seconds"),
-        toolkit_version=__version__,
-        method=method,
-        method_description=METHODS[method],
-        note=chosen.note,
-        seed=seed,
-        candidates_with_zero_weight=[m.trial.name for m in members if m.weight == 0],
-        skipped=[{"name": t.name, "path": str(t.path.resolve()), "reason": why} for t, why in found.skipped],
-        data=found.trials[0].info.get("data"),
-        oof_rows=len(y_train),
-        n_test=n_test,
-        cv_accuracy=cv_acc,
-        oof_log_loss=cv_loss,
-        heldout_accuracy=heldout,
-        best_single={"name": best.trial.name, "oof_accuracy": best.oof_accuracy},
-        gain_over_best_single=cv_acc - best.oof_accuracy,
-        local_score=None if local is None else local.as_dict(),
+            submission.append_history(
+                paths.history_csv,
+                out,
+                cv_accuracy=cv_acc,
+                local_score=None if local is None else local.accuracy,
+                message=f"ensemble ({method}) of {', '.join(m.trial.name for m in members if m.weight > 0)}",
+            )
+    except BaseException:
+        for path in (written_json, out):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        raise
+    return Result(
+        out, written_json, method, chosen.note, found, members, cv_acc, cv_loss, best, heldout, local, n_test, seconds
     )
-    result = Result(
-        out, written, method, chosen.note, found, members, cv_acc, cv_loss, best, heldout, local, n_test, seconds
-    )
-    submission.append_history(
-        paths.history_csv,
-        out,
-        cv_accuracy=cv_acc,
-        local_score=None if local is None else local.accuracy,
-        message=f"ensemble ({method}) of {', '.join(result.weights)}",
-    )
-    return result
 
 
 def _train_labels(paths: Paths, rows: np.ndarray, trial: runs.TrialRun) -> np.ndarray:
@@ -394,25 +418,18 @@ def _train_labels(paths: Paths, rows: np.ndarray, trial: runs.TrialRun) -> np.nd
     return y[rows].astype(np.int64)
 
 
-def _check_test(paths: Paths, trials: list[runs.TrialRun]) -> int:
-    """Rows of test.csv; every trial's test.npy must have one row per test image."""
-    if not paths.test_csv.exists():
-        raise UserError(f"{paths.test_csv} not found: run `python scripts/download.py` first")
-    n_test = data.count_rows(paths.test_csv)
-    for trial in trials:
-        shape = trial.test_proba.shape
-        if shape != (n_test, N_CLASSES):
-            raise UserError(
-                f"{trial.path}: test.npy has shape {shape}, but {paths.test_csv} has {n_test:,} rows "
-                "(tuned on other data?)"
-            )
-    return n_test
+def _test_rows(test_csv: Path) -> int:
+    """Rows of test.csv: every blended trial's test.npy must have one per test image."""
+    if not test_csv.exists():
+        raise UserError(f"{test_csv} not found: run `python scripts/download.py` first")
+    return data.count_rows(test_csv)
 
 
 def _write_unique(folder: Path, name: str, cv_accuracy: float, labels: np.ndarray) -> Path:
-    """Write the submission under a fresh time-stamped name (never overwriting one written this second)."""
+    """Write the submission under a fresh time-stamped name, free for its manifest too (never overwriting one
+    written this second)."""
     while True:
         path = folder / submission.submission_name(name, cv_accuracy)
-        if not path.exists():
+        if not path.exists() and not manifest.path_for(path).exists():
             return submission.write_submission(path, labels)
         time.sleep(0.25)

@@ -4,6 +4,7 @@ and keep `submissions/history.csv`."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -171,24 +172,53 @@ def append_history(
     public_score: float | None = None,
     message: str = "",
 ) -> None:
-    """Add one row to submissions/history.csv (created with a header when new)."""
+    """Add one row to submissions/history.csv (created with a header when new).
+
+    The text a user chose (the file's path, the message) is stored as one spreadsheet-safe line (see
+    `history_cell`). The row is added whole or not at all: when the write fails (a full disk, Ctrl-C) the
+    file is cut back to what it was.
+    """
     history_csv = Path(history_csv)
     history_csv.parent.mkdir(parents=True, exist_ok=True)
-    new = not history_csv.exists()
+    try:
+        size: int | None = history_csv.stat().st_size
+    except FileNotFoundError:
+        size = None
     row = {
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "file": str(file),
+        "file": history_cell(str(file)),
         "cv_accuracy": "" if cv_accuracy is None else f"{cv_accuracy:.5f}",
         "local_score": "" if local_score is None else f"{local_score:.5f}",
         "public_score": "" if public_score is None else f"{public_score:.5f}",
-        "message": message,
+        "message": history_cell(message),
     }
-    # Appending one short line is atomic enough on POSIX; the file is never rewritten.
-    with open(history_csv, "a", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS)
+    if not size:
+        writer.writeheader()
+    writer.writerow(row)
+    # One short append in one write: the file is never rewritten, and rows of commands running at once
+    # do not mix.
+    try:
+        with open(history_csv, "a", encoding="utf-8", newline="") as f:
+            f.write(text.getvalue())
+    except BaseException:
+        if size is None:
+            history_csv.unlink(missing_ok=True)
+        else:
+            os.truncate(history_csv, size)
+        raise
+
+
+# A cell starting with one of these is a formula (or may become one) when a spreadsheet opens the CSV.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def history_cell(text: str) -> str:
+    """User text as one history.csv cell that a spreadsheet shows as text: line breaks become spaces (one
+    line per submission) and a leading = + - @ or tab gets a single quote in front, as spreadsheets expect."""
+    text = " ".join(text.splitlines()) if text else text
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def read_history(history_csv: str | os.PathLike) -> list[dict[str, str]]:

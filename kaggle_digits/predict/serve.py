@@ -6,20 +6,32 @@ FastAPI and uvicorn are the optional extra `serve`: they are imported only when 
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run time, and
 # `fastapi.Request` is only imported inside create_app.
+import io
+import os
 import socket
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from kaggle_digits.errors import UserError
 from kaggle_digits.predict import attribution
-from kaggle_digits.predict.predictor import Predictor, read_gray, to_mnist
+from kaggle_digits.predict.predictor import WORKING_SIDE, Predictor, read_gray, to_mnist
 
 HOST = "127.0.0.1"  # loopback only: the page is for the person at this machine
+# The Host names a request may carry (any port): a web page elsewhere that rebinds its own name to
+# 127.0.0.1 still sends that name, and is refused.
+ALLOWED_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 DEFAULT_PORT = 8000
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # a 280x280 drawing is ~10 kB; a phone photo as JPEG fits too
+# Pixels one upload may decode to: a drawing or a photo fits (a JPEG is decoded at a fraction of its size),
+# while a small PNG that inflates to a huge image (a few kB can say 50 megapixels) is refused from its
+# header, before any decoding.
+MAX_PIXELS = 4096 * 4096
+MAX_DECODING = 4  # requests read and decoded at once; more are answered 429 at once, not queued
 PAGE = Path(__file__).resolve().parents[1] / "static" / "draw.html"
 INSTALL_HINT = 'pip install -e ".[serve]"'
 
@@ -43,11 +55,17 @@ def create_app(predictor: Predictor) -> Any:
     pushes toward it). A bad upload is a 4xx answer `{"detail": "one line"}`.
     """
     fastapi, _ = serving_modules()
+    from fastapi import Request
     from fastapi.responses import HTMLResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     # No /docs: its page loads scripts from a CDN, and this app must work without any outside network.
     app = fastapi.FastAPI(title="kaggle-digits", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(ALLOWED_HOSTS), www_redirect=False)
+    # A request holds a slot from its first byte to its answer: bodies and decoded images in memory are
+    # bounded by MAX_DECODING of each. (On app.state so that a test can fill it.)
+    app.state.decoding = threading.BoundedSemaphore(MAX_DECODING)
     page = PAGE.read_text(encoding="utf-8")
     # One prediction at a time: the models are not promised to be thread-safe, and two cores gain
     # nothing from running two at once.
@@ -58,6 +76,7 @@ def create_app(predictor: Predictor) -> Any:
         return fastapi.HTTPException(413, f"upload of {size} is too large: the limit is {limit_mb:g} MB")
 
     def predict_image(body: bytes, explain: bool) -> dict[str, Any]:
+        check_pixels(body)
         try:
             gray = read_gray(body, "upload")
         except UserError as exc:
@@ -83,12 +102,45 @@ def create_app(predictor: Predictor) -> Any:
     def index() -> str:
         return page
 
+    def check_pixels(body: bytes) -> None:
+        """413 when the image would decode to more than MAX_PIXELS, found from its header alone (read_gray's
+        own limit is for files). A JPEG counts at the reduced scale read_gray decodes it at."""
+        limit = f"(limit {MAX_PIXELS / 1e6:.1f} megapixels): send a smaller image"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(body)) as image:  # reads the header only
+                    width, height = image.size
+                    if image.format == "JPEG":
+                        image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # as read_gray: no decoding yet
+                    decoded = image.size[0] * image.size[1]
+        except Image.DecompressionBombError:  # over Pillow's own limit, far above ours
+            raise fastapi.HTTPException(413, f"upload: the image is too large {limit}") from None
+        except Exception:  # noqa: BLE001 - not an image: read_gray says what is wrong with it
+            return
+        if decoded > MAX_PIXELS:
+            raise fastapi.HTTPException(413, f"upload: {width}x{height} pixels is too large {limit}")
+
+    describe = predictor.describe()
+    if describe.get("path"):
+        describe["path"] = shown_path(describe["path"])
+
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "predictor": predictor.describe()}
+        return {"status": "ok", "predictor": describe}
 
     @app.post("/predict")
-    async def predict(request: fastapi.Request, explain: str = "0") -> dict[str, Any]:
+    async def predict(request: Request, explain: str = "0") -> dict[str, Any]:
+        if not app.state.decoding.acquire(blocking=False):
+            raise fastapi.HTTPException(
+                429, f"busy: {MAX_DECODING} images are being read already; send this one again in a moment"
+            )
+        try:
+            return await predict_body(request, explain)
+        finally:
+            app.state.decoding.release()
+
+    async def predict_body(request: Request, explain: str) -> dict[str, Any]:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
             raise too_large(f"{int(declared) / 1024 / 1024:.1f} MB")
@@ -108,6 +160,16 @@ def create_app(predictor: Predictor) -> Any:
         return await run_in_threadpool(predict_image, bytes(body), explain in ("1", "true"))
 
     return app
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as /health shows it: relative to the current folder when inside it, else its last two parts
+    (`<study>/trial-<n>`, `<submissions>/<name>.json`); never where the user's files are on this machine."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(*path.parts[-2:]))
 
 
 def warm_up(predictor: Predictor) -> None:

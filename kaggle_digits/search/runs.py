@@ -9,6 +9,8 @@ A trial folder holds:
   test.npy      float32 (n_test, 10): test probabilities averaged over the fold models
   fold-<k>.keras | fold-<k>.joblib   the fold models, where kept
 metrics.json is written last: a folder without it is an unfinished trial and is ignored.
+  .kaggle-digits-written.json   which of these files the toolkit wrote (kaggle_digits.written): a trial is
+                never written into a folder that holds anything else
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from kaggle_digits import N_CLASSES
+from kaggle_digits import N_CLASSES, written
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json, write_npy
 
 _FOLD_MODEL = re.compile(r"^fold-(\d+)\.[A-Za-z0-9]+$")
+# The temporary file of an interrupted atomic write of one of a trial's files (kaggle_digits.io.atomic_path).
+_TEMPORARY = re.compile(
+    r"^\.(params\.json|history\.json|metrics\.json|oof\.npy|oof_rows\.npy|test\.npy|fold-\d+\.\w+)\."
+)
 
 METRICS_FILE = "metrics.json"
 
@@ -104,8 +110,8 @@ class TrialRun:
 
     def fold_model_paths(self) -> list[Path]:
         """Saved fold models `fold-<k>.<the family's suffix>`, in fold order (empty when none were kept)."""
-        found = (p for p in self.path.glob("fold-*.*") if _FOLD_MODEL.match(p.name) and p.is_file())
-        return sorted(found, key=lambda p: int(_FOLD_MODEL.match(p.name).group(1)))
+        found = [(int(m.group(1)), p) for p in self.path.glob("fold-*.*") if (m := _FOLD_MODEL.match(p.name))]
+        return [p for _, p in sorted(found) if p.is_file()]
 
 
 class ArtifactError(UserError):
@@ -126,16 +132,47 @@ def load_array(path: Path) -> np.ndarray:
 def unusable(trial: TrialRun, test: bool = True) -> str | None:
     """Why `trial`'s OOF (and, with `test`, test) probabilities cannot be used, or None when they can.
 
-    Checks that oof_rows.npy, oof.npy and test.npy load whole and have the shapes runs/ promises."""
+    Checks that oof_rows.npy, oof.npy and test.npy load whole, have the shapes runs/ promises and hold
+    only finite numbers."""
     try:
         rows, oof = trial.oof_rows, trial.oof_proba
         if rows.ndim != 1 or oof.shape != (len(rows), N_CLASSES):
             return f"oof.npy has shape {oof.shape}, oof_rows.npy {rows.shape}: expected ({len(rows)}, {N_CLASSES})"
-        if test and (trial.test_proba.ndim != 2 or trial.test_proba.shape[1] != N_CLASSES):
-            return f"test.npy has shape {trial.test_proba.shape}, expected (n_test, {N_CLASSES})"
+        if not np.isfinite(oof).all():
+            return "oof.npy holds NaN or infinite values"
+        if test:
+            proba = trial.test_proba
+            if proba.ndim != 2 or proba.shape[1] != N_CLASSES:
+                return f"test.npy has shape {proba.shape}, expected (n_test, {N_CLASSES})"
+            if not np.isfinite(proba).all():
+                return "test.npy holds NaN or infinite values"
     except ArtifactError as exc:
         return str(exc)
     return None
+
+
+def check_trial_dir(folder: Path) -> None:
+    """Refuse (UserError) to write a trial into `folder` unless it is new or holds only files the toolkit
+    wrote there: never a finished trial, nor a folder of the user's (a link to one, say)."""
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"{folder}: a link to {os.readlink(folder)}, which does not exist: move it away")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise UserError(f"{folder}: is a file, expected a trial folder: move it away")
+    if (folder / METRICS_FILE).exists():
+        raise UserError(f"{folder} already holds a finished trial that this storage does not know: move it away")
+    entries = [p for p in folder.iterdir() if p.name != written.MANIFEST and not _TEMPORARY.match(p.name)]
+    theirs = [p for p in entries if not p.is_file()] + written.foreign(folder, [p for p in entries if p.is_file()])
+    if theirs:
+        names = sorted(p.name for p in theirs)
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        link = f" (a link to {folder.resolve()})" if folder.is_symlink() else ""
+        raise UserError(
+            f"{folder}{link} holds files that tune did not write ({shown}): a trial is written into a folder "
+            "of its own; move them away"
+        )
 
 
 def save_trial(
@@ -147,7 +184,8 @@ def save_trial(
     oof_rows: np.ndarray,
     test_proba: np.ndarray,
 ) -> TrialRun:
-    """Write a finished trial's artifacts; metrics.json last, so a reader never sees half a trial."""
+    """Write a finished trial's artifacts; metrics.json last, so a reader never sees half a trial. They and
+    the fold models already saved in `path` are recorded as the toolkit's own (check_trial_dir)."""
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / "params.json", info)
     write_json(path / "history.json", history)
@@ -155,7 +193,10 @@ def save_trial(
     write_npy(path / "oof_rows.npy", np.asarray(oof_rows, dtype=np.int64))
     write_npy(path / "test.npy", np.asarray(test_proba, dtype=np.float32))
     write_json(path / METRICS_FILE, metrics)
-    return TrialRun(path)
+    trial = TrialRun(path)
+    names = ("params.json", "history.json", "oof.npy", "oof_rows.npy", "test.npy", METRICS_FILE)
+    written.record(path, [path / name for name in names] + trial.fold_model_paths())
+    return trial
 
 
 def load_trial(path: str | os.PathLike) -> TrialRun:

@@ -519,7 +519,9 @@ def upload_trial(trial: optuna.Trial, folder: Path, store: ArtifactStore) -> int
     from optuna.artifacts import upload_artifact
 
     files = sorted(
-        (p for p in Path(folder).iterdir() if p.is_file()), key=lambda p: (p.name == runs.METRICS_FILE, p.name)
+        # Not the hidden bookkeeping (which files the toolkit wrote there): _download refuses such names.
+        (p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")),
+        key=lambda p: (p.name == runs.METRICS_FILE, p.name),
     )
     try:
         for path in files:

@@ -416,8 +416,7 @@ class Tuning:
         trial.set_user_attr(storage.WORKER_ATTR, storage.worker_identity())
         params = self.spec.search_space(trial, self.augment)
         folder = runs.trial_dir(self.runs_dir, self.study_name, trial.number)
-        if (folder / runs.METRICS_FILE).exists():
-            raise UserError(f"{folder} already holds a finished trial that this storage does not know: move it away")
+        runs.check_trial_dir(folder)  # a finished trial, or files of the user's, are never written over
         started = time.monotonic()
         self.log(
             f"trial {trial.number} ({self._run_position()}): "
