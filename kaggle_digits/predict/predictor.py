@@ -254,7 +254,7 @@ def _dark_ink_locally(gray: np.ndarray) -> bool:
     """Whether the ink is darker than the paper around it: the paper being most of any neighbourhood,
     the strokes are the cells' extremes furthest from their neighbourhood's median."""
     levels = _cell_levels(gray, 50)
-    window = min(BACKGROUND_WINDOW, 2 * max(levels.shape) - 1)
+    window = min(2 * BACKGROUND_WINDOW - 1, 2 * max(levels.shape) - 1)
     local_paper = ndimage.median_filter(levels, size=window, mode="nearest")
     darker = float((local_paper - _cell_levels(gray, 2)).max())
     lighter = float((_cell_levels(gray, 98) - local_paper).max())
@@ -294,7 +294,7 @@ def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
     across most of the page's width is a ruled line; the piece with the most ink is the digit, and it
     takes in each other piece holding at least MIN_PIECE of its ink within reach of it (a broken stroke,
     the separate bar of a 5). Specks and anything further away are left out. The kept pieces then grow
-    into the faint pixels around them, by about a cell, to keep their anti-aliased edges.
+    into the faint pixels around them, to keep their anti-aliased edges and tapering ends.
     """
     strokes = ink > STROKE_LEVEL
     labels, count = ndimage.label(strokes, structure=np.ones((3, 3)))
@@ -325,21 +325,55 @@ def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
         if max(gap_rows, gap_cols) <= reach:
             kept.append(index)
     region = np.isin(labels, kept)
-    # The faint pixels joined to the kept pieces: their soft edges and tapering stroke ends. When these
-    # reach far beyond the pieces, a faint line across the page is among them: grow about a cell only.
-    faint_labels, _ = ndimage.label(faint | region, structure=np.ones((3, 3)))
-    grown = np.isin(faint_labels, np.unique(faint_labels[region]))
+    # The faint pixels joined to the kept pieces: their soft edges and tapering stroke ends. On ruled
+    # paper (faint lines across the page), not the lines running off a stroke: faint pixels away from
+    # the strokes' edges in a band thinner than an edge is wide. When they still reach far beyond the
+    # pieces, or out to an edge of the image the pieces do not touch, something else is attached: grow
+    # by the width of an edge only.
+    edge = max(1, cell // 4)
+    labels, _ = ndimage.label(faint | region, structure=np.ones((3, 3)))
+    joined = np.unique(labels[region])
+    grown = np.isin(labels, joined)
+    if edge > 1 and _has_lines(ink > PAPER_FLOOR, region):
+        thick = ndimage.binary_opening(grown, structure=np.ones((2 * edge + 1, 1), dtype=bool))
+        near = ndimage.binary_dilation(region, iterations=edge, mask=grown)
+        grown = _joined(grown & (thick | near | region), region)
+    if _within(grown, region, TAIL, cell):
+        return grown
+    return ndimage.binary_dilation(region, iterations=max(2, edge), mask=faint) | region
+
+
+def _has_lines(faint: np.ndarray, region: np.ndarray) -> bool:
+    """Whether a faint piece not joined to `region` runs thin across most of the page's width."""
+    labels, _ = ndimage.label(faint & ~region, structure=np.ones((3, 3)))
+    width = faint.shape[1]
+    for box in ndimage.find_objects(labels):
+        box_height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
+        if box_width >= LINE_SPAN * width and box_width >= LINE_ELONGATION * box_height:
+            return True
+    return False
+
+
+def _joined(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The parts of `mask` (bool (h, w)) connected to a pixel of `seeds`."""
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    return np.isin(labels, np.unique(labels[seeds & mask]))
+
+
+def _within(grown: np.ndarray, region: np.ndarray, tail: float, cell: int) -> bool:
+    """Whether `grown` stays within `tail` of the region's size (plus a cell) around `region`'s bounding
+    box, and reaches no edge of the image that `region` does not reach."""
     rows, cols = np.nonzero(region)
     grown_rows, grown_cols = np.nonzero(grown)
-    margin = TAIL * max(np.ptp(rows), np.ptp(cols)) + cell
-    if (
-        rows.min() - grown_rows.min() <= margin
-        and grown_rows.max() - rows.max() <= margin
-        and cols.min() - grown_cols.min() <= margin
-        and grown_cols.max() - cols.max() <= margin
-    ):
-        return grown
-    return ndimage.binary_dilation(region, iterations=max(2, cell), mask=faint) | region
+    margin = tail * max(np.ptp(rows), np.ptp(cols)) + cell
+    height, width = region.shape
+    beyond = (
+        (rows.min() - grown_rows.min(), rows.min()),
+        (grown_rows.max() - rows.max(), height - 1 - rows.max()),
+        (cols.min() - grown_cols.min(), cols.min()),
+        (grown_cols.max() - cols.max(), width - 1 - cols.max()),
+    )
+    return all(reach <= margin and (reach == 0 or reach < room) for reach, room in beyond)
 
 
 def prepare(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
