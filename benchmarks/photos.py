@@ -99,13 +99,17 @@ def main() -> None:
     labels = y[rows]
     mnist_accuracy = float((predictor.predict_proba(X[rows]).argmax(axis=1) == labels).mean())
     print(f"{len(rows)} photos (seed {args.seed}); the same digits as 28x28 MNIST: accuracy {mnist_accuracy:.3f}")
-    print(f"{'light':<8} {'before':>8} {'after':>8}")
+    ruled = np.array([p.ruled for p in shots])
+    subsets = {"all": np.ones(len(shots), dtype=bool), "plain paper": ~ruled, "ruled paper": ruled}
+    print(f"{'photos':<12} {'n':>4}  {'light':<7} {'before':>7} {'after':>7}")
     for light, contents in files.items():
-        scores = []
-        for to_mnist in (baseline_to_mnist, predict.to_mnist):
-            digits = prepared(contents, to_mnist)
-            scores.append(float((predictor.predict_proba(digits).argmax(axis=1) == labels).mean()))
-        print(f"{light:<8} {scores[0]:>8.3f} {scores[1]:>8.3f}")
+        right = [
+            predictor.predict_proba(prepared(contents, to_mnist)).argmax(axis=1) == labels
+            for to_mnist in (baseline_to_mnist, predict.to_mnist)
+        ]
+        for subset, chosen in subsets.items():
+            before, after = (float(r[chosen].mean()) for r in right)
+            print(f"{subset:<12} {chosen.sum():>4}  {light:<7} {before:>7.3f} {after:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ def test_uneven_light_gives_the_digit_even_light_gives(photo_set):
         # fills its 20x20 box may touch the field's edge in both).
         for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
             assert u[edge].sum() <= e[edge].sum() + 2 * 255, (p.describe(), edge)
-        # The digit is not shrunk: its ink box is as large as under even light, within two pixels.
-        assert np.subtract(_ink_box(u), _ink_box(e)).min() >= -2, p.describe()
+        # The digit is not shrunk: its ink box is as large as under even light, within three pixels of 20.
+        assert np.subtract(_ink_box(u), _ink_box(e)).min() >= -3, p.describe()
 
 
 def _ink_box(digit: np.ndarray) -> tuple[int, int]:

@@ -56,6 +56,8 @@ STROKE_LEVEL = 0.5
 # line across the page, not part of a digit.
 LINE_SPAN = 0.8
 LINE_ELONGATION = 8
+# Ruled lines are looked for down to this fraction of the darkest stroke's strength.
+LINE_LEVEL = 0.1
 # Other pieces join the digit when they hold at least MIN_PIECE of its ink and lie within REACH of its
 # size from it.
 MIN_PIECE = 0.02
@@ -159,8 +161,7 @@ def _grayscale(image: Image.Image) -> np.ndarray:
 def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
     """Turn a grayscale picture of one digit into an MNIST-style image.
 
-    gray : float array (h, w) in [0, 1], dark ink on light paper or the reverse (detected: the paper is
-        the median of the border pixels, the ink is whichever side deviates most from it).
+    gray : float array (h, w) in [0, 1], dark ink on light paper or the reverse (detected, see _ink).
     Returns uint8 (28, 28), ink bright on 0: the paper evened out (uneven light, shadows), inverted if
     needed, cropped to the digit's strokes (specks and lines across the page left out), scaled to fit
     20x20 keeping the aspect ratio, centred by centre of mass. UserError when there is no ink.
@@ -271,12 +272,17 @@ def _background(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
     cell = _cell_side(gray.shape)
     height, width = gray.shape
     levels = _cell_levels(gray, 90 if dark_ink else 10)
-    window = min(BACKGROUND_WINDOW, 2 * max(levels.shape) - 1)
+    # Beyond the image the light is taken to go on changing as it does at the edge (an odd reflection):
+    # a gradient stays a straight line up to the edge instead of bending where the window leaves it.
+    pad = BACKGROUND_WINDOW // 2 + 4
+    rows, cols = levels.shape
+    extended = np.clip(np.pad(levels, pad, mode="reflect", reflect_type="odd"), levels.min(), levels.max())
     if dark_ink:
-        levels = ndimage.grey_closing(levels, size=(window, window), mode="nearest")
+        extended = ndimage.grey_closing(extended, size=(BACKGROUND_WINDOW, BACKGROUND_WINDOW), mode="nearest")
     else:
-        levels = ndimage.grey_opening(levels, size=(window, window), mode="nearest")
-    levels = ndimage.gaussian_filter(levels, 1.0, mode="nearest")
+        extended = ndimage.grey_opening(extended, size=(BACKGROUND_WINDOW, BACKGROUND_WINDOW), mode="nearest")
+    extended = ndimage.gaussian_filter(extended, 1.0, mode="nearest")
+    levels = extended[pad : pad + rows, pad : pad + cols]
     if cell == 1:
         return levels
     # Upsampled to the pixels, each cell's level placed at its centre.
@@ -298,8 +304,6 @@ def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
     """
     strokes = ink > STROKE_LEVEL
     labels, count = ndimage.label(strokes, structure=np.ones((3, 3)))
-    if count == 0:
-        return faint
     boxes = ndimage.find_objects(labels)
     masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
     height, width = ink.shape
@@ -334,7 +338,7 @@ def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
     labels, _ = ndimage.label(faint | region, structure=np.ones((3, 3)))
     joined = np.unique(labels[region])
     grown = np.isin(labels, joined)
-    if edge > 1 and _has_lines(ink > PAPER_FLOOR, region):
+    if edge > 1 and _has_lines(ink, region, edge):
         thick = ndimage.binary_opening(grown, structure=np.ones((2 * edge + 1, 1), dtype=bool))
         near = ndimage.binary_dilation(region, iterations=edge, mask=grown)
         grown = _joined(grown & (thick | near | region), region)
@@ -343,10 +347,13 @@ def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
     return ndimage.binary_dilation(region, iterations=max(2, edge), mask=faint) | region
 
 
-def _has_lines(faint: np.ndarray, region: np.ndarray) -> bool:
-    """Whether a faint piece not joined to `region` runs thin across most of the page's width."""
-    labels, _ = ndimage.label(faint & ~region, structure=np.ones((3, 3)))
-    width = faint.shape[1]
+def _has_lines(ink: np.ndarray, region: np.ndarray, edge: int) -> bool:
+    """Whether faint ink away from `region` runs thin across most of the page's width: ruled paper.
+
+    The ink is blurred along the rows first, so a faint line broken by noise reads as one piece."""
+    along_rows = ndimage.gaussian_filter(ink, (1.0, 4.0 * edge)) > LINE_LEVEL
+    labels, _ = ndimage.label(along_rows & ~region, structure=np.ones((3, 3)))
+    width = ink.shape[1]
     for box in ndimage.find_objects(labels):
         box_height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
         if box_width >= LINE_SPAN * width and box_width >= LINE_ELONGATION * box_height:
