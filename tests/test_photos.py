@@ -111,3 +111,19 @@ def test_a_page_of_lines_without_a_digit_is_one_clear_line():
     page[21::35] = 60
     with pytest.raises(UserError, match=r"^lines\.jpg: no digit found, only lines across the page$"):
         predict.prepare(_jpeg(page), "lines.jpg")
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_drawing_page_api_reads_a_photo_as_predict_does(photo_set, tuned_mlp):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from kaggle_digits.predict import serve
+
+    shots, _, uneven = photo_set
+    trial = predict.TrialPredictor.load(runs.load_trial(tuned_mlp.best_trial))
+    with TestClient(serve.create_app(trial)) as client:
+        for p, digit in list(zip(shots, uneven))[:3]:
+            response = client.post("/predict", content=photos.render(p), headers={"Content-Type": "image/jpeg"})
+            assert response.status_code == 200, response.text
+            assert np.array_equal(np.array(response.json()["image"], dtype=np.uint8), digit)

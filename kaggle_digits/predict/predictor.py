@@ -286,10 +286,19 @@ def _background(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
     if cell == 1:
         return levels
     # Upsampled to the pixels, each cell's level placed at its centre.
-    grid_rows = (np.arange(height) + 0.5) / cell - 0.5
-    grid_cols = (np.arange(width) + 0.5) / cell - 0.5
-    coords = np.meshgrid(grid_rows, grid_cols, indexing="ij")
-    return ndimage.map_coordinates(levels, coords, order=1, mode="nearest").astype(np.float32)
+    return (_linear(height, rows, cell) @ levels @ _linear(width, cols, cell).T).astype(np.float32)
+
+
+def _linear(size: int, cells: int, cell: int) -> np.ndarray:
+    """float32 (size, cells): linear interpolation from cells `cell` pixels wide to their pixels."""
+    position = np.clip((np.arange(size) + 0.5) / cell - 0.5, 0, cells - 1)
+    below = np.minimum(position.astype(int), cells - 1)
+    above = np.minimum(below + 1, cells - 1)
+    weights = np.zeros((size, cells), dtype=np.float32)
+    fraction = (position - below).astype(np.float32)
+    np.add.at(weights, (np.arange(size), below), 1 - fraction)
+    np.add.at(weights, (np.arange(size), above), fraction)
+    return weights
 
 
 def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
@@ -351,7 +360,7 @@ def _has_lines(ink: np.ndarray, region: np.ndarray, edge: int) -> bool:
     """Whether faint ink away from `region` runs thin across most of the page's width: ruled paper.
 
     The ink is blurred along the rows first, so a faint line broken by noise reads as one piece."""
-    along_rows = ndimage.gaussian_filter(ink, (1.0, 4.0 * edge)) > LINE_LEVEL
+    along_rows = ndimage.uniform_filter1d(ink, 8 * edge + 1, axis=1) > LINE_LEVEL
     labels, _ = ndimage.label(along_rows & ~region, structure=np.ones((3, 3)))
     width = ink.shape[1]
     for box in ndimage.find_objects(labels):
