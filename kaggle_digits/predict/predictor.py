@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from kaggle_digits import IMAGE_SHAPE, models
 from kaggle_digits.blend import manifest
@@ -43,6 +44,28 @@ WORKING_SIDE = 1024
 MIN_INK_CONTRAST = 0.2
 # Below this fraction of the darkest stroke's strength a pixel is paper (shadows, texture, JPEG ringing).
 PAPER_FLOOR = 0.25
+# The paper's level is measured in cells, about this many a side, and a stroke may fill up to a
+# BACKGROUND_WINDOW-cell square (a quarter of the image) before it is taken for shade.
+BACKGROUND_CELLS = 32
+BACKGROUND_WINDOW = 9
+# Paper whose level along the border varies by less than this (a fraction of full scale) is evenly lit.
+EVEN_LIGHT = 0.05
+# The digit's strokes: pixels above this fraction of the darkest stroke's strength. Ruled lines and
+# shadows' edges, fainter than a pen, stay below it.
+STROKE_LEVEL = 0.5
+# A piece of stroke at least this wide a fraction of the page and this many times longer than thick is a
+# line across the page, not part of a digit.
+LINE_SPAN = 0.8
+LINE_ELONGATION = 8
+# Ruled lines are looked for down to this fraction of the darkest stroke's strength.
+LINE_LEVEL = 0.1
+# Other pieces join the digit when they hold at least MIN_PIECE of its ink and lie within REACH of its
+# size from it.
+MIN_PIECE = 0.02
+REACH = 0.5
+# The faint edges and stroke ends around the kept pieces reach at most this fraction of the digit's size
+# beyond them (farther: a faint line touches the digit).
+TAIL = 0.25
 TOP_K = 3
 EXPLAINED_CLASSES = 2  # --explain draws the maps of each file's two most likely digits
 
@@ -139,22 +162,25 @@ def _grayscale(image: Image.Image) -> np.ndarray:
 def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
     """Turn a grayscale picture of one digit into an MNIST-style image.
 
-    gray : float array (h, w) in [0, 1], dark ink on light paper or the reverse (detected: the paper is
-        the median of the border pixels, the ink is whichever side deviates most from it).
-    Returns uint8 (28, 28), ink bright on 0: inverted if needed, cropped to the ink's bounding box,
-    scaled to fit 20x20 keeping the aspect ratio, centred by centre of mass. UserError when there is no ink.
+    gray : float array (h, w) in [0, 1], dark ink on light paper or the reverse (detected, see _ink).
+    Returns uint8 (28, 28), ink bright on 0: the paper evened out (uneven light, shadows), inverted if
+    needed, cropped to the digit's strokes (specks and lines across the page left out), scaled to fit
+    20x20 keeping the aspect ratio, centred by centre of mass. UserError when there is no ink.
     """
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"expected a 2-D grayscale array, got shape {gray.shape}")
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    paper = float(np.median(border))
-    darker, lighter = paper - float(gray.min()), float(gray.max()) - paper
-    ink = (paper - gray) if darker >= lighter else (gray - paper)
-    strength = max(darker, lighter)
+    ink, strength = _ink(gray)
     if strength < MIN_INK_CONTRAST:
         raise UserError(f"{name}: no ink found (a blank image, or strokes too faint to tell from the paper)")
+    cell = _cell_side(gray.shape)
+    # The digit's strokes are found on a lightly smoothed copy: camera noise, amplified where the light
+    # is dim, would otherwise pass for ink one pixel at a time.
+    smooth = ndimage.gaussian_filter(ink, 1.0) if cell > 1 else ink
     ink = np.clip((ink / strength - PAPER_FLOOR) / (1.0 - PAPER_FLOOR), 0.0, 1.0)
+    ink *= _digit_region(smooth / float(smooth.max()), ink > 0, cell)
+    if not ink.any():
+        raise UserError(f"{name}: no digit found, only lines across the page")
 
     rows, cols = np.nonzero(ink)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
@@ -179,6 +205,192 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
     out = np.zeros(IMAGE_SHAPE, dtype=np.float32)
     out[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
     return np.round(out * 255).astype(np.uint8)
+
+
+def _cell_side(shape: tuple[int, ...]) -> int:
+    """Side in pixels of the cells in which the paper's level is measured (BACKGROUND_CELLS a side)."""
+    return max(1, math.ceil(max(shape) / BACKGROUND_CELLS))
+
+
+def _ink(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """How much ink each pixel holds, float32 (h, w) >= 0 on the image's 0-1 scale, 0 on the paper, and
+    the darkest stroke's level on that scale.
+
+    Evenly lit paper (its level along the border varies by less than EVEN_LIGHT) has the border's median
+    as its level everywhere, and the ink is on whichever side deviates most from it. Otherwise the
+    paper's level is estimated across the image, and the ink is on whichever side deviates most from
+    the paper around it. Light falls on paper and ink alike, so dark ink is measured as the fraction of
+    the local paper's light it absorbs, scaled to the brightest paper (the page as if lit like its
+    brightest part); light ink (chalk, a drawing on a black canvas) as its excess over the background.
+    The darkest stroke is then judged on a lightly smoothed copy, above the noise of dimly lit paper.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    paper = float(np.median(border))
+    dark_ink = paper - float(gray.min()) >= float(gray.max()) - paper
+    background = _background(gray, dark_ink)
+    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    if float(edge.max() - edge.min()) < EVEN_LIGHT:
+        ink = np.clip(paper - gray if dark_ink else gray - paper, 0.0, None)
+        return ink, float(ink.max())
+    if _dark_ink_locally(gray) != dark_ink:
+        dark_ink = not dark_ink
+        background = _background(gray, dark_ink)
+    if dark_ink:
+        ink = np.clip(1.0 - gray / np.maximum(background, 1.0 / 255), 0.0, None) * float(background.max())
+    else:
+        ink = np.clip(gray - background, 0.0, None)
+    return ink, float(ndimage.gaussian_filter(ink, 1.0).max())
+
+
+def _cell_levels(gray: np.ndarray, percentile: float) -> np.ndarray:
+    """The given percentile of each cell's pixels, float32 (rows, cols) of cells _cell_side() a side."""
+    cell = _cell_side(gray.shape)
+    height, width = gray.shape
+    rows, cols = math.ceil(height / cell), math.ceil(width / cell)
+    padded = np.pad(gray, ((0, rows * cell - height), (0, cols * cell - width)), mode="edge")
+    blocks = padded.reshape(rows, cell, cols, cell).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
+    return np.percentile(blocks, percentile, axis=2).astype(np.float32)
+
+
+def _dark_ink_locally(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper around it: the paper being most of any neighbourhood,
+    the strokes are the cells' extremes furthest from their neighbourhood's median."""
+    levels = _cell_levels(gray, 50)
+    window = min(2 * BACKGROUND_WINDOW - 1, 2 * max(levels.shape) - 1)
+    local_paper = ndimage.median_filter(levels, size=window, mode="nearest")
+    darker = float((local_paper - _cell_levels(gray, 2)).max())
+    lighter = float((_cell_levels(gray, 98) - local_paper).max())
+    return darker >= lighter
+
+
+def _background(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The paper's level under each pixel, float32 (h, w): the image with the strokes taken out.
+
+    Each cell's paper level is a high (dark ink) or low (light ink) percentile of its pixels; a grey
+    closing (opening for light ink) over BACKGROUND_WINDOW cells then replaces the cells that the strokes
+    fill, and a blur joins the cells smoothly. Evenly lit paper comes out flat, at the paper's level.
+    """
+    cell = _cell_side(gray.shape)
+    height, width = gray.shape
+    levels = _cell_levels(gray, 90 if dark_ink else 10)
+    # Beyond the image the light is taken to go on changing as it does at the edge (an odd reflection):
+    # a gradient stays a straight line up to the edge instead of bending where the window leaves it.
+    pad = BACKGROUND_WINDOW // 2 + 4
+    rows, cols = levels.shape
+    extended = np.clip(np.pad(levels, pad, mode="reflect", reflect_type="odd"), levels.min(), levels.max())
+    if dark_ink:
+        extended = ndimage.grey_closing(extended, size=(BACKGROUND_WINDOW, BACKGROUND_WINDOW), mode="nearest")
+    else:
+        extended = ndimage.grey_opening(extended, size=(BACKGROUND_WINDOW, BACKGROUND_WINDOW), mode="nearest")
+    extended = ndimage.gaussian_filter(extended, 1.0, mode="nearest")
+    levels = extended[pad : pad + rows, pad : pad + cols]
+    if cell == 1:
+        return levels
+    # Upsampled to the pixels, each cell's level placed at its centre.
+    return (_linear(height, rows, cell) @ levels @ _linear(width, cols, cell).T).astype(np.float32)
+
+
+def _linear(size: int, cells: int, cell: int) -> np.ndarray:
+    """float32 (size, cells): linear interpolation from cells `cell` pixels wide to their pixels."""
+    position = np.clip((np.arange(size) + 0.5) / cell - 0.5, 0, cells - 1)
+    below = np.minimum(position.astype(int), cells - 1)
+    above = np.minimum(below + 1, cells - 1)
+    weights = np.zeros((size, cells), dtype=np.float32)
+    fraction = (position - below).astype(np.float32)
+    np.add.at(weights, (np.arange(size), below), 1 - fraction)
+    np.add.at(weights, (np.arange(size), above), fraction)
+    return weights
+
+
+def _digit_region(ink: np.ndarray, faint: np.ndarray, cell: int) -> np.ndarray:
+    """Where the digit is: bool (h, w), the digit's strokes with their soft edges.
+
+    ink : float (h, w), 1 at the darkest stroke; faint : bool (h, w), every pixel above the paper floor.
+    The strokes are the pixels above STROKE_LEVEL, split into connected pieces. A piece that runs thin
+    across most of the page's width is a ruled line; the piece with the most ink is the digit, and it
+    takes in each other piece holding at least MIN_PIECE of its ink within reach of it (a broken stroke,
+    the separate bar of a 5). Specks and anything further away are left out. The kept pieces then grow
+    into the faint pixels around them, to keep their anti-aliased edges and tapering ends.
+    """
+    strokes = ink > STROKE_LEVEL
+    labels, count = ndimage.label(strokes, structure=np.ones((3, 3)))
+    boxes = ndimage.find_objects(labels)
+    masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
+    height, width = ink.shape
+    candidates = []
+    for index, (box, mass) in enumerate(zip(boxes, masses), start=1):
+        box_height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
+        if box_width >= LINE_SPAN * width and box_width >= LINE_ELONGATION * box_height:
+            continue  # a ruled line, or the edge of a sheet, across the page
+        candidates.append((float(mass), index, box))
+    if not candidates:
+        return np.zeros_like(faint)
+    candidates.sort(reverse=True)
+    main_mass, main_index, main_box = candidates[0]
+    top, bottom = main_box[0].start, main_box[0].stop
+    left, right = main_box[1].start, main_box[1].stop
+    reach = REACH * max(bottom - top, right - left)
+    kept = [main_index]
+    for mass, index, box in candidates[1:]:
+        if mass < MIN_PIECE * main_mass:
+            break
+        gap_rows = max(top - box[0].stop, box[0].start - bottom, 0)
+        gap_cols = max(left - box[1].stop, box[1].start - right, 0)
+        if max(gap_rows, gap_cols) <= reach:
+            kept.append(index)
+    region = np.isin(labels, kept)
+    # The faint pixels joined to the kept pieces: their soft edges and tapering stroke ends. On ruled
+    # paper (faint lines across the page), not the lines running off a stroke: faint pixels away from
+    # the strokes' edges in a band thinner than an edge is wide. When they still reach far beyond the
+    # pieces, or out to an edge of the image the pieces do not touch, something else is attached: grow
+    # by the width of an edge only.
+    edge = max(1, cell // 4)
+    labels, _ = ndimage.label(faint | region, structure=np.ones((3, 3)))
+    joined = np.unique(labels[region])
+    grown = np.isin(labels, joined)
+    if edge > 1 and _has_lines(ink, region, edge):
+        thick = ndimage.binary_opening(grown, structure=np.ones((2 * edge + 1, 1), dtype=bool))
+        near = ndimage.binary_dilation(region, iterations=edge, mask=grown)
+        grown = _joined(grown & (thick | near | region), region)
+    if _within(grown, region, TAIL, cell):
+        return grown
+    return ndimage.binary_dilation(region, iterations=max(2, edge), mask=faint) | region
+
+
+def _has_lines(ink: np.ndarray, region: np.ndarray, edge: int) -> bool:
+    """Whether faint ink away from `region` runs thin across most of the page's width: ruled paper.
+
+    The ink is blurred along the rows first, so a faint line broken by noise reads as one piece."""
+    along_rows = ndimage.uniform_filter1d(ink, 8 * edge + 1, axis=1) > LINE_LEVEL
+    labels, _ = ndimage.label(along_rows & ~region, structure=np.ones((3, 3)))
+    width = ink.shape[1]
+    for box in ndimage.find_objects(labels):
+        box_height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
+        if box_width >= LINE_SPAN * width and box_width >= LINE_ELONGATION * box_height:
+            return True
+    return False
+
+
+def _joined(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The parts of `mask` (bool (h, w)) connected to a pixel of `seeds`."""
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    return np.isin(labels, np.unique(labels[seeds & mask]))
+
+
+def _within(grown: np.ndarray, region: np.ndarray, tail: float, cell: int) -> bool:
+    """Whether `grown` stays within `tail` of the region's size (plus a cell) around `region`'s bounding
+    box, and reaches no edge of the image that `region` does not reach."""
+    rows, cols = np.nonzero(region)
+    grown_rows, grown_cols = np.nonzero(grown)
+    margin = tail * max(np.ptp(rows), np.ptp(cols)) + cell
+    height, width = region.shape
+    beyond = (
+        (rows.min() - grown_rows.min(), rows.min()),
+        (grown_rows.max() - rows.max(), height - 1 - rows.max()),
+        (cols.min() - grown_cols.min(), cols.min()),
+        (grown_cols.max() - cols.max(), width - 1 - cols.max()),
+    )
+    return all(reach <= margin and (reach == 0 or reach < room) for reach, room in beyond)
 
 
 def prepare(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
