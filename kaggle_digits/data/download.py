@@ -98,6 +98,7 @@ def fetch(
             log("downloading digit-recognizer.zip with the Kaggle API")
             _extract(kaggle_api.download_competition_zip(data_dir, force=force, log=log), staging)
         elif source == "zip":
+            assert zip_path is not None  # choose_source refuses a zip source without a path
             _extract(zip_path, staging)
         else:
             log(f"building the offline mirror from MNIST in {folders.mnist_dir} (seed {data.MIRROR_SEED})")

@@ -441,9 +441,10 @@ class TrialPredictor:
         """Gradients of the fold models' mean probability, or None when the family offers none."""
         spec = models.get(self.trial.model)
         functions = [spec.gradient_fn(m) for m in self.fold_models]
-        if any(f is None for f in functions):
+        present = [f for f in functions if f is not None]
+        if len(present) < len(functions):
             return None
-        return blend_gradients(functions, [1.0] * len(functions))
+        return blend_gradients(present, [1.0] * len(present))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -479,9 +480,10 @@ class EnsemblePredictor:
     def gradient_fn(self) -> GradientFn | None:
         """Gradients of the blend, or None when any member offers none (maps then use occlusion)."""
         functions = [m.gradient_fn for m in self.members]
-        if any(f is None for f in functions):
+        present = [f for f in functions if f is not None]
+        if len(present) < len(functions):
             return None
-        return blend_gradients(functions, self.weights)
+        return blend_gradients(present, [float(w) for w in self.weights])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -595,10 +597,16 @@ def predict_files(predictor: Predictor, files: Sequence[Path]) -> list[Outcome]:
         outcomes.append(outcome)
     good = [o for o in outcomes if o.error is None]
     if good:
-        proba = predictor.predict_proba(np.stack([o.digit for o in good]))
+        proba = predictor.predict_proba(np.stack([_digit(o) for o in good]))
         for outcome, row in zip(good, proba):
             outcome.proba = row
     return outcomes
+
+
+def _digit(outcome: Outcome) -> np.ndarray:
+    """The 28x28 version of an outcome that was read without an error."""
+    assert outcome.digit is not None, outcome.path
+    return outcome.digit
 
 
 def explain_outcomes(predictor: Predictor, outcomes: Sequence[Outcome], k: int = EXPLAINED_CLASSES) -> str | None:
@@ -606,8 +614,8 @@ def explain_outcomes(predictor: Predictor, outcomes: Sequence[Outcome], k: int =
     good = [o for o in outcomes if o.proba is not None]
     if not good:
         return None
-    classes = attribution.top_classes(np.stack([o.proba for o in good]), k)
-    result = attribution.explain(predictor, np.repeat(np.stack([o.digit for o in good]), k, axis=0), classes.ravel())
+    classes = attribution.top_classes(np.stack([o.proba for o in good if o.proba is not None]), k)
+    result = attribution.explain(predictor, np.repeat(np.stack([_digit(o) for o in good]), k, axis=0), classes.ravel())
     for outcome, row, maps in zip(good, classes, result.maps.reshape(len(good), k, *IMAGE_SHAPE)):
         outcome.map_classes, outcome.maps = row, maps
     return result.method
