@@ -143,14 +143,14 @@ def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_sco
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_plans_its_own(augment):
-    from kaggle_digits import budget, pipeline
+    from kaggle_digits import pipeline, planner
 
     sized = pipeline.PipelineOptions(augment=augment, epochs=8)  # sized by hand: the preset's departures
     chosen = pipeline.tune_options(sized, "cnn")
     assert chosen.augment and chosen.study == "cnn-aug-quick" and chosen.folds == 4 and chosen.fold_jobs >= 1
     assert pipeline.tune_options(sized, "dense").augment == augment
     # Under --budget the plan decides: a plan too short for augmentation does not augment.
-    plan = budget.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
+    plan = planner.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
     planned = pipeline.tune_options(
         pipeline.with_plan(pipeline.PipelineOptions(augment=augment, budget=600.0), plan, 0.0), "cnn"
     )
@@ -182,9 +182,9 @@ def test_a_preset_is_a_time_budget_unless_the_run_is_sized_by_hand(given, second
 
 
 def test_the_runs_of_a_plan_have_their_own_studies_and_seeds():
-    from kaggle_digits import budget, pipeline
+    from kaggle_digits import pipeline, planner
 
-    plan = budget.Plan(3600.0, folds=4, epochs=30, augment=True, steps=[], jobs=2, runs=3)
+    plan = planner.Plan(3600.0, folds=4, epochs=30, augment=True, steps=[], jobs=2, runs=3)
     options = pipeline.with_plan(pipeline.PipelineOptions(preset="standard", seed=7), plan, 0.0)
     chosen = [pipeline.tune_options(options, "cnn", k) for k in range(pipeline.run_count(options))]
     assert [c.study for c in chosen] == ["cnn-aug-standard", "cnn-aug-standard-run2", "cnn-aug-standard-run3"]
@@ -219,11 +219,11 @@ def test_runs_out_of_range_is_one_line(run_cli, tmp_path, runs_given):
 
 
 def test_each_planned_run_ends_by_its_own_deadline():
-    from kaggle_digits import budget, pipeline
+    from kaggle_digits import pipeline, planner
 
-    speed = budget.Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
-    plan = budget.plan(14400, speed)
+    speed = planner.Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
+    plan = planner.plan(14400, speed)
     options = pipeline.with_plan(pipeline.PipelineOptions(preset="full"), plan, started=1000.0)
     deadlines = [pipeline.tune_options(options, "cnn", k).deadline for k in range(pipeline.run_count(options))]
-    assert plan.runs > 1 and deadlines == [1000.0 + end for end in budget.run_deadlines(plan)]
+    assert plan.runs > 1 and deadlines == [1000.0 + end for end in planner.run_deadlines(plan)]
     assert pipeline.tune_options(pipeline.PipelineOptions(epochs=3), "cnn").deadline is None, "sized by hand: none"
