@@ -71,14 +71,14 @@ class Bar(Progress):
     def __call__(self, line: str) -> None:
         bar = self._open(None)
         if self.lines:
-            bar.write(line)
+            bar.write(line, file=self.tqdm_options.get("file"))
         shown = " ".join(line.split())
         bar.set_postfix_str(shown if len(shown) <= LINE_WIDTH else shown[: LINE_WIDTH - 1] + "…")
 
     def step(self, done: int, total: int, what: str) -> None:
         bar = self._open(total)
-        bar.set_description_str(what)
         bar.update(done - bar.n)
+        bar.set_description_str(what)  # draws the bar now
         if done >= total:
             self.close()
 

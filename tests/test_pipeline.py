@@ -227,3 +227,46 @@ def test_each_planned_run_ends_by_its_own_deadline():
     deadlines = [pipeline.tune_options(options, "cnn", k).deadline for k in range(pipeline.run_count(options))]
     assert plan.runs > 1 and deadlines == [1000.0 + end for end in planner.run_deadlines(plan)]
     assert pipeline.tune_options(pipeline.PipelineOptions(epochs=3), "cnn").deadline is None, "sized by hand: none"
+
+
+def test_the_pipeline_is_one_library_call_that_prints_nothing(small_data_copy, tmp_path, capsys):
+    """pipeline.run: the same run as the command, its figures returned, its steps told to a Progress."""
+    from kaggle_digits import pipeline, progress
+    from kaggle_digits.data import paths
+
+    class Steps(progress.Progress):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+            self.steps: list[tuple[int, int, str]] = []
+            self.closed = 0
+
+        def __call__(self, line: str) -> None:
+            self.lines.append(line)
+
+        def step(self, done: int, total: int, what: str) -> None:
+            self.steps.append((done, total, what))
+
+        def close(self) -> None:
+            self.closed += 1
+
+    folders = paths.resolve(data_dir=small_data_copy, runs_dir=tmp_path / "runs", submissions_dir=tmp_path / "subs")
+    options = pipeline.PipelineOptions(models="mlp", trials=1, folds=2, subsample=600)
+    log = Steps()
+    result = pipeline.run(options, folders, log=log)
+    assert capsys.readouterr().out == "", "the library reports through its log, never prints"
+    assert log.steps == [
+        (0, 3, "download"),
+        (1, 3, "tune mlp (study 'mlp-quick', preset quick)"),
+        (2, 3, "ensemble"),
+        (3, 3, "done"),
+    ]
+    assert log.closed == 1 and any(line.startswith("trial 0 done: CV accuracy") for line in log.lines)
+    (family,) = result.families
+    (best,) = runs.list_trials(tmp_path / "runs", ["mlp-quick"])
+    assert (family.model, family.study, family.best.name) == ("mlp", "mlp-quick", best.name)
+    assert result.submission.parent == tmp_path / "subs" and result.submission.is_file()
+    assert result.cv_accuracy == read_json(result.submission.with_suffix(".json"))["cv_accuracy"]
+    local = submission.score_local(result.submission, small_data_copy / "solution.csv")
+    assert result.local_score == local and local.ci_low < local.accuracy < local.ci_high
+    assert result.plan is None and result.budget is None and result.uploaded is None and result.seconds > 0
