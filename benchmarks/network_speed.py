@@ -1,5 +1,5 @@
 """Training and prediction speed of cnn networks: the default and variants of it, each measured the way
-the plans measure this machine (machine_speed.calibrate: synthetic images, augmented, one process per core at
+the plans measure this machine (speed.calibrate: synthetic images, augmented, one process per core at
 once, as the folds run), the variants in turn, for several rounds.
 
     python benchmarks/network_speed.py '{}' '{"downsample": "stride"}'     # max-pooling against the recipe's strided convs (~7 min)

@@ -1,5 +1,5 @@
 """TensorFlow's oneDNN kernels on against off: the recipe cnn's training and prediction speed, measured
-the way the pipeline's folds run (machine_speed.calibrate: one process per core at once, synthetic images,
+the way the pipeline's folds run (speed.calibrate: one process per core at once, synthetic images,
 augmented), in fresh processes with TF_ENABLE_ONEDNN_OPTS=1 and =0 in turn.
 
     python benchmarks/onednn.py                  # 2 rounds, float32 (~7 min on two cores)

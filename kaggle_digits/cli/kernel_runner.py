@@ -129,6 +129,11 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
         result = pipeline.run(pipeline_face.options_from(args), folders, log=say, events=pipeline_face.Printer(folders))
     except pipeline.Interrupted:
         return 130
+    except OSError as exc:  # a folder that cannot be written: one line, as the command says it
+        message = cli.os_error_message(exc)
+        if message is None:
+            raise
+        raise UserError(message) from None
     pipeline_face.print_summary(result, folders)
     chosen = result.submission
     submission.read_submission(chosen, n_test=submission.expected_rows(folders.test_csv))
