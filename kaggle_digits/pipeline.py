@@ -208,7 +208,7 @@ class PipelineResult:
 
     options: PipelineOptions
     families: list[FamilyResult]
-    ensemble: ensemble.Result
+    blended: ensemble.Result  # the ensemble and its submission
     seconds: float
     augmented: bool  # some family was tuned with augmentation
     plan: Plan | None = None
@@ -219,17 +219,17 @@ class PipelineResult:
     @property
     def submission(self) -> Path:
         """The submission written (ImageId,Label)."""
-        return self.ensemble.submission
+        return self.blended.submission
 
     @property
     def cv_accuracy(self) -> float:
         """The ensemble's accuracy on the out-of-fold rows."""
-        return self.ensemble.cv_accuracy
+        return self.blended.cv_accuracy
 
     @property
     def local_score(self) -> Score | None:
         """The submission's accuracy on the mirror's solution.csv, with its 95% interval; None without one."""
-        return self.ensemble.local_score
+        return self.blended.local_score
 
 
 class Interrupted(KeyboardInterrupt):
@@ -243,8 +243,8 @@ class Interrupted(KeyboardInterrupt):
 
 class Events:
     """What a run reports as it goes besides its progress lines, each as it happens: the command prints
-    them (the lines each step's own command prints); PipelineResult holds the same at the end. Each
-    method here does nothing."""
+    them (the lines each step's own command prints); PipelineResult keeps what a caller needs at the end.
+    Each method here does nothing."""
 
     def planned(self, plan: Plan, options: PipelineOptions) -> None:
         """A budget's plan (before any work), and the options it set."""
@@ -345,7 +345,7 @@ def _run(options: PipelineOptions, paths: Paths, log: Log, events: Events) -> Pi
     return PipelineResult(
         options=options,
         families=results,
-        ensemble=blended,
+        blended=blended,
         seconds=time.monotonic() - start,
         augmented=any(tune_options(options, model).augment for model, _ in tuned),
         plan=plan,

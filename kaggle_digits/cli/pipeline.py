@@ -146,7 +146,7 @@ def print_summary(result: pipeline.PipelineResult, paths: Paths) -> None:
             print(f"  {family.model:<6} best CV {best.cv_accuracy:.5f} ± {best.cv_std:.5f}  ({best.name})")
         else:
             print(f"  {family.model:<6} no finished trial")
-    blended = result.ensemble
+    blended = result.blended
     print(f"  ensemble CV {blended.cv_accuracy:.5f} (held-out check {blended.heldout_accuracy:.5f})")
     if result.local_score is not None:
         print(f"  local leaderboard {result.local_score}")
