@@ -1,5 +1,5 @@
 """Training and prediction speed of cnn networks: the default and variants of it, each measured the way
-the plans measure this machine (budget.calibrate: synthetic images, augmented, one process per core at
+the plans measure this machine (speed.calibrate: synthetic images, augmented, one process per core at
 once, as the folds run), the variants in turn, for several rounds.
 
     python benchmarks/network_speed.py '{}' '{"downsample": "stride"}'     # max-pooling against the recipe's strided convs (~7 min)
@@ -29,17 +29,18 @@ def main() -> None:
     parser.add_argument("--precision", default="fast", help="the plans' precision (default fast)")
     args = parser.parse_args()
 
-    from kaggle_digits import budget
+    from kaggle_digits import planner
+    from kaggle_digits import speed as machine_speed
     from kaggle_digits.models import hardware
 
     variants = [json.loads(v) for v in args.variants]
     policy = hardware.configure(args.precision)
-    jobs = hardware.default_fold_jobs(budget.PLAN_FOLDS)
-    print(f"{policy}, {jobs} processes at once, {budget.CALIBRATION_IMAGES:,} images", flush=True)
+    jobs = hardware.default_fold_jobs(planner.PLAN_FOLDS)
+    print(f"{policy}, {jobs} processes at once, {machine_speed.CALIBRATION_IMAGES:,} images", flush=True)
     speeds: list[list[tuple[float, float]]] = [[] for _ in variants]
     for round_ in range(1, args.rounds + 1):
         for k, changes in enumerate(variants):
-            speed = budget.calibrate(policy, "benchmark", jobs, changes=changes)
+            speed = machine_speed.calibrate(policy, "benchmark", jobs, changes=changes)
             speeds[k].append((speed.train_per_s, speed.predict_per_s))
             print(
                 f"round {round_}: {json.dumps(changes):<40} train {speed.train_per_s:7.0f}  "

@@ -1,5 +1,5 @@
 """TensorFlow's oneDNN kernels on against off: the recipe cnn's training and prediction speed, measured
-the way the pipeline's folds run (budget.calibrate: one process per core at once, synthetic images,
+the way the pipeline's folds run (speed.calibrate: one process per core at once, synthetic images,
 augmented), in fresh processes with TF_ENABLE_ONEDNN_OPTS=1 and =0 in turn.
 
     python benchmarks/onednn.py                  # 2 rounds, float32 (~7 min on two cores)
@@ -26,12 +26,13 @@ sys.path.insert(0, str(CHECKOUT))
 
 def _measure(precision: str) -> None:
     """In a child process: the calibration's speeds, as one JSON line."""
-    from kaggle_digits import budget
+    from kaggle_digits import planner
+    from kaggle_digits import speed as machine_speed
     from kaggle_digits.models import hardware
 
     policy = hardware.configure(precision)
-    jobs = hardware.default_fold_jobs(budget.PLAN_FOLDS)
-    speed = budget.calibrate(policy, "benchmark", jobs)
+    jobs = hardware.default_fold_jobs(planner.PLAN_FOLDS)
+    speed = machine_speed.calibrate(policy, "benchmark", jobs)
     print(json.dumps({"train": speed.train_per_s, "predict": speed.predict_per_s, "jobs": jobs}), flush=True)
 
 

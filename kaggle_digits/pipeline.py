@@ -1,20 +1,31 @@
-"""The pipeline's plan: which families a preset tunes, each one's study and tune options, and the checks
-that can fail before any work. `kaggle-digits pipeline` (kaggle_digits.cli.pipeline) runs the plan:
-download → tune each family → ensemble → (upload)."""
+"""The pipeline as one library call: `run(options, paths)` downloads the data, tunes each family,
+ensembles the best trials, writes the submission and (with `submit`) uploads it, and returns a
+PipelineResult. Also the plan behind it: which families a preset tunes, each one's study and tune
+options, and the checks that can fail before any work. `kaggle-digits pipeline` (kaggle_digits.cli.pipeline)
+parses its options and prints what `run` reports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from kaggle_digits import models, seeds
-from kaggle_digits.budget import MAX_RUNS, Plan, run_deadlines
+from kaggle_digits import models, progress, seeds
+from kaggle_digits.blend import ensemble
+from kaggle_digits.blend.submission import Score
+from kaggle_digits.data import download
+from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
-from kaggle_digits.search import tune
+from kaggle_digits.kaggle import upload
+from kaggle_digits.planner import MAX_RUNS, PLAN_FOLDS, Plan, Speed, run_deadlines, train_speed_seen
+from kaggle_digits.progress import Log, silent
+from kaggle_digits.search import runs, tune
 from kaggle_digits.search.tune import TuneOptions
+from kaggle_digits.units import format_seconds
 
 DEFAULT_PRESET = "quick"
-# Each preset is a time budget (kaggle_digits.budget plans the cnn within it) unless the run is sized by
+# Each preset is a time budget (kaggle_digits.planner plans the cnn within it) unless the run is sized by
 # hand (see preset_budget); then it is each family's tune preset, as `tune --preset` reads it.
 PRESET_BUDGETS: dict[str, float] = {"quick": 600.0, "standard": 3600.0, "full": 14400.0}
 # Options that size a run by hand: given any of them, a preset stops being a budget.
@@ -57,7 +68,7 @@ class PipelineOptions:
     fold_jobs: int | None = None  # None: hardware.default_fold_jobs for the run's folds
     data_dir: str | None = None  # as given by the user, for the commands printed along the way
     runs_dir: str | None = None
-    budget: float | None = None  # seconds: plan the run to end within them (budget.plan)
+    budget: float | None = None  # seconds: plan the run to end within them (planner.plan)
     runs: int | None = None  # cross-validations of each family, each its own seed and split (None: 1 or the plan's)
     planned: bool = False  # the options a budget's plan set (with_plan)
     # With a plan: time.time() by which each run's folds should end (run_deadlines from the start).
@@ -176,3 +187,183 @@ def check(options: PipelineOptions) -> list[str]:
         if not kaggle_api.has_credentials():
             raise UserError(f"--submit needs Kaggle credentials: put them in {kaggle_api.CREDENTIAL_PLACES}")
     return chosen
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyResult:
+    """One tune run of a family: its study and its best finished trial (None: none finished)."""
+
+    model: str
+    study: str
+    best: runs.TrialRun | None
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What a pipeline run did. `options` are those it ran with (a budget's plan applied); `budget` the
+    seconds it was planned in (None: sized by its preset); `plan` what the budget bought."""
+
+    options: PipelineOptions
+    families: list[FamilyResult]
+    blended: ensemble.Result  # the ensemble and its submission
+    seconds: float
+    augmented: bool  # some family was tuned with augmentation
+    plan: Plan | None = None
+    budget: float | None = None
+    uploaded: upload.Uploaded | None = None
+    studies: list[str] = field(default_factory=list)
+
+    @property
+    def submission(self) -> Path:
+        """The submission written (ImageId,Label)."""
+        return self.blended.submission
+
+    @property
+    def cv_accuracy(self) -> float:
+        """The ensemble's accuracy on the out-of-fold rows."""
+        return self.blended.cv_accuracy
+
+    @property
+    def local_score(self) -> Score | None:
+        """The submission's accuracy on the mirror's solution.csv, with its 95% interval; None without one."""
+        return self.blended.local_score
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a tune run: its finished trials are kept, the running one was marked failed; `setup`
+    and `outcome` say where it stopped (the resume command is built from them)."""
+
+    def __init__(self, setup: tune.Setup, outcome: tune.Outcome) -> None:
+        super().__init__(f"interrupted while tuning study '{setup.study_name}'")
+        self.setup, self.outcome = setup, outcome
+
+
+class Events:
+    """What a run reports as it goes besides its progress lines, each as it happens: the command prints
+    them (the lines each step's own command prints); PipelineResult keeps what a caller needs at the end.
+    Each method here does nothing."""
+
+    def planned(self, plan: Plan, options: PipelineOptions) -> None:
+        """A budget's plan (before any work), and the options it set."""
+
+    def step(self, index: int, total: int, what: str, elapsed: float, budget: float | None) -> None:
+        """Step `index` (from 1) of `total` starts, `elapsed` seconds into the run."""
+
+    def downloaded(self, fetched: download.Fetched) -> None:
+        """The competition's files are there."""
+
+    def tune_started(self, setup: tune.Setup) -> None:
+        """A family's study is open and its data loaded; its trials start."""
+
+    def tune_ended(self, setup: tune.Setup, outcome: tune.Outcome) -> None:
+        """A family's tune run ended (interrupted, when outcome says so: Interrupted follows)."""
+
+    def ensembled(self, result: ensemble.Result) -> None:
+        """The ensemble and its submission are written."""
+
+
+def run(options: PipelineOptions, paths: Paths, log: Log = silent, events: Events | None = None) -> PipelineResult:
+    """Download → tune each family → ensemble → submission (→ upload with options.submit), as
+    `kaggle-digits pipeline` does. Every option is checked before any work (a UserError). Progress lines
+    go to `log` (a progress.Progress, such as progress.notebook(), also hears the steps); `events` hears
+    each step's results as they come. Ctrl-C while tuning raises Interrupted, keeping finished trials."""
+    try:
+        return _run(options, paths, log, events or Events())
+    finally:
+        progress.close(log)
+
+
+def _run(options: PipelineOptions, paths: Paths, log: Log, events: Events) -> PipelineResult:
+    start, started = time.monotonic(), time.time()
+    chosen = check(options)  # every option, before the calibration
+    budget_seconds = preset_budget(options)
+    measured = plan = None
+    if budget_seconds is not None:
+        from kaggle_digits import planner, speed
+        from kaggle_digits.models import hardware
+
+        jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or PLAN_FOLDS)
+        measured = speed.speed(options.precision or "fast", log=log, jobs=jobs, fallback=paths.runs_dir)
+        plan = planner.plan(budget_seconds, measured, folds=options.folds, runs=options.runs)
+        options = with_plan(options, plan, started)
+        events.planned(plan, options)
+        chosen = families(options)
+    runs_each = run_count(options)
+    total = len(chosen) * runs_each + 2 + bool(options.submit)
+
+    def begin(index: int, what: str) -> None:
+        events.step(index, total, what, time.monotonic() - start, budget_seconds)
+        progress.step(log, index - 1, total, what)
+
+    begin(1, "download")
+    events.downloaded(download.fetch(paths, log=log))
+
+    tuned: list[tuple[str, str]] = []  # (family, study) of each tune run
+    index = 2
+    how = f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
+    for model in chosen:
+        for k in range(runs_each):
+            asked = tune_options(options, model, k)
+            of = f", run {k + 1}/{runs_each} (seed {asked.seed})" if runs_each > 1 else ""
+            begin(index, f"tune {model} (study '{asked.study}', {how}{of})")
+            index += 1
+            setup = tune.prepare(asked, paths, log=log)
+            events.tune_started(setup)
+            outcome = tune.optimize(setup)
+            events.tune_ended(setup, outcome)
+            if outcome.interrupted:
+                raise Interrupted(setup, outcome)
+            tuned.append((model, setup.study_name))
+    studies = [study for _, study in tuned]
+    if measured is not None:
+        finished = [t for t in runs.list_trials(paths.runs_dir, studies) if t.finished_after(started)]
+        _remember_speed(measured, finished, paths, log)
+
+    begin(index, "ensemble")
+    blended = ensemble.build(
+        paths,
+        studies=studies,
+        name="pipeline-budget" if options.budget is not None else f"pipeline-{options.preset}",
+        seed=seed(options),
+        log=log,
+    )
+    events.ensembled(blended)
+
+    uploaded = None
+    if options.submit:
+        begin(total, "submit to Kaggle")
+        uploaded = upload.upload(paths, blended.submission, options.message, log=log)
+
+    results = []
+    for model, name in tuned:
+        best = runs.list_trials(paths.runs_dir, [name])
+        results.append(FamilyResult(model, name, best[0] if best else None))
+    progress.step(log, total, total, "done")
+    return PipelineResult(
+        options=options,
+        families=results,
+        blended=blended,
+        seconds=time.monotonic() - start,
+        augmented=any(tune_options(options, model).augment for model, _ in tuned),
+        plan=plan,
+        budget=budget_seconds,
+        uploaded=uploaded,
+        studies=studies,
+    )
+
+
+def _remember_speed(measured: Speed, trials: list[runs.TrialRun], paths: Paths, log: Log) -> None:
+    """Keep the speed the folds trained at for the next plan on this machine, and say how it compared."""
+    from kaggle_digits import speed
+
+    seen = train_speed_seen([trial.metrics for trial in trials])
+    if seen is None:
+        return
+    kept = speed.remember(measured, seen, fallback=paths.runs_dir, log=log)
+    log(
+        f"the folds trained {seen:,.0f} images/s per process (the plan assumed {measured.train_per_s:,.0f}); "
+        f"the next plan on this machine assumes {kept.train_per_s:,.0f}, the median of its recent runs"
+    )

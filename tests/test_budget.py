@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from kaggle_digits import budget
-from kaggle_digits.budget import Speed
+from kaggle_digits import planner, speed
 from kaggle_digits.errors import UserError
+from kaggle_digits.planner import Speed
 from kaggle_digits.units import parse_duration
 
 
@@ -41,23 +41,23 @@ FAST_TWO_PROCESSES = Speed(train_per_s=1800.0, predict_per_s=6000.0, policy="mix
 @pytest.mark.parametrize("speed", [SLOW, SLOW_TWO_PROCESSES])
 @pytest.mark.parametrize("seconds", [600, 3600, 14400])
 def test_the_plan_fits_its_own_estimate(seconds, speed):
-    plan = budget.plan(seconds, speed)
-    assert plan.expected <= budget.PLANNED_SHARE * seconds
-    assert budget.MIN_EPOCHS <= plan.epochs <= budget.MAX_EPOCHS
-    assert plan.jobs == speed.jobs and 1 <= plan.runs <= budget.MAX_RUNS
+    plan = planner.plan(seconds, speed)
+    assert plan.expected <= planner.PLANNED_SHARE * seconds
+    assert planner.MIN_EPOCHS <= plan.epochs <= planner.MAX_EPOCHS
+    assert plan.jobs == speed.jobs and 1 <= plan.runs <= planner.MAX_RUNS
     if plan.runs > 1:  # more runs only while each still gets RUN_EPOCHS
-        assert plan.epochs >= budget.RUN_EPOCHS
-    if plan.epochs < budget.MAX_EPOCHS:  # the most epochs that fit these runs: one more would not
-        more = budget.plan_steps(plan.epochs + 1, plan.runs, speed, plan.folds)
-        assert sum(step.seconds for step in more) > budget.PLANNED_SHARE * seconds
-    assert plan.augment == (plan.epochs >= budget.AUGMENT_FROM_EPOCHS)
-    longer = budget.plan(seconds * 2, speed)
+        assert plan.epochs >= planner.RUN_EPOCHS
+    if plan.epochs < planner.MAX_EPOCHS:  # the most epochs that fit these runs: one more would not
+        more = planner.plan_steps(plan.epochs + 1, plan.runs, speed, plan.folds)
+        assert sum(step.seconds for step in more) > planner.PLANNED_SHARE * seconds
+    assert plan.augment == (plan.epochs >= planner.AUGMENT_FROM_EPOCHS)
+    longer = planner.plan(seconds * 2, speed)
     # More time never buys less training: images trained, in rows of the training set.
     assert longer.runs * longer.epochs * (longer.folds - 1) >= plan.runs * plan.epochs * (plan.folds - 1)
 
 
 def test_the_plans_steps_are_its_runs_rounds_of_folds():
-    plan = budget.plan(600, FAST_TWO_PROCESSES)
+    plan = planner.plan(600, FAST_TWO_PROCESSES)
     assert plan.runs == 1 and [step.what for step in plan.steps] == [
         "start-up, ensemble and files",
         f"cnn folds 1-2/4 at once: {plan.epochs} epochs",
@@ -68,46 +68,46 @@ def test_the_plans_steps_are_its_runs_rounds_of_folds():
 
 
 def test_a_long_budget_buys_several_runs_of_at_least_run_epochs_each():
-    plan = budget.plan(14400, SLOW_TWO_PROCESSES)
-    assert plan.runs > 1 and plan.epochs >= budget.RUN_EPOCHS
+    plan = planner.plan(14400, SLOW_TWO_PROCESSES)
+    assert plan.runs > 1 and plan.epochs >= planner.RUN_EPOCHS
     runs = [step.what for step in plan.steps if step.what.startswith("cnn run")]
     assert runs == [
         f"cnn run {k}/{plan.runs}: 4 folds (2 at once) x {plan.epochs} epochs" for k in range(1, plan.runs + 1)
     ]
     # One run more would leave each fewer than RUN_EPOCHS: the budget buys no more runs than it holds.
-    assert budget.plan(14400 * plan.runs / (plan.runs + 1), SLOW_TWO_PROCESSES).runs <= plan.runs
+    assert planner.plan(14400 * plan.runs / (plan.runs + 1), SLOW_TWO_PROCESSES).runs <= plan.runs
 
 
 def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_folds_for_more_epochs():
-    four = budget.plan(600, SLOW_TWO_PROCESSES, folds=4)
-    assert four.epochs < budget.AUGMENT_FROM_EPOCHS
-    short = budget.plan(600, SLOW_TWO_PROCESSES)
+    four = planner.plan(600, SLOW_TWO_PROCESSES, folds=4)
+    assert four.epochs < planner.AUGMENT_FROM_EPOCHS
+    short = planner.plan(600, SLOW_TWO_PROCESSES)
     assert short.folds == 2 and short.jobs == 2 and short.epochs > 2 * four.epochs
     assert [step.what for step in short.steps][1] == f"cnn folds 1-2/2 at once: {short.epochs} epochs"
-    assert short.expected <= budget.PLANNED_SHARE * 600
+    assert short.expected <= planner.PLANNED_SHARE * 600
     # One process: two folds in two rounds instead of four in four.
-    one_process = budget.plan(600, SLOW)
-    assert one_process.folds == 2 and one_process.epochs > 2 * budget.plan(600, SLOW, folds=4).epochs
+    one_process = planner.plan(600, SLOW)
+    assert one_process.folds == 2 and one_process.epochs > 2 * planner.plan(600, SLOW, folds=4).epochs
     # A plan whose four folds afford augmentation keeps them; so do folds given, and long budgets.
-    assert budget.plan(600, FAST_TWO_PROCESSES).folds == 4
-    assert budget.plan(600, FAST_TWO_PROCESSES).epochs >= budget.AUGMENT_FROM_EPOCHS
-    assert budget.plan(600, SLOW_TWO_PROCESSES, folds=4).folds == 4
-    assert budget.plan(3600, SLOW_TWO_PROCESSES).folds == 4
+    assert planner.plan(600, FAST_TWO_PROCESSES).folds == 4
+    assert planner.plan(600, FAST_TWO_PROCESSES).epochs >= planner.AUGMENT_FROM_EPOCHS
+    assert planner.plan(600, SLOW_TWO_PROCESSES, folds=4).folds == 4
+    assert planner.plan(3600, SLOW_TWO_PROCESSES).folds == 4
     # As many processes as the plan's folds: one round already, nothing to gain from fewer.
     four_jobs = Speed(train_per_s=400.0, predict_per_s=2000.0, policy="float32", machine="test", jobs=4)
-    assert budget.plan(600, four_jobs).folds == 4
+    assert planner.plan(600, four_jobs).folds == 4
 
 
 def test_two_processes_at_once_buy_more_epochs_than_one_at_their_combined_speed():
     # 2 processes at 800 images/s each train 1,600 images/s together: more than one process at 1,000.
-    assert budget.plan(3600, SLOW_TWO_PROCESSES).epochs > budget.plan(3600, SLOW).epochs
+    assert planner.plan(3600, SLOW_TWO_PROCESSES).epochs > planner.plan(3600, SLOW).epochs
 
 
 def test_a_budget_too_small_for_the_smallest_plan_is_refused():
     with pytest.raises(
         UserError, match=r"--budget 1m00s: too small for the smallest plan \(the cnn on 2 folds, 1 epoch"
     ):
-        budget.plan(60, SLOW)
+        planner.plan(60, SLOW)
 
 
 def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, monkeypatch):
@@ -115,9 +115,9 @@ def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, m
     from kaggle_digits.io import write_json
     from kaggle_digits.models import hardware
 
-    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
-    key = budget.machine_key(hardware.configure("fast"), hardware.default_fold_jobs(budget.PLAN_FOLDS))
-    write_json(budget.cache_file(), {key: {"train_per_s": 1000.0, "predict_per_s": 5000.0}})
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
+    key = speed.machine_key(hardware.configure("fast"), hardware.default_fold_jobs(planner.PLAN_FOLDS))
+    write_json(speed.cache_file(), {key: {"train_per_s": 1000.0, "predict_per_s": 5000.0}})
     folders = ("--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs", "--submissions-dir", tmp_path / "s")
     result = run_cli("pipeline", "--budget", "1m", *folders)
     assert result.code == 2, result.err
@@ -128,35 +128,35 @@ def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, m
 
 
 def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeypatch, tmp_path, capfd):
-    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(budget, "CALIBRATION_IMAGES", 256)  # a small measurement: this checks the mechanics
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(speed, "CALIBRATION_IMAGES", 256)  # a small measurement: this checks the mechanics
     lines: list[str] = []
-    first = budget.speed("fast", log=lines.append)
+    first = speed.speed("fast", log=lines.append)
     assert first.train_per_s > 0 and first.predict_per_s > 0 and first.seconds > 0
     assert len(lines) == 1 and "measuring this machine's cnn speed" in lines[0]
     assert capfd.readouterr().out == "", "the fit behind the measurement prints nothing"
-    again = budget.speed("fast", log=lines.append)
+    again = speed.speed("fast", log=lines.append)
     assert again.seconds == 0 and again.train_per_s == first.train_per_s and len(lines) == 1
 
 
 def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monkeypatch, tmp_path):
     import multiprocessing
 
-    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(budget, "SYNC_SECONDS", 8.0)
-    measured = budget.speed("fast", jobs=2)
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(speed, "SYNC_SECONDS", 8.0)
+    measured = speed.speed("fast", jobs=2)
     assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0
     assert measured.machine.endswith("| 2 processes in step") and not multiprocessing.active_children()
-    assert budget.speed("fast", jobs=2).seconds == 0, "read from the cache"
-    assert budget.speed("fast", jobs=2).jobs == 2
+    assert speed.speed("fast", jobs=2).seconds == 0, "read from the cache"
+    assert speed.speed("fast", jobs=2).jobs == 2
 
 
 @pytest.mark.parametrize("seconds", [600, 3600, 14400])
 def test_each_run_has_a_deadline_no_run_on_schedule_meets(seconds):
-    plan = budget.plan(seconds, SLOW_TWO_PROCESSES)
-    deadlines = budget.run_deadlines(plan)
+    plan = planner.plan(seconds, SLOW_TWO_PROCESSES)
+    deadlines = planner.run_deadlines(plan)
     assert len(deadlines) == plan.runs and deadlines == sorted(deadlines)
-    assert deadlines[-1] == pytest.approx(seconds - budget.FIXED_SECONDS), "the ensemble keeps its time"
+    assert deadlines[-1] == pytest.approx(seconds - planner.FIXED_SECONDS), "the ensemble keeps its time"
     expected_ends, elapsed = [], 0.0
     for step in plan.steps[1:]:  # after start-up, the runs' steps in order
         elapsed += step.seconds
@@ -167,38 +167,38 @@ def test_each_run_has_a_deadline_no_run_on_schedule_meets(seconds):
 
 
 def test_runs_given_are_planned_for_and_refused_when_they_do_not_fit():
-    plan = budget.plan(3600, SLOW_TWO_PROCESSES, runs=3)
-    assert plan.runs == 3 and plan.expected <= budget.PLANNED_SHARE * 3600
-    assert plan.epochs < budget.plan(3600, SLOW_TWO_PROCESSES, runs=1).epochs
+    plan = planner.plan(3600, SLOW_TWO_PROCESSES, runs=3)
+    assert plan.runs == 3 and plan.expected <= planner.PLANNED_SHARE * 3600
+    assert plan.epochs < planner.plan(3600, SLOW_TWO_PROCESSES, runs=1).epochs
     with pytest.raises(UserError, match=r"--budget 5m00s: too small for the smallest plan \(12 runs of the cnn"):
-        budget.plan(300, SLOW_TWO_PROCESSES, runs=12)
+        planner.plan(300, SLOW_TWO_PROCESSES, runs=12)
 
 
 def test_the_speeds_runs_saw_are_kept_and_the_next_plan_takes_their_median(tmp_path, monkeypatch):
-    monkeypatch.setenv(budget.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
     metrics = [
         {"epoch_seconds": 21.0, "n_rows": 42000, "fold_accuracies": [0.99] * 4},
         {"epoch_seconds": None, "n_rows": 42000, "fold_accuracies": [0.99] * 4},  # no epoch timed
     ]
-    assert budget.train_speed_seen(metrics) == pytest.approx(31500 / 21.0)
-    assert budget.train_speed_seen(metrics[1:]) is None
+    assert planner.train_speed_seen(metrics) == pytest.approx(31500 / 21.0)
+    assert planner.train_speed_seen(metrics[1:]) is None
     measured = SLOW_TWO_PROCESSES  # 800 images/s
     # Runs faster than measured: the median moves up with them, and the plan buys more epochs.
-    kept = budget.remember(measured, 1500.0)
+    kept = speed.remember(measured, 1500.0)
     assert kept.train_per_s == pytest.approx(1150.0) and kept.jobs == 2  # median of 800 and 1,500
-    kept = budget.remember(kept, 1500.0)
+    kept = speed.remember(kept, 1500.0)
     assert kept.train_per_s == pytest.approx(1500.0)
-    assert budget.plan(600, kept, folds=4).epochs > budget.plan(600, measured, folds=4).epochs
-    cached = budget._read_cache()[measured.machine]
+    assert planner.plan(600, kept, folds=4).epochs > planner.plan(600, measured, folds=4).epochs
+    cached = speed._read_cache()[measured.machine]
     assert cached["train_per_s"] == pytest.approx(1500.0) and cached["predict_per_s"] == measured.predict_per_s
-    kept = budget.remember(kept, 1500.0)  # recent: 800, 1,500, 1,500, 1,500
+    kept = speed.remember(kept, 1500.0)  # recent: 800, 1,500, 1,500, 1,500
     # One run that shared the machine with other work does not shrink the next plan.
-    kept = budget.remember(kept, 500.0)
+    kept = speed.remember(kept, 500.0)
     assert kept.train_per_s == pytest.approx(1500.0)
-    assert budget._read_cache()[measured.machine]["recent"] == [800.0, 1500.0, 1500.0, 1500.0, 500.0]
+    assert speed._read_cache()[measured.machine]["recent"] == [800.0, 1500.0, 1500.0, 1500.0, 500.0]
     # Only the last RECENT_SPEEDS count: a machine that stays slower is planned for as it is.
     for _ in range(3):
-        kept = budget.remember(kept, 500.0)
+        kept = speed.remember(kept, 500.0)
     assert kept.train_per_s == pytest.approx(500.0)
 
 
@@ -206,16 +206,16 @@ def test_a_speed_is_kept_per_network_so_a_changed_recipe_is_measured_again():
     from kaggle_digits.models import cnn
 
     recipe = cnn.SPEC.default_params(augment=True)
-    tag = budget.network_tag(recipe)
-    assert tag == budget.network_tag(dict(reversed(recipe.items()))), "the params' order does not matter"
-    assert budget.machine_key("float32").endswith(f"| cnn {tag}")
+    tag = speed.network_tag(recipe)
+    assert tag == speed.network_tag(dict(reversed(recipe.items()))), "the params' order does not matter"
+    assert speed.machine_key("float32").endswith(f"| cnn {tag}")
     for changed in ({"norm_last": False}, {"filters": [32, 64, 128]}, {"batch_size": 128}):
-        assert budget.network_tag(recipe | changed) != tag, changed
+        assert speed.network_tag(recipe | changed) != tag, changed
 
 
 ONEDNN_PROBE = (
-    "import os; from kaggle_digits import budget; from kaggle_digits.models import hardware; "
-    "hardware.configure('float32'); print(os.environ['TF_ENABLE_ONEDNN_OPTS'], budget.machine_key('float32'))"
+    "import os; from kaggle_digits import speed; from kaggle_digits.models import hardware; "
+    "hardware.configure('float32'); print(os.environ['TF_ENABLE_ONEDNN_OPTS'], speed.machine_key('float32'))"
 )
 
 
@@ -263,3 +263,54 @@ def test_a_budget_is_read_whole_or_refused(run_cli, tmp_path, bad, message):
     assert result.err.startswith(f"error: --budget {bad!r}: ")
     assert message in result.err and "plan" not in result.out
     assert parse_duration("1h30m") == 5400 and parse_duration("168h") == 7 * 24 * 3600
+
+
+def test_the_planner_is_arithmetic_that_loads_no_tensorflow():
+    """A plan can be worked out and checked where TensorFlow is not installed or too slow to load."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = (
+        "import sys; from kaggle_digits import planner; "
+        "p = planner.plan(3600, planner.Speed(800.0, 4000.0, 'float32', 'test', jobs=2)); "
+        "print(p.epochs, p.folds, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    epochs, folds, tensorflow, keras = done.stdout.split()
+    assert int(epochs) >= planner.MIN_EPOCHS and int(folds) in (planner.SHORT_PLAN_FOLDS, planner.PLAN_FOLDS)
+    assert (tensorflow, keras) == ("False", "False")
+
+
+def test_a_home_that_cannot_hold_the_cache_keeps_the_speed_in_the_runs_folder(monkeypatch, tmp_path):
+    """HOME a file (or read-only): the speed is kept under the runs folder, the line says where it could not
+    be kept and where it is, and the next run reads it from there instead of measuring again."""
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv(speed.CACHE_ENV, raising=False)
+    monkeypatch.setattr(speed, "CALIBRATION_IMAGES", 256)  # a small measurement: this checks where it goes
+    runs = tmp_path / "runs"
+    lines: list[str] = []
+    first = speed.speed("fast", log=lines.append, fallback=runs)
+    kept = runs / speed.FALLBACK_DIR / speed.CACHE_FILE
+    assert first.seconds > 0 and kept.is_file()
+    assert lines[0] == (
+        f"cannot keep measured speeds in {home / '.cache' / 'kaggle-digits' / 'speed.json'} (Not a directory): "
+        f"keeping them in {kept}"
+    )
+    assert f"once per machine, kept in {kept})" in lines[1] and len(lines) == 2
+    again = speed.speed("fast", log=lines.append, fallback=runs)
+    assert again.seconds == 0 and again.train_per_s == first.train_per_s and len(lines) == 2, "read, not measured"
+    # The speeds runs saw go there too.
+    speed.remember(again, 2 * again.train_per_s, fallback=runs, log=lines.append)
+    assert len(speed._read_cache(runs)[again.machine]["recent"]) == 2 and len(lines) == 2
+    # Nowhere to keep it: said, and the measurement is still used (the run goes on).
+    (tmp_path / "file").write_text("")
+    place, problems = speed._writable_file(tmp_path / "file")
+    assert place is None and len(problems) == 2 and "(Not a directory)" in problems[1]
+    nowhere: list[str] = []
+    speed._write_cache(first, tmp_path / "file", nowhere.append)
+    assert nowhere == ["this machine's speed was not kept: the next run measures it again"]

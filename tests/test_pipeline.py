@@ -143,14 +143,14 @@ def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_sco
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_the_quick_cnn_augments_whether_or_not_augment_is_given_and_a_budget_plans_its_own(augment):
-    from kaggle_digits import budget, pipeline
+    from kaggle_digits import pipeline, planner
 
     sized = pipeline.PipelineOptions(augment=augment, epochs=8)  # sized by hand: the preset's departures
     chosen = pipeline.tune_options(sized, "cnn")
     assert chosen.augment and chosen.study == "cnn-aug-quick" and chosen.folds == 4 and chosen.fold_jobs >= 1
     assert pipeline.tune_options(sized, "dense").augment == augment
     # Under --budget the plan decides: a plan too short for augmentation does not augment.
-    plan = budget.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
+    plan = planner.Plan(600.0, folds=4, epochs=6, augment=False, steps=[], jobs=2)
     planned = pipeline.tune_options(
         pipeline.with_plan(pipeline.PipelineOptions(augment=augment, budget=600.0), plan, 0.0), "cnn"
     )
@@ -182,9 +182,9 @@ def test_a_preset_is_a_time_budget_unless_the_run_is_sized_by_hand(given, second
 
 
 def test_the_runs_of_a_plan_have_their_own_studies_and_seeds():
-    from kaggle_digits import budget, pipeline
+    from kaggle_digits import pipeline, planner
 
-    plan = budget.Plan(3600.0, folds=4, epochs=30, augment=True, steps=[], jobs=2, runs=3)
+    plan = planner.Plan(3600.0, folds=4, epochs=30, augment=True, steps=[], jobs=2, runs=3)
     options = pipeline.with_plan(pipeline.PipelineOptions(preset="standard", seed=7), plan, 0.0)
     chosen = [pipeline.tune_options(options, "cnn", k) for k in range(pipeline.run_count(options))]
     assert [c.study for c in chosen] == ["cnn-aug-standard", "cnn-aug-standard-run2", "cnn-aug-standard-run3"]
@@ -219,11 +219,54 @@ def test_runs_out_of_range_is_one_line(run_cli, tmp_path, runs_given):
 
 
 def test_each_planned_run_ends_by_its_own_deadline():
-    from kaggle_digits import budget, pipeline
+    from kaggle_digits import pipeline, planner
 
-    speed = budget.Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
-    plan = budget.plan(14400, speed)
+    speed = planner.Speed(train_per_s=800.0, predict_per_s=4000.0, policy="float32", machine="test", jobs=2)
+    plan = planner.plan(14400, speed)
     options = pipeline.with_plan(pipeline.PipelineOptions(preset="full"), plan, started=1000.0)
     deadlines = [pipeline.tune_options(options, "cnn", k).deadline for k in range(pipeline.run_count(options))]
-    assert plan.runs > 1 and deadlines == [1000.0 + end for end in budget.run_deadlines(plan)]
+    assert plan.runs > 1 and deadlines == [1000.0 + end for end in planner.run_deadlines(plan)]
     assert pipeline.tune_options(pipeline.PipelineOptions(epochs=3), "cnn").deadline is None, "sized by hand: none"
+
+
+def test_the_pipeline_is_one_library_call_that_prints_nothing(small_data_copy, tmp_path, capsys):
+    """pipeline.run: the same run as the command, its figures returned, its steps told to a Progress."""
+    from kaggle_digits import pipeline, progress
+    from kaggle_digits.data import paths
+
+    class Steps(progress.Progress):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+            self.steps: list[tuple[int, int, str]] = []
+            self.closed = 0
+
+        def __call__(self, line: str) -> None:
+            self.lines.append(line)
+
+        def step(self, done: int, total: int, what: str) -> None:
+            self.steps.append((done, total, what))
+
+        def close(self) -> None:
+            self.closed += 1
+
+    folders = paths.resolve(data_dir=small_data_copy, runs_dir=tmp_path / "runs", submissions_dir=tmp_path / "subs")
+    options = pipeline.PipelineOptions(models="mlp", trials=1, folds=2, subsample=600)
+    log = Steps()
+    result = pipeline.run(options, folders, log=log)
+    assert capsys.readouterr().out == "", "the library reports through its log, never prints"
+    assert log.steps == [
+        (0, 3, "download"),
+        (1, 3, "tune mlp (study 'mlp-quick', preset quick)"),
+        (2, 3, "ensemble"),
+        (3, 3, "done"),
+    ]
+    assert log.closed == 1 and any(line.startswith("trial 0 done: CV accuracy") for line in log.lines)
+    (family,) = result.families
+    (best,) = runs.list_trials(tmp_path / "runs", ["mlp-quick"])
+    assert (family.model, family.study, family.best.name) == ("mlp", "mlp-quick", best.name)
+    assert result.submission.parent == tmp_path / "subs" and result.submission.is_file()
+    assert result.cv_accuracy == read_json(result.submission.with_suffix(".json"))["cv_accuracy"]
+    local = submission.score_local(result.submission, small_data_copy / "solution.csv")
+    assert result.local_score == local and local.ci_low < local.accuracy < local.ci_high
+    assert result.plan is None and result.budget is None and result.uploaded is None and result.seconds > 0

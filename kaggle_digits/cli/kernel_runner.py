@@ -97,9 +97,12 @@ def main(argv: list) -> int:
 
 def _run(argv: list, input_dir: Path, working: Path) -> int:
     import kaggle_digits
-    from kaggle_digits import cli, io
+    from kaggle_digits import cli, io, pipeline, tflog
     from kaggle_digits.blend import submission
+    from kaggle_digits.cli import pipeline as pipeline_face
+    from kaggle_digits.cli.output import say
     from kaggle_digits.data import paths
+    from kaggle_digits.errors import UserError
     from kaggle_digits.models import hardware
 
     print(f"kaggle-digits {kaggle_digits.__version__} from {Path(kaggle_digits.__file__).parent}", flush=True)
@@ -107,8 +110,6 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
     # The pipeline fits one fold process per GPU (hardware.default_fold_jobs), each seeing its own device.
     print(f"GPUs: {', '.join(gpus)}" if gpus else "no GPU: the pipeline trains on the CPU", flush=True)
     data_dir = find_competition_files(input_dir)
-    folders = paths.resolve(data_dir=data_dir)
-    before = set(folders.submissions_dir.glob("*.csv"))
     command = ["pipeline", "--preset", str(SETTINGS["preset"])]
     if SETTINGS["models"]:
         command += ["--models", str(SETTINGS["models"])]
@@ -116,15 +117,29 @@ def _run(argv: list, input_dir: Path, working: Path) -> int:
         command.append("--augment")
     command += ["--data-dir", str(data_dir), *argv]
     print("running: kaggle-digits " + " ".join(command), flush=True)
+    try:
+        args = cli.build_parser().parse_args(command)
+    except cli.UsageError as exc:
+        raise UserError(str(exc)) from None
+    tflog.set_verbose(args.verbose or args.verbose_first)
+    folders = paths.resolve(
+        data_dir=args.data_dir,
+        runs_dir=args.runs_dir,
+        submissions_dir=args.submissions_dir,
+        reports_dir=args.reports_dir,
+    )
     start = time.monotonic()
-    code = cli.main(command)
-    if code != 0:
-        return code
-    written = set(folders.submissions_dir.glob("*.csv")) - before - {folders.history_csv}
-    if not written:
-        print(f"error: the pipeline wrote no submission into {folders.submissions_dir}", file=sys.stderr)
-        return 1
-    chosen = max(written, key=lambda p: p.stat().st_mtime_ns)
+    try:  # the library's run, printed as the pipeline command prints it
+        result = pipeline.run(pipeline_face.options_from(args), folders, log=say, events=pipeline_face.Printer(folders))
+    except pipeline.Interrupted:
+        return 130
+    except OSError as exc:  # a folder that cannot be written: one line, as the command says it
+        message = cli.os_error_message(exc)
+        if message is None:
+            raise
+        raise UserError(message) from None
+    pipeline_face.print_summary(result, folders)
+    chosen = result.submission
     submission.read_submission(chosen, n_test=submission.expected_rows(folders.test_csv))
     with io.atomic_path(working / "submission.csv") as tmp:
         shutil.copyfile(chosen, tmp)

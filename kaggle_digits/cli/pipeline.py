@@ -1,24 +1,24 @@
 """`pipeline`: the whole path in one command — download, tune each model family with a preset, ensemble
-the best trials, write the submission, and (with --submit) upload it. The plan is kaggle_digits.pipeline;
-each step calls the same library code as its own command and prints what that command prints."""
+the best trials, write the submission, and (with --submit) upload it. The run is kaggle_digits.pipeline.run;
+this parses its options and prints each step as that step's own command does."""
 
 from __future__ import annotations
 
 import argparse
-import time
 
-from kaggle_digits import budget, models, pipeline
+from kaggle_digits import models, pipeline
 from kaggle_digits.blend import ensemble
 from kaggle_digits.cli import download as download_face
 from kaggle_digits.cli import ensemble as ensemble_face
-from kaggle_digits.cli import submit as submit_face
 from kaggle_digits.cli import tune as tune_face
 from kaggle_digits.cli.hints import report_command
 from kaggle_digits.cli.options import from_args
 from kaggle_digits.cli.output import say
 from kaggle_digits.data import download
+from kaggle_digits.data.paths import Paths
 from kaggle_digits.pipeline import DEFAULT_PRESET, PRESET_BUDGETS, PRESET_MODELS, PipelineOptions
-from kaggle_digits.search import runs, tune
+from kaggle_digits.planner import Plan
+from kaggle_digits.search import tune
 from kaggle_digits.units import format_seconds, parse_duration
 
 HELP = "download, tune each model family with a preset, ensemble, write (and with --submit upload) a submission"
@@ -81,77 +81,43 @@ def options_from(args: argparse.Namespace) -> PipelineOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    start, started = time.monotonic(), time.time()
-    options = options_from(args)
-    families = pipeline.check(options)  # every option, before the calibration
-    budget_seconds = pipeline.preset_budget(options)
-    speed = None
-    if budget_seconds is not None:
-        from kaggle_digits.models import hardware
-
-        jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or budget.PLAN_FOLDS)
-        speed = budget.speed(options.precision or "fast", log=say, jobs=jobs)
-        plan = budget.plan(budget_seconds, speed, folds=options.folds, runs=options.runs)
-        options = pipeline.with_plan(options, plan, started)
-        print_plan(plan, options)
-        families = pipeline.families(options)
-    runs_each = pipeline.run_count(options)
-    steps = len(families) * runs_each + 2 + bool(options.submit)
-
-    _step(1, steps, "download", start, budget_seconds)
-    fetched = download.fetch(args.paths, log=say)
-    download_face.print_files(fetched.source, fetched.files)
-
-    tuned: list[tuple[str, str]] = []  # (family, study) of each tune run
-    step = 2
-    how = f"budget {format_seconds(options.budget)}" if options.budget is not None else f"preset {options.preset}"
-    for model in families:
-        for k in range(runs_each):
-            chosen = pipeline.tune_options(options, model, k)
-            of = f", run {k + 1}/{runs_each} (seed {chosen.seed})" if runs_each > 1 else ""
-            _step(step, steps, f"tune {model} (study '{chosen.study}', {how}{of})", start, budget_seconds)
-            step += 1
-            code = tune_face.run_options(chosen, args.paths)
-            if code != 0:
-                return code  # interrupted: tune has said how to resume
-            tuned.append((model, chosen.study))
-    studies = [study for _, study in tuned]
-    if speed is not None:
-        _remember_speed(speed, [t for t in runs.list_trials(args.paths.runs_dir, studies) if t.finished_after(started)])
-
-    _step(step, steps, "ensemble", start, budget_seconds)
-    result = ensemble.build(
-        args.paths,
-        studies=studies,
-        name="pipeline-budget" if options.budget is not None else f"pipeline-{options.preset}",
-        seed=pipeline.seed(options),
-        log=say,
-    )
-    ensemble_face.print_result(result, args.paths)
-
-    if options.submit:
-        _step(steps, steps, "submit to Kaggle", start, budget_seconds)
-        code = submit_face.upload(args.paths, result.submission, options.message)
-        if code != 0:
-            return code
-
-    _summary(args, options, tuned, result, time.monotonic() - start, budget_seconds)
+    try:
+        result = pipeline.run(options_from(args), args.paths, log=say, events=Printer(args.paths))
+    except pipeline.Interrupted:
+        return 130  # tune has said how to resume
+    print_summary(result, args.paths)
     return 0
 
 
-def _remember_speed(speed: budget.Speed, trials: list[runs.TrialRun]) -> None:
-    """Keep the speed the folds trained at for the next plan on this machine, and say how it compared."""
-    seen = budget.train_speed_seen([trial.metrics for trial in trials])
-    if seen is None:
-        return
-    kept = budget.remember(speed, seen)
-    say(
-        f"the folds trained {seen:,.0f} images/s per process (the plan assumed {speed.train_per_s:,.0f}); "
-        f"the next plan on this machine assumes {kept.train_per_s:,.0f}, the median of its recent runs"
-    )
+class Printer(pipeline.Events):
+    """The pipeline's steps as lines on the terminal: each step's own command's lines."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    def planned(self, plan: Plan, options: PipelineOptions) -> None:
+        print_plan(plan, options)
+
+    def step(self, index: int, total: int, what: str, elapsed: float, budget: float | None) -> None:
+        left = f", {format_seconds(budget - elapsed)} of the budget left" if budget else ""
+        print(f"\n== pipeline step {index}/{total}: {what}  (elapsed {format_seconds(elapsed)}{left})", flush=True)
+
+    def downloaded(self, fetched: download.Fetched) -> None:
+        download_face.print_files(fetched.source, fetched.files)
+
+    def tune_started(self, setup: tune.Setup) -> None:
+        say(tune_face.opening_line(setup))
+
+    def tune_ended(self, setup: tune.Setup, outcome: tune.Outcome) -> None:
+        tune_face.print_summary(setup, self.paths)
+        if outcome.interrupted:
+            tune_face.print_resume(setup, self.paths, outcome.remaining, "the running trial was marked failed")
+
+    def ensembled(self, result: ensemble.Result) -> None:
+        ensemble_face.print_result(result, self.paths)
 
 
-def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
+def print_plan(plan: Plan, options: PipelineOptions) -> None:
     """The plan a budget bought, each step with its expected time."""
     print(
         f"plan for {format_seconds(plan.budget)}: cnn, "
@@ -164,39 +130,28 @@ def print_plan(plan: budget.Plan, options: PipelineOptions) -> None:
         print(f"  {step.what:<46} {format_seconds(step.seconds):>7}")
 
 
-def _step(i: int, n: int, what: str, start: float, budget_seconds: float | None = None) -> None:
-    elapsed = time.monotonic() - start
-    left = f", {format_seconds(budget_seconds - elapsed)} of the budget left" if budget_seconds else ""
-    print(f"\n== pipeline step {i}/{n}: {what}  (elapsed {format_seconds(elapsed)}{left})", flush=True)
-
-
-def _summary(
-    args: argparse.Namespace,
-    options: PipelineOptions,
-    tuned: list[tuple[str, str]],
-    result: ensemble.Result,
-    seconds: float,
-    budget_seconds: float | None,
-) -> None:
+def print_summary(result: pipeline.PipelineResult, paths: Paths) -> None:
+    """What the run did: each family's best CV, the ensemble's, the local score and where the files are."""
+    options, seconds, budget_seconds = result.options, result.seconds, result.budget
     run = f"budget {format_seconds(options.budget)}" if options.budget is not None else options.preset
-    augmented = any(pipeline.tune_options(options, model).augment for model, _ in tuned)
     budget_note = ""
     if budget_seconds is not None:
         budget_note = f" ({seconds / budget_seconds:.0%} of its {format_seconds(budget_seconds)} budget)"
-    print(f"\npipeline ({run}{', augmented' if augmented else ''}) done in {format_seconds(seconds)}{budget_note}")
-    for model, name in tuned:
-        best = runs.list_trials(args.paths.runs_dir, [name])
-        if best:
-            print(f"  {model:<6} best CV {best[0].cv_accuracy:.5f} ± {best[0].cv_std:.5f}  ({best[0].name})")
+    print(
+        f"\npipeline ({run}{', augmented' if result.augmented else ''}) done in {format_seconds(seconds)}{budget_note}"
+    )
+    for family in result.families:
+        best = family.best
+        if best is not None:
+            print(f"  {family.model:<6} best CV {best.cv_accuracy:.5f} ± {best.cv_std:.5f}  ({best.name})")
         else:
-            print(f"  {model:<6} no finished trial")
-    print(f"  ensemble CV {result.cv_accuracy:.5f} (held-out check {result.heldout_accuracy:.5f})")
+            print(f"  {family.model:<6} no finished trial")
+    blended = result.blended
+    print(f"  ensemble CV {blended.cv_accuracy:.5f} (held-out check {blended.heldout_accuracy:.5f})")
     if result.local_score is not None:
         print(f"  local leaderboard {result.local_score}")
         print(f"  |CV - local leaderboard| {abs(result.cv_accuracy - result.local_score.accuracy):.5f}")
     else:
         print("  local leaderboard: no solution.csv (real Kaggle data)")
     print(f"  submission: {result.submission}")
-    print(
-        f"  plots: {report_command(args.paths, submission_file=result.submission, studies=[name for _, name in tuned])}"
-    )
+    print(f"  plots: {report_command(paths, submission_file=result.submission, studies=result.studies)}")

@@ -11,22 +11,21 @@ The file is validated strictly before anything is sent and is never modified.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 from pathlib import Path
 
 from kaggle_digits.blend import submission
 from kaggle_digits.cli.options import check_wait_options
+from kaggle_digits.cli.output import say
 
 # Importing kaggle_api does not import the client: that happens at the first call to Kaggle.
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.kaggle import api as kaggle_api
-from kaggle_digits.kaggle.api import MIN_POLL_SECONDS, SubmissionLimits
-from kaggle_digits.units import format_seconds
+from kaggle_digits.kaggle import upload as kaggle_upload
+from kaggle_digits.kaggle.api import MIN_POLL_SECONDS
+from kaggle_digits.kaggle.upload import DEFAULT_POLL, DEFAULT_TIMEOUT
 
 HELP = "upload a submission to Kaggle (--wait for its score), score it locally (--local), or --list submissions"
-DEFAULT_TIMEOUT = 900.0  # Kaggle usually scores this competition within a minute or two
-DEFAULT_POLL = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,100 +87,26 @@ def upload(
     poll: float = DEFAULT_POLL,
     score_locally: bool = True,
 ) -> int:
-    """Validate `file`, then (unless dry_run) upload it with `message`, printing each step; with `wait`,
-    wait for its public score. The upload is recorded in history.csv. score_locally: also score it against
-    solution.csv where there is one (not for a submission made on Kaggle's own test.csv)."""
-    if not message or not message.strip():
-        raise UserError('-m "message" is required to upload: it is the submission\'s description on Kaggle')
-    n_test = submission.expected_rows(paths.test_csv)
-    submission.read_submission(file, n_test=n_test)
-    local = submission.score_local(file, paths.solution_csv) if score_locally and paths.solution_csv.exists() else None
-    cv = submission.cv_from_name(file)
-    print(f"{file}: valid, {n_test:,} rows" + (f"; local leaderboard {local}" if local else ""))
-    if dry_run:
-        where = kaggle_api.credential_source() if kaggle_api.has_credentials() else None
-        print(f'dry run: would upload {file} to Kaggle\'s digit-recognizer with message "{message}"')
-        print(
-            f"dry run: Kaggle credentials from {where}"
-            if where
-            else f"dry run: no Kaggle credentials found (an upload needs {kaggle_api.CREDENTIAL_PLACES})"
-        )
-        print("dry run: nothing was sent")
-        return 0
-    # Kaggle's client reports success even past the daily limit: ask first, and upload nothing when none is left.
-    limits = _read_limits()
-    if not isinstance(limits, str) and limits.exhausted:
-        raise UserError(f"no submissions left today ({_no_submissions_left(limits)}): nothing was uploaded")
-    print(_limits_line(limits), flush=True)
-    print(f"uploading {file} to Kaggle ...", flush=True)
-    ref = kaggle_api.submit(file, message)
-    print(f"submitted as Kaggle submission {ref}", flush=True)
-    public = None
-    try:
-        if wait:
-            public = kaggle_api.wait_for_score(ref, timeout=timeout, poll=poll, on_poll=_progress(ref))
-    finally:
-        # The upload happened: it is recorded even when waiting for its score fails.
-        submission.append_history(
-            paths.history_csv,
-            file,
-            cv_accuracy=cv,
-            local_score=local.accuracy if local else None,
-            public_score=public,
-            message=message,
-        )
-    if public is not None:
-        print(f"Kaggle public score: {public:.5f}")
-    else:
-        print("Kaggle is scoring it: see the public score with `python scripts/submit.py --list`")
-    print(f"recorded in {paths.history_csv}")
+    """Validate `file`, then (unless dry_run) upload it with `message` (kaggle_digits.kaggle.upload),
+    printing each step."""
+    kaggle_upload.upload(
+        paths,
+        file,
+        message,
+        dry_run=dry_run,
+        wait=wait,
+        timeout=timeout,
+        poll=poll,
+        score_locally=score_locally,
+        log=say,
+    )
     return 0
 
 
-def _progress(ref: str):
-    def report(status: str, elapsed: float) -> None:
-        print(f"waiting for Kaggle to score submission {ref}: {status}  elapsed {format_seconds(elapsed)}", flush=True)
-
-    return report
-
-
-def _read_limits() -> SubmissionLimits | str:
-    """Kaggle's submission counts for this account, or the reason they cannot be read (a str)."""
-    try:
-        return kaggle_api.submission_limits()
-    except kaggle_api.LimitsUnavailable as exc:
-        return str(exc)
-
-
-def _limits_line(limits: SubmissionLimits | str) -> str:
-    """One line for what _read_limits gave: the submissions left today, or why that is not known."""
-    if isinstance(limits, str):
-        return f"submissions left today: unknown ({limits})"
-    if not limits.counted:
-        return "submissions left today: not counted yet (Kaggle counts from this account's first submission here)"
-    if limits.exhausted:
-        return f"submissions left today: 0 ({_no_submissions_left(limits)})"
-    cap = ", limited by the competition's lifetime cap" if limits.limited_by_total else ""
-    return f"submissions left today: {limits.remaining} ({limits.made_today} made since 00:00 UTC{cap})"
-
-
-def _no_submissions_left(limits: SubmissionLimits) -> str:
-    """Why none is left, and when that changes (Kaggle counts per UTC day, except for the lifetime cap)."""
-    if limits.limited_by_total:
-        return (
-            f"the competition's lifetime cap is reached with {limits.made_total} made in all, and no new day resets it"
-        )
-    now = datetime.now(timezone.utc)
-    wait = (kaggle_api.next_daily_reset(now) - now).total_seconds()
-    return (
-        f"{limits.made_today} made since 00:00 UTC; Kaggle's daily limit resets at 00:00 UTC, in {format_seconds(wait)}"
-    )
-
-
 def _list() -> int:
-    limits = _read_limits()
+    limits = kaggle_upload.read_limits()
     rows = kaggle_api.list_submissions()
-    print(_limits_line(limits))
+    print(kaggle_upload.limits_line(limits))
     if not rows:
         print("no submissions to digit-recognizer yet")
         return 0
