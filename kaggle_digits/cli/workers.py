@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from kaggle_digits.data.paths import PACKAGE_DIR
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
-from kaggle_digits.search import storage, tune
+from kaggle_digits.search import liveness, storage, tune
 from kaggle_digits.search.tune import Setup
 
 # Seconds the workers get, after Ctrl-C, to mark their running trials failed and exit; then they are killed.
@@ -105,7 +105,7 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
             start_new_session=True,  # Ctrl-C reaches the launcher only, which tells each worker once
             preexec_fn=_stop_with_parent,
         )
-        workers.append(Worker(k, share, process, started=storage.process_started(process.pid)))
+        workers.append(Worker(k, share, process, started=liveness.process_started(process.pid)))
         print(f"[w{k}] worker {k}/{len(shares)}: pid {process.pid}", flush=True)
 
     lines: queue.Queue[tuple[Worker, str | None]] = queue.Queue()
@@ -148,7 +148,7 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
         printer.join()
 
     with storage.storage_errors(setup.url):
-        storage.fail_lost_trials(setup.study, setup.url, dead_pids={w.process.pid for w in workers})
+        liveness.fail_lost_trials(setup.study, setup.url, dead_pids={w.process.pid for w in workers})
     summary()
     if interrupted:
         done = tune.ended_trials(setup.study) - ended_before
@@ -207,7 +207,7 @@ def _relay(
         code = worker.process.wait()
         if code not in (0, 2, 130):
             with storage.storage_errors(setup.url):
-                storage.fail_lost_trials(setup.study, setup.url, log=lambda line: None, dead_pids={worker.process.pid})
+                liveness.fail_lost_trials(setup.study, setup.url, log=lambda line: None, dead_pids={worker.process.pid})
                 # (another worker may have been first to mark them: list what the dead one left failed)
                 lost = [
                     t.number

@@ -33,7 +33,7 @@ from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_open
 from kaggle_digits.progress import Log, silent
-from kaggle_digits.search import runs, storage
+from kaggle_digits.search import listing, runs, storage
 from kaggle_digits.search.tune import step_position
 
 DPI = 110
@@ -173,7 +173,7 @@ class Report:
         artifacts: str | None = None,
         log: Log = silent,
     ) -> None:
-        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders.
+        """trials_storage: read trials from this storage (listing.list_trials) instead of runs_dir's folders.
         log: one line per section built (section_line)."""
         self.log = log
         self.paths, self.out, self.storage_url = paths, Path(out), storage
@@ -233,7 +233,7 @@ class Report:
         if self.trials_storage is not None:
             shown = storage.display_url(self.trials_storage)
             try:
-                found = storage.list_trials(
+                found = listing.list_trials(
                     self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
                 )
             except UserError as exc:
@@ -251,7 +251,7 @@ class Report:
             raise Skip(
                 "; ".join([f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})", *reasons])
             )
-        trials = storage.list_trials(self.paths.runs_dir, [study], top=1).trials
+        trials = listing.list_trials(self.paths.runs_dir, [study], top=1).trials
         if not trials:
             raise Skip("; ".join([f"no finished trial in {folder}", *reasons]))
         return trials[0]

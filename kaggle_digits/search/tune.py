@@ -33,7 +33,8 @@ from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
 from kaggle_digits.progress import Log, silent
-from kaggle_digits.search import cv, runs, storage
+from kaggle_digits.search import cv, liveness, runs, storage
+from kaggle_digits.search.artifacts import ArtifactStore, open_artifact_store, upload_trial
 from kaggle_digits.units import format_seconds
 
 OPTION_NAMES = ("trials", "timeout", "folds", "epochs", "subsample", "precision")
@@ -183,7 +184,7 @@ def open_study(
     other values would mix incomparable trials, so that is a UserError naming the differences.
     The study is created once: of several workers starting together, one creates it and records its
     settings; the others join it (and wait up to JOIN_WAIT seconds for those settings). Trials left
-    running by workers that are gone are marked failed (storage.fail_lost_trials).
+    running by workers that are gone are marked failed (liveness.fail_lost_trials).
     """
     shown_url = storage.display_url(url)
     shared = storage.is_shared(url)
@@ -229,7 +230,7 @@ def open_study(
             f"study '{name}' in {shown_url} was created with other settings: {'; '.join(differences)}. "
             "Pass the same options to continue it, or a new --study name"
         )
-    storage.fail_lost_trials(study, url, log)
+    liveness.fail_lost_trials(study, url, log)
     return study, False
 
 
@@ -402,7 +403,7 @@ class Tuning:
     monitor: bool = True  # score the held-out fold each epoch (for the pruner); cv.cross_validate
     deadline: float | None = None  # time.time() by which a trial's folds should end; cv.cross_validate
     url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
-    artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
+    artifacts: ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
     log: Log = silent
     interrupts: Interrupts = field(default_factory=Interrupts)
     start: float = field(default_factory=time.monotonic)
@@ -413,7 +414,7 @@ class Tuning:
         self.current = trial
         self.interrupts.check()
         # First thing: name this process, so that if it dies the trial is known to be lost (not running).
-        trial.set_user_attr(storage.WORKER_ATTR, storage.worker_identity())
+        trial.set_user_attr(storage.WORKER_ATTR, liveness.worker_identity())
         params = self.spec.search_space(trial, self.augment)
         folder = runs.trial_dir(self.runs_dir, self.study_name, trial.number)
         if (folder / runs.METRICS_FILE).exists():
@@ -466,7 +467,7 @@ class Tuning:
         trial.set_user_attr("params", params)
         trial.set_user_attr("cv_std", result.cv_std)
         trial.set_user_attr("seconds", seconds)
-        uploaded = storage.upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
+        uploaded = upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
         self.log(
             f"trial {trial.number} done: CV accuracy {result.cv_accuracy:.4f} ± {result.cv_std:.4f} "
             f"in {format_seconds(seconds)} -> {folder}"
@@ -509,7 +510,7 @@ class Tuning:
             if frozen.datetime_complete and frozen.datetime_start:
                 self.durations.append((frozen.datetime_complete - frozen.datetime_start).total_seconds())
             if self.url:
-                storage.fail_lost_trials(study, self.url, self.log)  # workers that died meanwhile
+                liveness.fail_lost_trials(study, self.url, self.log)  # workers that died meanwhile
             if timeout is None or not self.durations:
                 return
             elapsed = time.monotonic() - self.start
@@ -647,7 +648,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
     url = choose_storage_url(options.storage, paths.runs_dir, study_name, options.jobs or 1)
     storage.check_writable(url, paths.runs_dir)
     opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT, log=log)
-    artifacts = storage.open_artifact_store(options.artifacts, create=True) if options.artifacts else None
+    artifacts = open_artifact_store(options.artifacts, create=True) if options.artifacts else None
 
     t0 = time.monotonic()
     dataset = data.load_dataset(paths.data_dir)
@@ -739,7 +740,7 @@ def optimize(setup: Setup) -> Outcome:
             # bookkeeping could still read RUNNING: make sure the study never shows it running forever.
             study.tell(tuning.current.number, state=TrialState.FAIL, skip_if_finished=True)
     with storage.storage_errors(setup.url):
-        storage.fail_lost_trials(study, setup.url, tuning.log)
+        liveness.fail_lost_trials(study, setup.url, tuning.log)
     ended = len(tuning.durations)
     remaining = None if options["trials"] is None else options["trials"] - ended
     return Outcome(interrupted, ended, remaining)
