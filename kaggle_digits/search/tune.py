@@ -204,7 +204,7 @@ def open_study(
         else:
             # The default trial is queued before the settings are recorded: a worker joining the study waits
             # for the settings, so it can never take trial 0's number from the default.
-            study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
+            _enqueue_default(study, spec, bool(binding["augment"]))
             study.set_user_attr(STUDY_ATTR, binding)
             return study, True
     study = optuna.load_study(study_name=name, storage=opened, sampler=common["sampler"], pruner=common["pruner"])
@@ -217,7 +217,7 @@ def open_study(
             raise UserError(f"study '{name}' in {shown_url} was not created by this tool: pick another --study")
         # Created by a process that stopped before recording its settings: finish the job.
         if not study.get_trials(deepcopy=False):
-            study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
+            _enqueue_default(study, spec, bool(binding["augment"]))
         study.set_user_attr(STUDY_ATTR, binding)
         return study, True
     differences = [
@@ -231,7 +231,23 @@ def open_study(
             "Pass the same options to continue it, or a new --study name"
         )
     liveness.fail_lost_trials(study, url, log)
+    if _default_still_owed(study):
+        _enqueue_default(study, spec, bool(binding["augment"]))
+        log("the family's default trial did not finish (interrupted or failed): it is queued again")
     return study, False
+
+
+def _enqueue_default(study: optuna.Study, spec: models.ModelSpec, augment: bool) -> None:
+    """Queue the family's known-good default as the study's next trial."""
+    study.enqueue_trial(spec.default_suggestions(augment), user_attrs={"default": True})
+
+
+def _default_still_owed(study: optuna.Study) -> bool:
+    """No trial has run the default to its end (finished or pruned) and none is queued or running with it:
+    a default that failed (Ctrl-C, a full disk) is queued again rather than lost to sampled parameters."""
+    defaults = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("default")]
+    settled = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
+    return bool(defaults) and not any(t.state in settled for t in defaults)
 
 
 def _recorded_binding(study: optuna.Study) -> dict[str, Any] | None:
@@ -256,74 +272,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64:
         return value[:12] + "…"  # a SHA-256
     return str(value)
-
-
-class _Branch(Exception):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
-class _NoInverse(Exception):
-    pass
-
-
-class _Replay:
-    """Stands in for an optuna Trial: answers suggest_* from `known` values (matched by name, as
-    enqueue_trial would) or else from `path`, the choice index of each unmatched discrete parameter."""
-
-    LIMIT = 10_000  # an integer range larger than this counts as continuous
-
-    def __init__(self, known: dict[str, Any], path: list[int]) -> None:
-        self.known, self.path, self.values, self._unmatched = known, path, {}, 0
-
-    def _pick(self, name: str, options: list[Any] | None) -> Any:
-        if name in self.known and (options is None or self.known[name] in options):
-            value = self.known[name]
-        elif options is None:
-            raise _NoInverse(name)
-        elif self._unmatched < len(self.path):
-            value = options[self.path[self._unmatched]]
-            self._unmatched += 1
-        else:
-            raise _Branch(len(options))
-        self.values[name] = value
-        return value
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self._pick(name, list(choices))
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        span = range(low, high + 1, step)
-        return self._pick(name, list(span) if len(span) <= self.LIMIT else None)
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False):
-        return self._pick(name, None)
-
-
-def default_suggestions(spec: models.ModelSpec, augment: bool) -> dict[str, Any]:
-    """The suggest_* values for which spec.search_space returns exactly spec.default_params: what
-    enqueue_trial needs so the study's first trial is the default *and* Optuna knows its parameters.
-
-    Parameters named like a key of the defaults take that value; the remaining discrete ones (e.g. a
-    layer count behind a list of units) are found by a depth-first search over their choices.
-    """
-    import json
-
-    target = json.loads(json.dumps(spec.default_params(augment)))
-    stack: list[list[int]] = [[]]
-    while stack:
-        path = stack.pop()
-        replay = _Replay(target, path)
-        try:
-            out = spec.search_space(replay, augment)
-        except _Branch as branch:
-            stack.extend(path + [i] for i in reversed(range(branch.n)))
-            continue
-        except _NoInverse:
-            continue
-        if json.loads(json.dumps(out)) == target:
-            return replay.values
-    raise ValueError(f"{spec.name}: default_params(augment={augment}) is not a point of its search_space")
 
 
 # --- one trial ------------------------------------------------------------------------------------
@@ -447,8 +395,31 @@ class Tuning:
             self.log(f"trial {trial.number} failed: the fit diverged (non-finite probabilities)")
             return float("nan")  # Optuna marks the trial failed
         seconds = time.monotonic() - started
-        for k, model in enumerate(result.models):
-            self.spec.save(model, folder / f"fold-{k}{self.spec.model_suffix}")
+        model_files = [folder / f"fold-{k}{self.spec.model_suffix}" for k in range(len(result.models))]
+        before = _file_identities(folder, model_files)
+        try:
+            for model, path in zip(result.models, model_files):
+                self.spec.save(model, path)
+            self._save_trial(trial, folder, params, result, seconds)
+        except BaseException:
+            # A full disk (or Ctrl-C) while saving: the files this trial wrote go, as a failed trial has none.
+            _remove_written(folder, model_files, before)
+            raise
+        trial.set_user_attr(PATH_ATTR, str(folder.resolve()))
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("cv_std", result.cv_std)
+        trial.set_user_attr("seconds", seconds)
+        uploaded = upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
+        self.log(
+            f"trial {trial.number} done: CV accuracy {result.cv_accuracy:.4f} ± {result.cv_std:.4f} "
+            f"in {format_seconds(seconds)} -> {folder}"
+            + (f" (+ {uploaded} files in {self.artifacts.location})" if self.artifacts and uploaded else "")
+        )
+        return result.cv_accuracy
+
+    def _save_trial(
+        self, trial: optuna.Trial, folder: Path, params: dict[str, Any], result: cv.CVResult, seconds: float
+    ) -> None:
         info = {
             "study": self.study_name,
             "trial": trial.number,
@@ -463,17 +434,6 @@ class Tuning:
         }
         metrics = {**result.metrics(), "seconds": seconds}
         runs.save_trial(folder, info, metrics, result.histories, result.oof_proba, result.oof_rows, result.test_proba)
-        trial.set_user_attr(PATH_ATTR, str(folder.resolve()))
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("cv_std", result.cv_std)
-        trial.set_user_attr("seconds", seconds)
-        uploaded = upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
-        self.log(
-            f"trial {trial.number} done: CV accuracy {result.cv_accuracy:.4f} ± {result.cv_std:.4f} "
-            f"in {format_seconds(seconds)} -> {folder}"
-            + (f" (+ {uploaded} files in {self.artifacts.location})" if uploaded else "")
-        )
-        return result.cv_accuracy
 
     def _pruning_reporter(self, trial: optuna.Trial) -> cv.FoldEpochCallback:
         def report(fold: int, epoch: int, metrics: dict[str, float]) -> None:
@@ -524,6 +484,34 @@ class Tuning:
             self.interrupts.check()  # the trial is stored: a good place to stop
 
         return callback
+
+
+# The files runs.save_trial writes into a trial folder (beside the fold models).
+TRIAL_FILES = ("params.json", "history.json", "oof.npy", "oof_rows.npy", "test.npy", runs.METRICS_FILE)
+
+
+def _file_identities(folder: Path, model_files: list[Path]) -> dict[Path, tuple[int, int] | None]:
+    """(inode, mtime) of each file a trial writes, None where absent: what an atomic write replaces changes."""
+    identities: dict[Path, tuple[int, int] | None] = {}
+    for path in [*model_files, *(folder / name for name in TRIAL_FILES)]:
+        try:
+            stat = path.stat()
+        except OSError:
+            identities[path] = None
+        else:
+            identities[path] = (stat.st_ino, stat.st_mtime_ns)
+    return identities
+
+
+def _remove_written(folder: Path, model_files: list[Path], before: dict[Path, tuple[int, int] | None]) -> None:
+    """Remove the files of `before` that were written since (new or replaced), and the folder if that
+    left it empty and it did not exist before: nothing the toolkit did not write is touched."""
+    for path, identity in _file_identities(folder, model_files).items():
+        if identity is not None and identity != before[path]:
+            path.unlink(missing_ok=True)
+    if all(identity is None for identity in before.values()):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
 
 def format_params(params: dict[str, Any], limit: int = 0) -> str:
