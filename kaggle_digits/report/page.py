@@ -34,7 +34,7 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.io import atomic_open
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import listing, runs, storage
-from kaggle_digits.search.tune import step_position
+from kaggle_digits.search.steps import step_position
 
 DPI = 110
 N_WORST = 32  # digits shown in the misclassified and disagreement grids

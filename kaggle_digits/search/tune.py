@@ -5,7 +5,7 @@ default), cross-validates it (kaggle_digits.search.cv), reports each epoch's val
 and leaves its artifacts in `runs/<study>/trial-<n>/` (see kaggle_digits.search.runs). Studies live in an
 Optuna storage (SQLite in the runs folder by default) and continue where they stopped when run again.
 Several processes tune one study together through a shared storage (kaggle_digits.search.storage): `--jobs N`
-starts N workers on this machine (kaggle_digits.search.workers), and any number of machines can run the same
+starts N workers on this machine (kaggle_digits.cli.workers), and any number of machines can run the same
 command against one database server.
 """
 
@@ -35,6 +35,7 @@ from kaggle_digits.models import hardware
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import cv, liveness, runs, storage
 from kaggle_digits.search.artifacts import ArtifactStore, open_artifact_store, upload_trial
+from kaggle_digits.search.steps import pruner_step
 from kaggle_digits.units import format_seconds
 
 OPTION_NAMES = ("trials", "timeout", "folds", "epochs", "subsample", "precision")
@@ -52,21 +53,6 @@ DEFAULTS: dict[str, Any] = {
 
 DEFAULT_SEED = 0
 DB_FILE = storage.DB_FILE
-# The pruner's step: fold * STEP_STRIDE + epoch, one counter across folds that puts the same fold and
-# epoch of every trial on the same step (no fit runs 1,000 epochs).
-STEP_STRIDE = 1000
-
-
-def pruner_step(fold: int, epoch: int) -> int:
-    """The step a fold's epoch (both 0-based) is reported at."""
-    return fold * STEP_STRIDE + epoch
-
-
-def step_position(step: int) -> tuple[int, int]:
-    """(fold, epoch) of a reported step: pruner_step's inverse."""
-    return divmod(step, STEP_STRIDE)
-
-
 # Prune a trial whose best validation accuracy so far is below the 25th percentile of the finished
 # trials at the same fold and epoch ("clearly behind"), once 3 trials have finished, and never in
 # the first 3 epochs of the first fold (early validation accuracy is noisy while the weights move fast).
