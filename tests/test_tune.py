@@ -360,12 +360,17 @@ def test_a_read_only_runs_folder_really_is_one_line(run_cli, small_data, tmp_pat
 
 
 def test_presets_set_options_and_explicit_options_win():
-    quick = tune.resolve_options("cnn", "quick")
-    assert quick == {**tune.DEFAULTS, **models.get("cnn").presets["quick"]}
-    assert tune.resolve_options("cnn", "quick", folds=4, trials=None)["folds"] == 4
-    assert tune.resolve_options("mlp", None) == tune.DEFAULTS
-    assert tune.resolve_options("mlp", None, timeout=60)["trials"] is None  # the budget alone bounds the run
-    assert tune.resolve_options("mlp", None, timeout=60, trials=3)["trials"] == 3
+    def resolve(model, preset=None, **given):
+        return tune.resolve(tune.TuneOptions(model, preset=preset, **given))
+
+    fields = tune.OPTION_NAMES
+    quick = resolve("cnn", "quick")
+    assert {name: getattr(quick, name) for name in fields} == {**tune.DEFAULTS, **models.get("cnn").presets["quick"]}
+    assert resolve("cnn", "quick", folds=4, trials=None).folds == 4
+    assert {name: getattr(resolve("mlp"), name) for name in fields} == tune.DEFAULTS
+    assert resolve("mlp").seed == tune.DEFAULT_SEED and resolve("mlp", seed=3).seed == 3
+    assert resolve("mlp", timeout=60).trials is None  # the budget alone bounds the run
+    assert resolve("mlp", timeout=60, trials=3).trials == 3
     assert models.PRESET_NAMES == ("quick", "standard", "full")
     # each family declares its own presets, among the known names
     assert all(set(models.get(name).presets) <= set(models.PRESET_NAMES) for name in models.FAMILIES)

@@ -79,14 +79,14 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
     (`summary()`) and, after Ctrl-C, the command that resumes it (`resume(trials left)`)."""
     jobs = setup.request.jobs
     ended_before = tune.ended_trials(setup.study)
-    shares = split_trials(setup.options["trials"], jobs)
+    shares = split_trials(setup.options.trials, jobs)
     threads = threads_per_worker(len(shares), setup.request.threads)
     env = {**os.environ, **hardware.thread_env(threads), "PYTHONUNBUFFERED": "1"}
     # The workers import this same package (a checkout's copy wins over an installed one).
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
     print(
         f"starting {len(shares)} workers on {setup.shown_url}, {threads} thread{'s' * (threads != 1)} each"
-        + (f", trials {'+'.join(str(s) for s in shares)}" if setup.options["trials"] else "")
+        + (f", trials {'+'.join(str(s) for s in shares)}" if setup.options.trials else "")
         + (f" ({jobs - len(shares)} fewer than --jobs: fewer trials than workers)" if len(shares) < jobs else ""),
         flush=True,
     )
@@ -152,7 +152,7 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
     summary()
     if interrupted:
         done = tune.ended_trials(setup.study) - ended_before
-        total = setup.options["trials"]
+        total = setup.options.trials
         remaining = None if total is None else max(1, total - done)
         resume(remaining)
         return 130

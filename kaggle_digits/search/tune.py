@@ -32,7 +32,7 @@ from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
-from kaggle_digits.progress import Log, silent
+from kaggle_digits.progress import Log, silent, time_left, timing
 from kaggle_digits.search import cv, liveness, runs, storage
 from kaggle_digits.search.artifacts import ArtifactStore, open_artifact_store, upload_trial
 from kaggle_digits.search.steps import pruner_step
@@ -70,26 +70,7 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BINDING = ("model", "augment", "folds", "subsample", "seed", "train_sha256", "test_sha256")
 
 
-# --- options --------------------------------------------------------------------------------------
-
-
-def resolve_options(model: str, preset: str | None = None, **given: Any) -> dict[str, Any]:
-    """trials, timeout, folds, epochs, subsample, precision for `model`: DEFAULTS, then the family's preset,
-    then every given value that is not None. trials becomes None (unlimited) when only a timeout bounds the run.
-    """
-    if preset is not None and preset not in models.PRESET_NAMES:
-        raise UserError(f"--preset {preset}: choose one of {', '.join(models.PRESET_NAMES)}")
-    unknown = set(given) - set(OPTION_NAMES)
-    if unknown:
-        raise TypeError(f"unknown options: {sorted(unknown)}")
-    options = dict(DEFAULTS)
-    chosen = models.get(model).presets.get(preset, {}) if preset is not None else {}
-    options.update(chosen)
-    explicit = {k: v for k, v in given.items() if v is not None}
-    if "timeout" in explicit and "trials" not in explicit and "trials" not in chosen:
-        options["trials"] = None
-    options.update(explicit)
-    return options
+# --- options: TuneOptions (what a run is asked for), Resolved (what it uses); see below ----------------
 
 
 # --- storage and study ----------------------------------------------------------------------------
@@ -181,10 +162,12 @@ def open_study(
             f"{Path(runs_dir) / name}/ holds finished trials of another study '{name}' (not in {shown_url}): "
             "pass another --study, or the --storage those trials came from"
         )
-    common = {"direction": "maximize", "sampler": make_sampler(seed, 0, shared), "pruner": make_pruner(prune)}
+    sampler, pruner = make_sampler(seed, 0, shared), make_pruner(prune)
     if not exists:
         try:
-            study = optuna.create_study(storage=opened, study_name=name, **common)
+            study = optuna.create_study(
+                storage=opened, study_name=name, direction="maximize", sampler=sampler, pruner=pruner
+            )
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             exists = True
         else:
@@ -193,7 +176,7 @@ def open_study(
             _enqueue_default(study, spec, bool(binding["augment"]))
             study.set_user_attr(STUDY_ATTR, binding)
             return study, True
-    study = optuna.load_study(study_name=name, storage=opened, sampler=common["sampler"], pruner=common["pruner"])
+    study = optuna.load_study(study_name=name, storage=opened, sampler=sampler, pruner=pruner)
     recorded = _recorded_binding(study)
     n_existing = len(study.get_trials(deepcopy=False))
     if n_existing and not shared:
@@ -443,10 +426,8 @@ class Tuning:
         done = len(self.durations)
         elapsed = time.monotonic() - self.start
         text = f"{done + 1}/{self.trials} this run" if self.trials else f"{done + 1} this run"
-        text += f", elapsed {format_seconds(elapsed)}"
-        if self.trials and done:
-            text += f", ETA {format_seconds(elapsed / done * (self.trials - done))}"
-        return text
+        eta = time_left(elapsed, done, self.trials - done) if self.trials and done else None
+        return f"{text}, {timing(elapsed, eta, sep=', ')}"
 
     def after_trial(self, timeout: float | None) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
         """An optimize callback: count finished trials; stop when the next one would end past the timeout."""
@@ -518,7 +499,7 @@ def format_params(params: dict[str, Any], limit: int = 0) -> str:
 
 @dataclass
 class TuneOptions:
-    """What a `tune` run is asked for; None means "the preset's value, else DEFAULTS" (resolve_options).
+    """What a `tune` run is asked for; None means "the preset's value, else DEFAULTS" (resolve).
 
     data_dir and runs_dir are the folders as the user gave them (None: the default), repeated in the
     resume command and in the commands of --jobs workers; the folders used are the `Paths` given to
@@ -558,6 +539,43 @@ class TuneOptions:
         return self.study or (f"{self.model}-aug" if self.augment else str(self.model))
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A run's options as it uses them: in place of each option not given, the family's preset value,
+    else DEFAULTS'. The request stays as given in `request`: the commands that repeat a run (the resume
+    command, the workers of --jobs) repeat what the user gave."""
+
+    request: TuneOptions
+    trials: int | None  # None: until the timeout (or Ctrl-C)
+    timeout: float | None
+    folds: int
+    epochs: int | None
+    subsample: int | None
+    precision: str | None  # None: hardware's `auto`
+    seed: int
+
+    @property
+    def model(self) -> str:
+        return str(self.request.model)
+
+    @property
+    def study_name(self) -> str:
+        return self.request.study_name
+
+
+def resolve(options: TuneOptions) -> Resolved:
+    """Check `options` (check_options), then fill in what was not given: DEFAULTS, then the family's
+    preset, then every given value. trials becomes None (unlimited) when only a timeout bounds the run."""
+    check_options(options)
+    chosen = models.get(str(options.model)).presets.get(options.preset, {}) if options.preset is not None else {}
+    values: dict[str, Any] = {**DEFAULTS, **chosen}
+    given = {name: getattr(options, name) for name in OPTION_NAMES if getattr(options, name) is not None}
+    if "timeout" in given and "trials" not in given and "trials" not in chosen:
+        values["trials"] = None
+    values |= given
+    return Resolved(options, seed=DEFAULT_SEED if options.seed is None else options.seed, **values)
+
+
 def check_options(options: TuneOptions) -> None:
     """Every option's value, before any work; a bad one is a UserError naming it."""
     if options.model is None:
@@ -591,14 +609,11 @@ def check_options(options: TuneOptions) -> None:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Setup:
     """A run's resolved options, storage, data and study: what one worker, or the --jobs launcher, needs."""
 
-    request: TuneOptions
-    options: dict[str, Any]  # resolve_options: trials, timeout, folds, epochs, subsample, precision
-    seed: int
-    study_name: str
+    options: Resolved
     url: str  # the storage's real URL (never shown: shown_url is)
     storage: optuna.storages.BaseStorage
     study: optuna.Study
@@ -608,6 +623,18 @@ class Setup:
     tuning: Tuning
 
     @property
+    def request(self) -> TuneOptions:
+        return self.options.request
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    @property
+    def study_name(self) -> str:
+        return self.options.study_name
+
+    @property
     def shown_url(self) -> str:
         return storage.display_url(self.url)
 
@@ -615,10 +642,8 @@ class Setup:
 def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
     """Resolve the options, open the storage, load the data and create or join the study, without
     running a trial. Progress lines (what was loaded, the precision) go to `log`."""
-    check_options(options)
-    resolved = resolve_options(options.model, options.preset, **{name: getattr(options, name) for name in OPTION_NAMES})
-    seed = DEFAULT_SEED if options.seed is None else options.seed
-    study_name = options.study_name
+    resolved = resolve(options)
+    seed, study_name = resolved.seed, resolved.study_name
     url = choose_storage_url(options.storage, paths.runs_dir, study_name, options.jobs or 1)
     storage.check_writable(url, paths.runs_dir)
     opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT, log=log)
@@ -626,20 +651,19 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
 
     t0 = time.monotonic()
     dataset = data.load_dataset(paths.data_dir)
-    subsample = resolved["subsample"]
+    subsample = resolved.subsample
     if subsample is not None and subsample > len(dataset.y_train):
         raise UserError(f"--subsample {subsample}: {paths.train_csv} has only {len(dataset.y_train):,} rows")
-    if subsample is not None and subsample < N_CLASSES * resolved["folds"]:
+    if subsample is not None and subsample < N_CLASSES * resolved.folds:
         raise UserError(
-            f"--subsample {subsample}: too few rows for {resolved['folds']} folds "
-            f"(at least {N_CLASSES * resolved['folds']})"
+            f"--subsample {subsample}: too few rows for {resolved.folds} folds (at least {N_CLASSES * resolved.folds})"
         )
     if subsample == len(dataset.y_train):
         subsample = None
     rows = cv.stratified_subset(dataset.y_train, subsample, seed) if subsample else None
     rows = np.arange(len(dataset.y_train), dtype=np.int64) if rows is None else rows
     try:
-        cv.check_folds(dataset.y_train[rows], resolved["folds"], what=_rows_name(paths, subsample))
+        cv.check_folds(dataset.y_train[rows], resolved.folds, what=_rows_name(paths, subsample))
     except UserError as exc:
         raise UserError(str(exc) + (" or a larger --subsample" if subsample else "")) from None
     fingerprint = data_fingerprint(paths, subsample)
@@ -648,12 +672,12 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         f"({len(dataset.X_test):,} rows) in {format_seconds(time.monotonic() - t0)}"
     )
 
-    spec = models.get(options.model)
+    spec = models.get(resolved.model)
     # Explicit or from the preset; else `auto`, when an earlier run in this process (the pipeline's) chose
     # another that this run must not inherit. (Not configured at all: the Keras families choose `auto`.)
-    if (options.jobs or 1) == 1 and (resolved["precision"] is not None or hardware.is_configured()):
-        log(f"precision: {hardware.configure(resolved['precision'] or 'auto')}")
-    binding = {"model": options.model, "augment": options.augment, "folds": resolved["folds"]}
+    if (options.jobs or 1) == 1 and (resolved.precision is not None or hardware.is_configured()):
+        log(f"precision: {hardware.configure(resolved.precision or 'auto')}")
+    binding = {"model": options.model, "augment": options.augment, "folds": resolved.folds}
     binding |= {"subsample": subsample, "seed": seed}
     binding |= {"train_sha256": fingerprint["train_sha256"], "test_sha256": fingerprint["test_sha256"]}
     # Our own lines say what each trial did (Optuna would add a traceback for an interrupted trial).
@@ -667,14 +691,14 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         runs_dir=paths.runs_dir,
         augment=options.augment,
         seed=seed,
-        folds=resolved["folds"],
-        max_epochs=resolved["epochs"],
+        folds=resolved.folds,
+        max_epochs=resolved.epochs,
         X=dataset.X_train,
         y=dataset.y_train,
         X_test=dataset.X_test,
         rows=rows,
         info_data=fingerprint,
-        trials=resolved["trials"],
+        trials=resolved.trials,
         fold_jobs=options.fold_jobs or 1,
         monitor=options.monitor or options.prune,  # a pruner needs the per-epoch scores
         deadline=options.deadline,
@@ -682,7 +706,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         artifacts=artifacts,
         log=log,
     )
-    return Setup(options, resolved, seed, study_name, url, opened, study, created, before, len(rows), tuning)
+    return Setup(resolved, url, opened, study, created, before, len(rows), tuning)
 
 
 @dataclass
@@ -702,9 +726,9 @@ def optimize(setup: Setup) -> Outcome:
         with storage.storage_errors(setup.url), tuning.interrupts.installed():
             study.optimize(
                 tuning,
-                n_trials=options["trials"],
-                timeout=options["timeout"],
-                callbacks=[tuning.after_trial(options["timeout"])],
+                n_trials=options.trials,
+                timeout=options.timeout,
+                callbacks=[tuning.after_trial(options.timeout)],
                 gc_after_trial=True,
             )
     except KeyboardInterrupt:
@@ -716,7 +740,7 @@ def optimize(setup: Setup) -> Outcome:
     with storage.storage_errors(setup.url):
         liveness.fail_lost_trials(study, setup.url, tuning.log)
     ended = len(tuning.durations)
-    remaining = None if options["trials"] is None else options["trials"] - ended
+    remaining = None if options.trials is None else options.trials - ended
     return Outcome(interrupted, ended, remaining)
 
 
@@ -745,19 +769,19 @@ def summarize(study: optuna.Study, name: str, top: int = TOP_SHOWN) -> StudySumm
     trials = study.get_trials(deepcopy=False)
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
     finished = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: (-t.value, t.number),
+        ((float(t.value), t) for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda pair: (-pair[0], pair[1].number),
     )
     best = [
         TrialSummary(
             number=t.number,
-            value=float(t.value),
+            value=value,
             cv_std=float(t.user_attrs.get("cv_std", float("nan"))),
             seconds=float(t.user_attrs.get("seconds", float("nan"))),
             params=t.user_attrs.get("params", t.params),
             path=t.user_attrs.get(PATH_ATTR),
         )
-        for t in finished[:top]
+        for value, t in finished[:top]
     ]
     return StudySummary(name, counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL], best)
 
@@ -792,20 +816,20 @@ def command_args(
         parts += ["--storage", storage.display_url(url) if masked else url]
     if trials is not None:
         parts += ["--trials", str(max(1, trials))]
-    if options["timeout"] is not None:
-        parts += ["--timeout", f"{options['timeout']:g}"]
-    parts += ["--folds", str(options["folds"])]
+    if options.timeout is not None:
+        parts += ["--timeout", f"{options.timeout:g}"]
+    parts += ["--folds", str(options.folds)]
     for name in ("epochs", "subsample"):
-        if options[name] is not None:
-            parts += [f"--{name}", str(options[name])]
+        if getattr(options, name) is not None:
+            parts += [f"--{name}", str(getattr(options, name))]
     parts += ["--seed", str(setup.seed)]
     if not request.prune:
         parts.append("--no-prune")
     jobs = request.jobs if jobs is None else jobs
     if jobs and jobs > 1:
         parts += ["--jobs", str(jobs)]
-    if options.get("precision") is not None:
-        parts += ["--precision", str(options["precision"])]
+    if options.precision is not None:
+        parts += ["--precision", str(options.precision)]
     for name in ("fold_jobs", "threads", "artifacts", "heartbeat"):
         if getattr(request, name) is not None:
             parts += [f"--{name.replace('_', '-')}", str(getattr(request, name))]
