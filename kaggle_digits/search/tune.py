@@ -365,14 +365,14 @@ class Tuning:
             return float("nan")  # Optuna marks the trial failed
         seconds = time.monotonic() - started
         model_files = [folder / f"fold-{k}{self.spec.model_suffix}" for k in range(len(result.models))]
-        before = _file_identities(folder, model_files)
+        before, existed = _file_identities(folder, model_files), folder.exists()
         try:
             for model, path in zip(result.models, model_files):
                 self.spec.save(model, path)
             self._save_trial(trial, folder, params, result, seconds)
         except BaseException:
             # A full disk (or Ctrl-C) while saving: the files this trial wrote go, as a failed trial has none.
-            _remove_written(folder, model_files, before)
+            _remove_written(folder, model_files, before, existed)
             raise
         trial.set_user_attr(PATH_ATTR, str(folder.resolve()))
         trial.set_user_attr("params", params)
@@ -470,13 +470,15 @@ def _file_identities(folder: Path, model_files: list[Path]) -> dict[Path, tuple[
     return identities
 
 
-def _remove_written(folder: Path, model_files: list[Path], before: dict[Path, tuple[int, int] | None]) -> None:
-    """Remove the files of `before` that were written since (new or replaced), and the folder if that
-    left it empty and it did not exist before: nothing the toolkit did not write is touched."""
+def _remove_written(
+    folder: Path, model_files: list[Path], before: dict[Path, tuple[int, int] | None], existed: bool
+) -> None:
+    """Remove the files of `before` that were written since (new or replaced), and the folder when it did
+    not exist before and is empty now: nothing the toolkit did not write is touched."""
     for path, identity in _file_identities(folder, model_files).items():
         if identity is not None and identity != before[path]:
             path.unlink(missing_ok=True)
-    if all(identity is None for identity in before.values()):
+    if not existed:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
 
