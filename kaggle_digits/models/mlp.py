@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class _ReportingMLP(MLPClassifier):
     """MLPClassifier that calls `_epoch_hook(self)` after every epoch (the hook is never pickled), and
     with `_stop_by` (a time.time()) stops as its early stopping does when the next epoch would end later."""
 
-    _epoch_hook = None
+    _epoch_hook: Callable[[Any], None] | None = None
     _stop_by: float | None = None
     _epoch_began: float | None = None
 

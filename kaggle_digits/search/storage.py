@@ -302,7 +302,7 @@ def storage_errors(url: str) -> Iterator[None]:
     except Exception as exc:
         file = local_file(url)
         # Optuna wraps the database's own error (StorageInternalError): look down the chain of causes.
-        causes = [exc]
+        causes: list[BaseException] = [exc]
         while causes[-1].__cause__ is not None and len(causes) < 5:
             causes.append(causes[-1].__cause__)
         text = " ".join(str(e) for e in causes)
