@@ -20,6 +20,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from kaggle_digits.search import storage, tune
+from kaggle_digits.search.steps import pruner_step
 
 HANG_GUARD = 120.0  # seconds: only a hung process takes this long to stop or to receive a signal
 EPOCH_LINE = r"trial (\d+) fold \d+/(\d+) epoch \d+/"
@@ -66,7 +67,7 @@ def _running_trial(url: str, study_name: str, pid: int) -> tuple[int, bool] | No
     opened = storage.open_storage(url, heartbeat=None)
     study_id = opened.get_study_id_from_name(study_name)
     folds = int(opened.get_study_user_attrs(study_id)[tune.STUDY_ATTR]["folds"])
-    last_fold = tune.pruner_step(folds - 1, 0)
+    last_fold = pruner_step(folds - 1, 0)
     for trial in opened.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         if (trial.user_attrs.get(storage.WORKER_ATTR) or {}).get("pid") == pid:
             return trial.number, all(step < last_fold for step in trial.intermediate_values)

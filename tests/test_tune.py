@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from optuna.trial import FixedTrial
 from sklearn.model_selection import StratifiedKFold
 
 from kaggle_digits import io, models, units
@@ -309,6 +312,44 @@ def test_a_trial_folder_of_the_toolkits_own_files_may_be_written_again(run_cli, 
         runs.check_trial_dir(folder)
 
 
+def test_a_full_disk_after_the_fold_models_removes_them_and_the_default_runs_next(
+    run_cli, small_data, tmp_path, monkeypatch
+):
+    """The disk fills once the fold models are saved: the failed trial leaves none of its files (nor the
+    folder it made), and the next run (room again) runs the family's default that failed, not sampled
+    parameters."""
+    runs_dir = tmp_path / "runs"
+    study_folder = (runs_dir / "mlp").resolve()
+    real_open = builtins.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        path = Path(file).resolve() if isinstance(file, (str, os.PathLike)) else None
+        if any(flag in mode for flag in "wax+") and path and study_folder in path.parents and "fold-" not in path.name:
+            handle.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return handle
+
+    monkeypatch.setattr(builtins, "open", open_)
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 2 and "the disk is full" in result.err, result.err
+    assert "trial 0 fold 2/2" in result.out  # both fold models were fitted (and saved) before the disk filled
+    assert not (runs_dir / "mlp" / "trial-0").exists()
+    monkeypatch.setattr(builtins, "open", real_open)
+
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 0, result.err
+    assert "the family's default trial did not finish (interrupted or failed): it is queued again" in result.out
+    assert "trial 1 (1/1 this run" in result.out and "the family's default" in result.out
+    (trial,) = runs.list_trials(runs_dir, ["mlp"])
+    assert trial.number == 1 and trial.params == models.get("mlp").default_params(False)
+    states = [t.state for t in _study(runs_dir, "mlp").trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    # Once the default has finished, a later run samples.
+    result = _tune(run_cli, small_data, runs_dir, "--model", "mlp", "--trials", "1", *FAST)
+    assert result.code == 0 and "queued again" not in result.out
+
+
 def test_a_read_only_runs_folder_is_one_line(run_cli, small_data, tmp_path, monkeypatch):
     """As root, chmod does not stop writes: os.access is what tune asks, so that is what is simulated."""
     runs_dir = tmp_path / "runs"
@@ -362,12 +403,17 @@ def test_a_read_only_runs_folder_really_is_one_line(run_cli, small_data, tmp_pat
 
 
 def test_presets_set_options_and_explicit_options_win():
-    quick = tune.resolve_options("cnn", "quick")
-    assert quick == {**tune.DEFAULTS, **models.get("cnn").presets["quick"]}
-    assert tune.resolve_options("cnn", "quick", folds=4, trials=None)["folds"] == 4
-    assert tune.resolve_options("mlp", None) == tune.DEFAULTS
-    assert tune.resolve_options("mlp", None, timeout=60)["trials"] is None  # the budget alone bounds the run
-    assert tune.resolve_options("mlp", None, timeout=60, trials=3)["trials"] == 3
+    def resolve(model, preset=None, **given):
+        return tune.resolve(tune.TuneOptions(model, preset=preset, **given))
+
+    fields = tune.OPTION_NAMES
+    quick = resolve("cnn", "quick")
+    assert {name: getattr(quick, name) for name in fields} == {**tune.DEFAULTS, **models.get("cnn").presets["quick"]}
+    assert resolve("cnn", "quick", folds=4, trials=None).folds == 4
+    assert {name: getattr(resolve("mlp"), name) for name in fields} == tune.DEFAULTS
+    assert resolve("mlp").seed == tune.DEFAULT_SEED and resolve("mlp", seed=3).seed == 3
+    assert resolve("mlp", timeout=60).trials is None  # the budget alone bounds the run
+    assert resolve("mlp", timeout=60, trials=3).trials == 3
     assert models.PRESET_NAMES == ("quick", "standard", "full")
     # each family declares its own presets, among the known names
     assert all(set(models.get(name).presets) <= set(models.PRESET_NAMES) for name in models.FAMILIES)
@@ -377,8 +423,11 @@ def test_presets_set_options_and_explicit_options_win():
 @pytest.mark.parametrize("augment", [False, True])
 def test_the_first_trial_is_exactly_the_default(model, augment):
     spec = models.get(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FixedTrial only warns about a value outside the space
+        assert spec.search_space(FixedTrial(spec.default_suggestions(augment)), augment) == spec.default_params(augment)
     study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(tune.default_suggestions(spec, augment))
+    study.enqueue_trial(spec.default_suggestions(augment))
     assert spec.search_space(study.ask(), augment) == spec.default_params(augment)
 
 

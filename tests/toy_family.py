@@ -24,6 +24,9 @@ class ToySpec:
     def default_params(self, augment: bool) -> dict[str, Any]:
         return {"temperature": 500.0}
 
+    def default_suggestions(self, augment: bool) -> dict[str, Any]:
+        return self.default_params(augment)
+
     def fit(
         self,
         params,

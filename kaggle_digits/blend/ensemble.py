@@ -29,6 +29,7 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.io import writing_to
 from kaggle_digits.progress import Log, silent
 from kaggle_digits.search import runs, storage
+from kaggle_digits.search.listing import list_trials
 
 METHODS = {
     "greedy": "greedy ensemble selection with replacement on OOF log-loss (Caruana et al. 2004), bagged",
@@ -205,12 +206,12 @@ def candidates(
     """The `top` best finished trials of each study, reduced to the largest group that can be blended.
 
     Trials come from the folders in runs_dir, or with `storage_url` from that Optuna storage, wherever their
-    files are (storage.list_trials: the trial folder, a shared runs folder, or the artifact store).
+    files are (listing.list_trials: the trial folder, a shared runs folder, or the artifact store).
     test_csv : when given, a trial whose test.npy has not one row per row of this file is left out too.
     """
     if top < 1:
         raise UserError(f"--top {top}: must be at least 1")
-    listing = storage.list_trials(runs_dir, studies, storage=storage_url, artifacts=artifacts, top=top, log=log)
+    listing = list_trials(runs_dir, studies, storage=storage_url, artifacts=artifacts, top=top, log=log)
     chosen = listing.trials  # best CV first, at most `top` per study
     if not chosen:
         where = f"studies {', '.join(studies)}" if studies else str(runs_dir)

@@ -17,7 +17,7 @@ from kaggle_digits.blend.ensemble import (
 from kaggle_digits.cli.hints import report_command
 from kaggle_digits.cli.output import say
 from kaggle_digits.data.paths import Paths
-from kaggle_digits.search import storage
+from kaggle_digits.search import listing
 
 HELP = "blend the best tuned trials (weights chosen on out-of-fold predictions) and write a submission"
 
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--artifacts",
         metavar="DIR|s3://BUCKET",
         help="the artifact store tune uploaded to (default: the one each trial recorded); files are cached under "
-        f"<runs-dir>/{storage.CACHE_DIR}/",
+        f"<runs-dir>/{listing.CACHE_DIR}/",
     )
     parser.add_argument(
         "--top", type=int, default=DEFAULT_TOP, metavar="K", help=f"best trials per study (default {DEFAULT_TOP})"

@@ -139,10 +139,10 @@ def opening_line(setup: Setup) -> str:
     return (
         f"study '{setup.study_name}' in {setup.shown_url}: {state}; "
         f"{request.model}{' with augmentation' if request.augment else ''}, {setup.rows:,} rows, "
-        f"{options['folds']} folds, seed {setup.seed}"
-        + (f", epochs capped at {options['epochs']}" if options["epochs"] else "")
-        + (f", up to {plural(options['trials'], 'trial')}" if options["trials"] else "")
-        + (f", time budget {format_seconds(options['timeout'])}" if options["timeout"] else "")
+        f"{options.folds} folds, seed {setup.seed}"
+        + (f", epochs capped at {options.epochs}" if options.epochs else "")
+        + (f", up to {plural(options.trials, 'trial')}" if options.trials else "")
+        + (f", time budget {format_seconds(options.timeout)}" if options.timeout else "")
     )
 
 

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from kaggle_digits.data.paths import PACKAGE_DIR
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
-from kaggle_digits.search import storage, tune
+from kaggle_digits.search import liveness, storage, tune
 from kaggle_digits.search.tune import Setup
 
 # Seconds the workers get, after Ctrl-C, to mark their running trials failed and exit; then they are killed.
@@ -77,16 +77,16 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None], None]) -> int:
     """Start the workers, relay their lines, handle deaths and Ctrl-C, then print the study's summary
     (`summary()`) and, after Ctrl-C, the command that resumes it (`resume(trials left)`)."""
-    jobs = setup.request.jobs
+    jobs = setup.request.jobs or 1  # the launcher runs only for --jobs N > 1
     ended_before = tune.ended_trials(setup.study)
-    shares = split_trials(setup.options["trials"], jobs)
+    shares = split_trials(setup.options.trials, jobs)
     threads = threads_per_worker(len(shares), setup.request.threads)
     env = {**os.environ, **hardware.thread_env(threads), "PYTHONUNBUFFERED": "1"}
     # The workers import this same package (a checkout's copy wins over an installed one).
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")) if p)
     print(
         f"starting {len(shares)} workers on {setup.shown_url}, {threads} thread{'s' * (threads != 1)} each"
-        + (f", trials {'+'.join(str(s) for s in shares)}" if setup.options["trials"] else "")
+        + (f", trials {'+'.join(str(s) for s in shares)}" if setup.options.trials else "")
         + (f" ({jobs - len(shares)} fewer than --jobs: fewer trials than workers)" if len(shares) < jobs else ""),
         flush=True,
     )
@@ -105,7 +105,7 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
             start_new_session=True,  # Ctrl-C reaches the launcher only, which tells each worker once
             preexec_fn=_stop_with_parent,
         )
-        workers.append(Worker(k, share, process, started=storage.process_started(process.pid)))
+        workers.append(Worker(k, share, process, started=liveness.process_started(process.pid)))
         print(f"[w{k}] worker {k}/{len(shares)}: pid {process.pid}", flush=True)
 
     lines: queue.Queue[tuple[Worker, str | None]] = queue.Queue()
@@ -148,11 +148,11 @@ def run(setup: Setup, summary: Callable[[], None], resume: Callable[[int | None]
         printer.join()
 
     with storage.storage_errors(setup.url):
-        storage.fail_lost_trials(setup.study, setup.url, dead_pids={w.process.pid for w in workers})
+        liveness.fail_lost_trials(setup.study, setup.url, dead_pids={w.process.pid for w in workers})
     summary()
     if interrupted:
         done = tune.ended_trials(setup.study) - ended_before
-        total = setup.options["trials"]
+        total = setup.options.trials
         remaining = None if total is None else max(1, total - done)
         resume(remaining)
         return 130
@@ -207,7 +207,7 @@ def _relay(
         code = worker.process.wait()
         if code not in (0, 2, 130):
             with storage.storage_errors(setup.url):
-                storage.fail_lost_trials(setup.study, setup.url, log=lambda line: None, dead_pids={worker.process.pid})
+                liveness.fail_lost_trials(setup.study, setup.url, log=lambda line: None, dead_pids={worker.process.pid})
                 # (another worker may have been first to mark them: list what the dead one left failed)
                 lost = [
                     t.number

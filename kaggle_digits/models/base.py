@@ -47,6 +47,10 @@ class ModelSpec(Protocol):
     def default_params(self, augment: bool) -> dict[str, Any]:
         """A known-good point of the search space: the study's first trial."""
 
+    def default_suggestions(self, augment: bool) -> dict[str, Any]:
+        """The default as the values search_space suggests (name -> value): search_space answered with these
+        returns default_params. The study's first trial is queued with them."""
+
     def fit(
         self,
         params: dict[str, Any],

@@ -125,5 +125,12 @@ class CnnSpec(kc.KerasSpec):
             params.update(RECIPE_AUGMENT)
         return params
 
+    def default_suggestions(self, augment: bool) -> dict[str, Any]:
+        """default_params as search_space suggests it: the filters as n_blocks and base_filters."""
+        suggested: dict[str, Any] = {"n_blocks": 2, "base_filters": 32, "convs_per_block": 2, "downsample": "maxpool"}
+        suggested |= {"final_conv": 128, "dense_units": 0, "batchnorm": True, "norm_last": True}
+        suggested |= {"dropout": 0.2, "lr": 2e-3, "lr_decay": 0.95, "batch_size": 64, "schedule": "onecycle"}
+        return suggested | (RECIPE_AUGMENT if augment else {})
+
 
 SPEC = CnnSpec()

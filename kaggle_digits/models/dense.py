@@ -70,5 +70,11 @@ class DenseSpec(kc.KerasSpec):
             params.update(RECIPE_AUGMENT)
         return params
 
+    def default_suggestions(self, augment: bool) -> dict[str, Any]:
+        """default_params as search_space suggests it: the layers as n_layers and units_<i>."""
+        suggested: dict[str, Any] = {"n_layers": 2, "units_0": 128, "units_1": 64, "batchnorm": True}
+        suggested |= {"dropout": 0.2, "lr": 1e-3, "lr_decay": 0.95, "batch_size": 128}
+        return suggested | (RECIPE_AUGMENT if augment else {})
+
 
 SPEC = DenseSpec()

@@ -115,6 +115,10 @@ class MlpSpec:
             params.update(RECIPE_AUGMENT)
         return params
 
+    def default_suggestions(self, augment: bool) -> dict[str, Any]:
+        """default_params without the fixed epochs: every other key is a suggested name."""
+        return {key: value for key, value in self.default_params(augment).items() if key != "epochs"}
+
     def fit(
         self,
         params: dict[str, Any],

@@ -19,7 +19,7 @@ from kaggle_digits.blend import manifest
 from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
-from kaggle_digits.search import runs, storage
+from kaggle_digits.search import listing, runs, storage
 
 
 class Skip(Exception):
@@ -110,7 +110,7 @@ class Inputs:
         trials_storage: str | None = None,
         artifacts: str | None = None,
     ) -> None:
-        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders."""
+        """trials_storage: read trials from this storage (listing.list_trials) instead of runs_dir's folders."""
         self.paths, self.storage_url = paths, storage_url
         self.trials_storage, self.artifacts = trials_storage, artifacts
         self.requested_studies = studies
@@ -175,7 +175,7 @@ class Inputs:
         if self.trials_storage is not None:
             shown = storage.display_url(self.trials_storage)
             try:
-                found = storage.list_trials(
+                found = listing.list_trials(
                     self.paths.runs_dir, [study], storage=self.trials_storage, artifacts=self.artifacts, top=1
                 )
             except UserError as exc:
@@ -193,7 +193,7 @@ class Inputs:
             raise Skip(
                 "; ".join([f"no folder {folder} (studies with trials in {self.paths.runs_dir}: {known})", *reasons])
             )
-        trials = storage.list_trials(self.paths.runs_dir, [study], top=1).trials
+        trials = listing.list_trials(self.paths.runs_dir, [study], top=1).trials
         if not trials:
             raise Skip("; ".join([f"no finished trial in {folder}", *reasons]))
         return trials[0]

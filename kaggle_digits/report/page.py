@@ -34,7 +34,7 @@ from kaggle_digits.progress import Log, silent
 from kaggle_digits.report.inputs import Ensemble, Inputs, Skip
 from kaggle_digits.report.render import ClassTable, Plot, Section, render_html
 from kaggle_digits.search import runs, storage
-from kaggle_digits.search.tune import step_position
+from kaggle_digits.search.steps import step_position
 
 DPI = 110
 N_WORST = 32  # digits shown in the misclassified and disagreement grids
@@ -88,7 +88,7 @@ class Report(Inputs):
         artifacts: str | None = None,
         log: Log = silent,
     ) -> None:
-        """trials_storage: read trials from this storage (storage.list_trials) instead of runs_dir's folders.
+        """trials_storage: read trials from this storage (listing.list_trials) instead of runs_dir's folders.
         log: one line per section built (section_line)."""
         super().__init__(paths, storage, studies, submission_file, trials_storage, artifacts)
         self.log, self.out = log, Path(out)

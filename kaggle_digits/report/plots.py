@@ -277,7 +277,7 @@ def plot_importances(importances: dict[str, float], name: str) -> Figure:
 def plot_intermediate(trials: list[Any], name: str, position: Callable[[int], tuple[int, int]]) -> Figure:
     """Each trial's intermediate values, fold after fold; pruned trials in red ending in a cross.
 
-    position : a reported step -> (fold, epoch), both 0-based (kaggle_digits.search.tune.step_position).
+    position : a reported step -> (fold, epoch), both 0-based (kaggle_digits.search.steps.step_position).
     Folds are laid side by side on the x axis, one slot per epoch, and a line never joins the last epoch
     of a fold to the first of the next.
     """

@@ -10,7 +10,7 @@ import functools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from kaggle_digits import N_CLASSES
 from kaggle_digits.errors import UserError
 from kaggle_digits.models.base import ModelSpec
-from kaggle_digits.progress import Log, silent
+from kaggle_digits.progress import Log, silent, time_left, timing
 from kaggle_digits.units import format_seconds
 
 # Called after each epoch of each fold with (fold, epoch, metrics), both 0-based; may raise
@@ -161,16 +161,6 @@ def training_ends(now: float, deadline: float, trained: int, predicted: int) -> 
     return now + max(0.0, deadline - now) * share
 
 
-def time_left(elapsed: float, epochs_done: int, epochs_left: int, at_once: int = 1) -> float:
-    """The seconds the epochs left should take at the pace so far (NaN before any epoch ended): the
-    elapsed time per epoch ended, where `at_once` folds train side by side. Until each of those has ended
-    an epoch, the first to end stands for all of them (they started together), not for one in a row.
-    """
-    if epochs_done <= 0:
-        return float("nan")
-    return elapsed / max(epochs_done, at_once) * max(0, epochs_left)
-
-
 def cross_validate(
     spec: ModelSpec,
     params: dict[str, Any],
@@ -201,125 +191,45 @@ def cross_validate(
     curves in history.json). False scores it once, by the fold model's out-of-fold prediction, which
     saves a prediction of the held-out rows per epoch (several percent of an epoch); a fit whose params
     stop early (`patience` > 0) is monitored regardless, as early stopping needs it.
-    deadline : a time (time.time()) by which the folds should have ended. Once a fold has ended, a fold
-    that starts behind that pace gets only the epochs that still fit (Pace.epochs_within; its learning
-    rate schedule fitted to them as for any epoch cap); never more than planned. Each fold is also told
-    when its training should end (training_ends: the time left less its predictions'), and ends sooner
-    when it trains slower than that allows (ModelSpec.fit's stop_by): the only check for folds that all
-    start at once. None: the epochs planned.
+    deadline : a time (time.time()) by which the folds should have ended; each fold gets its share of
+    the time left as it starts (Deadline.plan). None: the epochs planned.
     """
     rows = np.arange(len(y), dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     Xr, yr = X[rows], np.asarray(y)[rows]
     check_folds(yr, folds, "the rows to cross-validate")
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(Xr, yr))
-    epochs_per_fold = planned_epochs(params, max_epochs)
-    oof = np.zeros((len(rows), N_CLASSES), dtype=np.float32)
-    covered = np.zeros(len(rows), dtype=np.int64)
-    test = np.zeros((len(X_test), N_CLASSES), dtype=np.float64)
-    result = CVResult(oof, rows, test, [], [], [], [], [])
-    start = time.monotonic()
-    epochs_done = 0  # over all folds, for the ETA
-    epochs_dropped = 0  # planned epochs that will not run (early stopping, a deadline)
-    folds_done = 0
     pace = Pace()
-
-    def eta() -> float:
-        if epochs_per_fold is None:
-            return float("nan")
-        left = folds * epochs_per_fold - epochs_dropped - epochs_done
-        return time_left(time.monotonic() - start, epochs_done, left, min(max(1, fold_jobs), folds))
-
-    def fold_epoch(fold: int, epoch: int, metrics: dict[str, float]) -> None:
-        nonlocal epochs_done
-        epochs_done += 1
-        pace.epoch_ended(fold)
-        if log is not None:
-            of = f"/{epochs_per_fold}" if epochs_per_fold else ""
-            log(
-                f"{label}fold {fold + 1}/{folds} epoch {epoch + 1}{of}  "
-                + "  ".join(f"{_short(k)} {v:.4f}" for k, v in metrics.items() if k in _SHOWN)
-                + f"  elapsed {format_seconds(time.monotonic() - start)}"
-                + f"  ETA {format_seconds(eta())}"
-            )
-        if on_epoch is not None:
-            on_epoch(fold, epoch, metrics)
-
-    def fold_done(fold: int, fitted: FoldFit) -> None:
-        nonlocal folds_done, epochs_dropped
-        folds_done += 1
-        pace.fold_ended(fold)
-        fit_idx, val_idx = splits[fold]
-        oof[val_idx] = fitted.val_proba
-        covered[val_idx] += 1
-        accuracy = float((fitted.val_proba.argmax(axis=1) == yr[val_idx]).mean())
-        # A fold that stopped early (early stopping, its stop_by) leaves the rest of its epochs out of the ETA.
-        planned = fold_planned.get(fold, epochs_per_fold or 0)
-        epochs_dropped += max(0, planned - fitted.epochs)
-        if log is not None and fold in fold_stop_by and fitted.epochs < planned and not stops_early:
-            log(f"{label}fold {fold + 1}/{folds}: stopped after {fitted.epochs} of {planned} epochs, to end in time")
-        if log is not None:
-            log(
-                f"{label}fold {fold + 1}/{folds} done  accuracy {accuracy:.4f}  {fitted.epochs} epochs in "
-                f"{format_seconds(fitted.seconds)}  elapsed {format_seconds(time.monotonic() - start)}"
-                f"  ETA {format_seconds(eta())}"
-            )
-
-    stops_early = int(params.get("patience", 0) or 0) > 0
-    watch = monitor or stops_early
-
-    fold_planned: dict[int, int] = {}  # folds given fewer epochs than planned, to end by the deadline
-
-    fold_stop_by: dict[int, float] = {}  # when each fold's training should end, to end by the deadline
-
-    def fold_epochs(fold: int) -> int | None:
-        """The epoch cap of a fold starting now: max_epochs, or fewer to end by the deadline. With a
-        deadline, the fold's training is also told when to end (fold_stop_by), for a fold that trains
-        slower than the pace so far (or than planned, when none has ended)."""
-        nonlocal epochs_dropped
-        pace.fold_started(fold)
-        if deadline is None or epochs_per_fold is None:
-            return max_epochs
-        epochs = pace.epochs_within(deadline, epochs_per_fold)
-        fit_idx, val_idx = splits[fold]
-        fold_stop_by[fold] = training_ends(pace.clock(), deadline, epochs * len(fit_idx), len(val_idx) + len(X_test))
-        if epochs == epochs_per_fold:
-            return max_epochs
-        fold_planned[fold] = epochs
-        epochs_dropped += epochs_per_fold - epochs
-        if log is not None:
-            log(
-                f"{label}fold {fold + 1}/{folds}: {epochs} of {epochs_per_fold} epochs, to end in time "
-                f"(an epoch takes {pace.epoch_seconds:.0f} s here)"
-            )
-        return epochs
-
-    def arguments(fold: int, epochs: int | None = max_epochs) -> tuple[Any, ...]:
-        fit_idx, val_idx = splits[fold]
-        return (
-            spec,
-            params,
-            Xr[fit_idx],
-            yr[fit_idx],
-            Xr[val_idx],
-            yr[val_idx],
-            X_test,
-            epochs,
-            seed + fold,
-            watch,
-            fold_stop_by.get(fold),
-        )
-
-    fitted_folds: list[FoldFit] = []
+    run = _CrossValidation(
+        spec=spec,
+        params=params,
+        X=Xr,
+        y=yr,
+        X_test=X_test,
+        splits=splits,
+        seed=seed,
+        max_epochs=max_epochs,
+        epochs_per_fold=planned_epochs(params, max_epochs),
+        monitor=monitor or _stops_early(params),
+        fold_jobs=fold_jobs,
+        deadline=None if deadline is None else Deadline(deadline, pace),
+        pace=pace,
+        on_epoch=on_epoch,
+        log=log or silent,
+        label=label,
+        oof=np.zeros((len(rows), N_CLASSES), dtype=np.float32),
+        covered=np.zeros(len(rows), dtype=np.int64),
+    )
     if fold_jobs <= 1 or folds == 1:
+        fitted_folds = []
         for fold in range(folds):
-            fitted = fit_fold(
-                *arguments(fold, fold_epochs(fold)), on_epoch=lambda e, m, fold=fold: fold_epoch(fold, e, m)
-            )
-            fold_done(fold, fitted)
+            fitted = fit_fold(run.start_fold(fold), on_epoch=functools.partial(run.end_epoch, fold))
+            run.end_fold(fold, fitted)
             fitted_folds.append(fitted)
     else:
-        fitted_folds = _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epochs, fold_epoch, fold_done)
+        fitted_folds = _fit_in_processes(run, fold_jobs)
 
+    test = np.zeros((len(X_test), N_CLASSES), dtype=np.float64)
+    result = CVResult(run.oof, rows, test, [], [], [], [], [])
     for fold, fitted in enumerate(fitted_folds):
         test += fitted.test_proba / folds
         _, val_idx = splits[fold]
@@ -328,10 +238,166 @@ def cross_validate(
         result.epochs.append(int(fitted.epochs))
         result.histories.append({"fold": fold, **fitted.history})
         result.models.append(fitted.model)
-    assert (covered == 1).all(), "every OOF row is predicted by exactly one fold model"
+    assert (run.covered == 1).all(), "every OOF row is predicted by exactly one fold model"
     result.test_proba = test.astype(np.float32)
     result.epoch_seconds = pace.epoch_seconds
     return result
+
+
+def _stops_early(params: dict[str, Any]) -> bool:
+    return int(params.get("patience", 0) or 0) > 0
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """What a fold starting now may spend: `epochs`, and when its training should end (`stop_by`, a
+    time.time() for ModelSpec.fit's stop_by)."""
+
+    epochs: int
+    stop_by: float
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A time (time.time()) by which the folds should have ended, and how to get there: as each fold
+    starts, it is given the epochs that still fit at the pace of the folds that ended (Pace.epochs_within;
+    its learning rate schedule fitted to them as for any epoch cap, never more than planned) and the time
+    its training should end, its predictions' time kept aside (training_ends). The fit ends sooner when it
+    trains slower than that allows (ModelSpec.fit's stop_by): the only check for folds that all start at
+    once, with no fold ended to go by."""
+
+    at: float
+    pace: Pace
+
+    def plan(self, planned: int, trained_rows: int, predicted_rows: int) -> FoldPlan:
+        epochs = self.pace.epochs_within(self.at, planned)
+        stop_by = training_ends(self.pace.clock(), self.at, epochs * trained_rows, predicted_rows)
+        return FoldPlan(epochs, stop_by)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold's fit: its rows, the held-out rows and the test set, and how long it may train. It
+    travels to a child process when folds are fitted side by side."""
+
+    spec: ModelSpec
+    params: dict[str, Any]
+    X_fit: np.ndarray
+    y_fit: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    max_epochs: int | None
+    seed: int
+    monitor: bool = True  # validate on the held-out rows after every epoch (they never train the model)
+    stop_by: float | None = None  # when its training should end (ModelSpec.fit)
+
+
+@dataclass
+class _CrossValidation:
+    """One cross_validate call as it goes: what it fits, and the counters its steps (start_fold,
+    end_epoch, end_fold) keep for the progress lines, the ETA and the deadline."""
+
+    spec: ModelSpec
+    params: dict[str, Any]
+    X: np.ndarray  # the rows cross-validated
+    y: np.ndarray
+    X_test: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    seed: int
+    max_epochs: int | None
+    epochs_per_fold: int | None  # planned_epochs: None when unknown
+    monitor: bool
+    fold_jobs: int
+    deadline: Deadline | None
+    pace: Pace
+    on_epoch: FoldEpochCallback | None
+    log: Log
+    label: str
+    oof: np.ndarray
+    covered: np.ndarray
+    start: float = field(default_factory=time.monotonic)
+    epochs_done: int = 0  # over all folds, for the ETA
+    epochs_dropped: int = 0  # planned epochs that will not run (early stopping, the deadline)
+    plans: dict[int, FoldPlan] = field(default_factory=dict)  # the deadline's, per fold started
+
+    @property
+    def folds(self) -> int:
+        return len(self.splits)
+
+    def job(self, fold: int, epochs: int | None = None, stop_by: float | None = None) -> FoldJob:
+        fit_idx, val_idx = self.splits[fold]
+        return FoldJob(
+            self.spec,
+            self.params,
+            self.X[fit_idx],
+            self.y[fit_idx],
+            self.X[val_idx],
+            self.y[val_idx],
+            self.X_test,
+            epochs,
+            self.seed + fold,
+            self.monitor,
+            stop_by,
+        )
+
+    def start_fold(self, fold: int) -> FoldJob:
+        """The job of a fold starting now: max_epochs, or with a deadline the fold's plan (fewer epochs
+        when it starts behind the pace; when its training should end in any case)."""
+        self.pace.fold_started(fold)
+        if self.deadline is None or self.epochs_per_fold is None:
+            return self.job(fold, self.max_epochs)
+        fit_idx, val_idx = self.splits[fold]
+        plan = self.deadline.plan(self.epochs_per_fold, len(fit_idx), len(val_idx) + len(self.X_test))
+        self.plans[fold] = plan
+        if plan.epochs == self.epochs_per_fold:
+            return self.job(fold, self.max_epochs, plan.stop_by)
+        self.epochs_dropped += self.epochs_per_fold - plan.epochs
+        self.log(
+            f"{self.label}fold {fold + 1}/{self.folds}: {plan.epochs} of {self.epochs_per_fold} epochs, to end in "
+            f"time (an epoch takes {self.pace.epoch_seconds:.0f} s here)"
+        )
+        return self.job(fold, plan.epochs, plan.stop_by)
+
+    def end_epoch(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        self.epochs_done += 1
+        self.pace.epoch_ended(fold)
+        of = f"/{self.epochs_per_fold}" if self.epochs_per_fold else ""
+        self.log(
+            f"{self.label}fold {fold + 1}/{self.folds} epoch {epoch + 1}{of}  "
+            + "  ".join(f"{_short(k)} {v:.4f}" for k, v in metrics.items() if k in _SHOWN)
+            + "  "
+            + timing(time.monotonic() - self.start, self.eta())
+        )
+        if self.on_epoch is not None:
+            self.on_epoch(fold, epoch, metrics)
+
+    def end_fold(self, fold: int, fitted: FoldFit) -> None:
+        self.pace.fold_ended(fold)
+        _, val_idx = self.splits[fold]
+        self.oof[val_idx] = fitted.val_proba
+        self.covered[val_idx] += 1
+        accuracy = float((fitted.val_proba.argmax(axis=1) == self.y[val_idx]).mean())
+        # A fold that stopped early (early stopping, its stop_by) leaves the rest of its epochs out of the ETA.
+        plan = self.plans.get(fold)
+        planned = plan.epochs if plan is not None else (self.epochs_per_fold or 0)
+        self.epochs_dropped += max(0, planned - fitted.epochs)
+        if plan is not None and fitted.epochs < planned and not _stops_early(self.params):
+            self.log(
+                f"{self.label}fold {fold + 1}/{self.folds}: stopped after {fitted.epochs} of {planned} epochs, "
+                "to end in time"
+            )
+        self.log(
+            f"{self.label}fold {fold + 1}/{self.folds} done  accuracy {accuracy:.4f}  {fitted.epochs} epochs in "
+            f"{format_seconds(fitted.seconds)}  " + timing(time.monotonic() - self.start, self.eta())
+        )
+
+    def eta(self) -> float:
+        if self.epochs_per_fold is None:
+            return float("nan")
+        left = self.folds * self.epochs_per_fold - self.epochs_dropped - self.epochs_done
+        at_once = min(max(1, self.fold_jobs), self.folds)
+        return time_left(time.monotonic() - self.start, self.epochs_done, left, at_once)
 
 
 @dataclass
@@ -347,82 +413,64 @@ class FoldFit:
     seconds: float
 
 
-def fit_fold(
-    spec: ModelSpec,
-    params: dict[str, Any],
-    X_fit: np.ndarray,
-    y_fit: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
-    X_test: np.ndarray,
-    max_epochs: int | None,
-    seed: int,
-    monitor: bool = True,
-    stop_by: float | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> FoldFit:
-    """Fit one fold's model and predict the held-out rows and the test set. monitor: the fit validates
-    on the held-out rows after every epoch (see cross_validate); they never train the model. stop_by:
-    when its training should end (ModelSpec.fit)."""
+def fit_fold(job: FoldJob, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FoldFit:
+    """Fit one fold's model and predict the held-out rows and the test set."""
     t0 = time.monotonic()
-    watched = (X_val, y_val) if monitor else (None, None)
-    fitted = spec.fit(
-        params,
-        X_fit,
-        y_fit,
+    watched = (job.X_val, job.y_val) if job.monitor else (None, None)
+    fitted = job.spec.fit(
+        job.params,
+        job.X_fit,
+        job.y_fit,
         *watched,
-        max_epochs=max_epochs,
-        seed=seed,
+        max_epochs=job.max_epochs,
+        seed=job.seed,
         on_epoch=on_epoch,
         verbose=False,
-        stop_by=stop_by,
+        stop_by=job.stop_by,
     )
     seconds = time.monotonic() - t0
     return FoldFit(
         fitted.model,
-        spec.predict_proba(fitted.model, X_val),
-        spec.predict_proba(fitted.model, X_test),
+        job.spec.predict_proba(fitted.model, job.X_val),
+        job.spec.predict_proba(fitted.model, job.X_test),
         fitted.history,
         int(fitted.epochs),
         seconds,
     )
 
 
-def _fit_fold_in_child(*args: Any, model_path: str, report: Callable[..., None]) -> FoldFit:
+def _fit_fold_in_child(job: FoldJob, *, model_path: str, report: Callable[..., None]) -> FoldFit:
     """fit_fold in a child process: epochs are reported to the parent, the model is written to
     model_path (the parent reads it back) and the result travels without it."""
-    spec = args[0]
-    fitted = fit_fold(*args, on_epoch=report)
-    spec.save(fitted.model, Path(model_path))
+    fitted = fit_fold(job, on_epoch=report)
+    job.spec.save(fitted.model, Path(model_path))
     fitted.model = None
     return fitted
 
 
-def _fit_in_processes(spec, folds, fold_jobs, arguments, fold_epochs, fold_epoch, fold_done) -> list[FoldFit]:
+def _fit_in_processes(run: _CrossValidation, fold_jobs: int) -> list[FoldFit]:
+    """The folds, `fold_jobs` at a time, each in its own process; each fold's job is made as it starts."""
     from kaggle_digits.models import hardware
     from kaggle_digits.search import processes
 
     with tempfile.TemporaryDirectory(prefix="kaggle-digits-folds-") as folder:
-        paths = [str(Path(folder) / f"fold-{k}{spec.model_suffix}") for k in range(folds)]
+        paths = [str(Path(folder) / f"fold-{k}{run.spec.model_suffix}") for k in range(run.folds)]
         tasks = [
-            processes.Task(functools.partial(_fit_fold_in_child, model_path=paths[k]), arguments(k), f"fold {k + 1}")
-            for k in range(folds)
+            processes.Task(functools.partial(_fit_fold_in_child, model_path=paths[k]), (), f"fold {k + 1}")
+            for k in range(run.folds)
         ]
 
         def prepare(fold: int, task: processes.Task) -> processes.Task:
-            return replace(task, args=arguments(fold, fold_epochs(fold)))
+            return replace(task, args=(run.start_fold(fold),))
 
         def on_report(fold: int, values: tuple[Any, ...]) -> None:
-            fold_epoch(fold, *values)
-
-        def on_done(fold: int, fitted: FoldFit) -> None:
-            fold_done(fold, fitted)
+            run.end_epoch(fold, *values)
 
         fitted_folds = processes.run(
-            tasks, fold_jobs, on_report, hardware.current_policy(), on_done=on_done, prepare=prepare
+            tasks, fold_jobs, on_report, hardware.current_policy(), on_done=run.end_fold, prepare=prepare
         )
         for k, fitted in enumerate(fitted_folds):
-            fitted.model = spec.load(Path(paths[k]))
+            fitted.model = run.spec.load(Path(paths[k]))
     return fitted_folds
 
 

@@ -1,4 +1,4 @@
-"""Optuna storages shared by tuning workers, and the finished trials in them wherever their files live.
+"""Optuna storages shared by tuning workers: their URLs, opening them, and their errors as one line.
 
 Three kinds of `--storage`:
   sqlite:///<path>                  one process at a time (tune's default: <runs-dir>/optuna.db)
@@ -11,11 +11,7 @@ heartbeat finds it (a trial whose worker fell silent for 2 heartbeats is failed 
 looks); on a file storage the trial names its worker process (machine, pid, start time), and a trial
 whose process is gone is failed.
 
-A trial's files are in `runs/<study>/trial-<n>/` on the machine that ran it (its `path` user attr), and
-also in an Optuna artifact store when tune ran with `--artifacts` (a directory, or `s3://bucket`).
-`list_trials` finds them for the ensemble and the report: the folder itself where it is reachable (same
-machine, or --runs-dir on a shared filesystem), else a copy downloaded from the artifact store into
-`<runs-dir>/.cache/<study>/trial-<n>/`.
+(liveness: which worker runs a trial; artifacts: --artifacts; listing: the finished trials.)
 """
 
 from __future__ import annotations
@@ -24,24 +20,18 @@ import contextlib
 import importlib
 import os
 import re
-import shutil
-import socket
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from kaggle_digits.errors import UserError
-from kaggle_digits.io import DiskFull, is_disk_full, read_json, write_json
+from kaggle_digits.io import DiskFull, is_disk_full
 from kaggle_digits.progress import Log, silent
-from kaggle_digits.search import runs
 
 try:
     import fcntl
@@ -50,18 +40,12 @@ except ImportError:  # Windows
 
 DB_FILE = "optuna.db"  # tune's default storage: SQLite, one process
 JOURNAL_FILE = "optuna-journal.log"  # the default with `tune --jobs N`
-CACHE_DIR = ".cache"  # under runs-dir: trials downloaded from an artifact store (never a study name)
-ARTIFACTS_MANIFEST = "artifacts.json"  # in a cached trial folder, written last: {file name: artifact id}
 
 STUDY_ATTR = "kaggle_digits"  # study user attr: what the study was created for
 PATH_ATTR = "path"  # trial user attr: the trial's folder on the machine that ran it
-WORKER_ATTR = "worker"  # trial user attr: the process running it (see worker_identity)
-ARTIFACTS_ATTR = "artifact_store"  # trial user attr: where its files were uploaded (--artifacts)
+WORKER_ATTR = "worker"  # trial user attr: the process running it (see liveness.worker_identity)
 
 DEFAULT_HEARTBEAT = 60  # seconds between a worker's heartbeats on a database server
-# A RUNNING trial on a file storage that names no worker is failed once this old: every trial names its
-# worker right after it starts, so only a worker killed in those milliseconds leaves one.
-UNNAMED_GRACE = 120.0
 CONNECT_TIMEOUT = 10  # seconds before an unreachable database server is reported
 INIT_ATTEMPTS = 5  # first use of an empty database: workers starting together race to create the tables
 
@@ -339,7 +323,7 @@ def storage_errors(url: str) -> Iterator[None]:
     except Exception as exc:
         file = local_file(url)
         # Optuna wraps the database's own error (StorageInternalError): look down the chain of causes.
-        causes = [exc]
+        causes: list[BaseException] = [exc]
         while causes[-1].__cause__ is not None and len(causes) < 5:
             causes.append(causes[-1].__cause__)
         text = " ".join(str(e) for e in causes)
@@ -377,323 +361,3 @@ def check_writable(url: str, runs_dir: Path) -> None:
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
-
-
-# --- workers and the trials they leave behind -------------------------------------------------------
-
-
-def _machine() -> str | None:
-    """This kernel boot and PID namespace: two processes with the same value see the same process ids."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return None
-
-
-def process_started(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot; tells a reused pid apart), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def worker_identity() -> dict[str, Any]:
-    """Who runs a trial: host name, pid, and (on Linux) what tells whether that process still lives."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "machine": _machine(), "started": process_started(pid)}
-
-
-def worker_alive(identity: dict[str, Any]) -> bool | None:
-    """Whether the worker process still runs; None when it ran on another machine (unknowable here)."""
-    machine = identity.get("machine")
-    if machine is None or machine != _machine():
-        return None
-    started = process_started(int(identity.get("pid", -1)))
-    return started is not None and started == identity.get("started")
-
-
-def _age_seconds(trial: FrozenTrial) -> float:
-    if trial.datetime_start is None:
-        return 0.0
-    start = trial.datetime_start
-    now = datetime.now(timezone.utc) if start.tzinfo else datetime.now()
-    return (now - start).total_seconds()
-
-
-def fail_lost_trials(study: optuna.Study, url: str, log: Log = silent, dead_pids: set[int] = frozenset()) -> list[int]:
-    """Mark failed the RUNNING trials whose worker is gone; returns their numbers.
-
-    Database server: Optuna's heartbeat check (trials silent for 2 heartbeats), plus trials of the local
-    processes in `dead_pids` (workers `tune --jobs` saw die). File storage: every trial whose worker
-    process no longer runs on this machine, or that named no worker for UNNAMED_GRACE seconds.
-    """
-    failed = []
-    if kind(url) == "server":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-            optuna.storages.fail_stale_trials(study)  # its callback says which
-        now_failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        failed += sorted(before & now_failed)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.number in failed:
-            continue
-        worker = trial.user_attrs.get(WORKER_ATTR)
-        if worker is None:
-            lost = kind(url) != "server" and _age_seconds(trial) > UNNAMED_GRACE
-            why = f"it named no worker in {UNNAMED_GRACE:.0f} s"
-        elif int(worker.get("pid", -1)) in dead_pids and worker.get("machine") == _machine():
-            lost, why = True, f"its worker (pid {worker['pid']}) died"
-        else:
-            lost = kind(url) != "server" and worker_alive(worker) is False
-            why = f"its worker ({worker.get('host')} pid {worker.get('pid')}) is no longer running"
-        if lost and _fail(study, trial.number):
-            failed.append(trial.number)
-            log(f"trial {trial.number} was left running, but {why}: marked failed")
-    return failed
-
-
-def _fail(study: optuna.Study, number: int) -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-        return False
-    return True
-
-
-# --- artifact stores ------------------------------------------------------------------------------
-
-
-@dataclass
-class ArtifactStore:
-    """An Optuna artifact store and the location it was opened from (`s3://bucket` or an absolute folder)."""
-
-    store: Any
-    location: str
-
-
-def open_artifact_store(location: str, create: bool = False) -> ArtifactStore:
-    """`s3://bucket` (Boto3ArtifactStore; the endpoint and credentials come from boto3's usual settings,
-    e.g. AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID) or a folder (FileSystemArtifactStore).
-
-    create : for writing (tune): the folder is made, the bucket must answer.
-    """
-    from optuna import artifacts
-
-    if location.startswith("s3://"):
-        bucket, _, prefix = location[len("s3://") :].partition("/")
-        if not bucket or prefix.strip("/"):
-            raise UserError(f"--artifacts {location}: give a bucket only (s3://BUCKET); files go to its top level")
-        try:
-            import boto3
-        except ImportError:
-            raise UserError(f"--artifacts {location}: boto3 is not installed (pip install boto3)") from None
-        client = boto3.client("s3")
-        if create:  # tune: find out now, not after the first trial, that the bucket cannot take the files
-            try:
-                client.head_bucket(Bucket=bucket)
-            except Exception as exc:
-                raise UserError(f"--artifacts {location}: cannot use the bucket: {_first_line(exc)}") from None
-        return ArtifactStore(artifacts.Boto3ArtifactStore(bucket, client=client), f"s3://{bucket}")
-    if "://" in location and not location.startswith("file://"):
-        raise UserError(f"--artifacts {location}: use a folder or s3://BUCKET")
-    folder = Path(location.removeprefix("file://")).expanduser().resolve()
-    if create:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"--artifacts {location}: cannot create the folder: {exc.strerror}") from None
-    elif not folder.is_dir():
-        raise UserError(f"--artifacts {location}: no such folder")
-    return ArtifactStore(artifacts.FileSystemArtifactStore(str(folder)), str(folder))
-
-
-def upload_trial(trial: optuna.Trial, folder: Path, store: ArtifactStore) -> int:
-    """Upload every file of a finished trial folder to the artifact store (metrics.json last) and record
-    the store on the trial. Returns the number of files."""
-    from optuna.artifacts import upload_artifact
-
-    files = sorted(
-        # Not the hidden bookkeeping (which files the toolkit wrote there): _download refuses such names.
-        (p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")),
-        key=lambda p: (p.name == runs.METRICS_FILE, p.name),
-    )
-    try:
-        for path in files:
-            upload_artifact(artifact_store=store.store, file_path=str(path), study_or_trial=trial)
-    except Exception as exc:
-        if type(exc).__module__.startswith(("botocore", "boto3")):
-            raise UserError(f"--artifacts {store.location}: upload failed: {_first_line(exc)}") from None
-        raise
-    trial.set_user_attr(ARTIFACTS_ATTR, store.location)
-    return len(files)
-
-
-def _artifact_ids(trial: FrozenTrial) -> dict[str, str]:
-    """file name -> artifact id of the files uploaded for `trial` (from Optuna's artifact metadata)."""
-    import json
-
-    found = {}
-    for key, value in trial.system_attrs.items():
-        if key.startswith("artifacts:"):
-            meta = json.loads(value)
-            found[meta["filename"]] = meta["artifact_id"]
-    return found
-
-
-# --- finished trials, wherever their files are -------------------------------------------------------
-
-
-@dataclass
-class Listing:
-    """Finished trials (best CV accuracy first) and the ones whose files cannot be reached, with why."""
-
-    trials: list[runs.TrialRun]
-    unreachable: list[tuple[str, str]] = field(default_factory=list)  # (`<study>/trial-<n>`, reason)
-
-
-def list_trials(
-    runs_dir: Path,
-    studies: list[str] | None = None,
-    *,
-    storage: str | None = None,
-    artifacts: str | None = None,
-    top: int | None = None,
-    log: Log = silent,
-) -> Listing:
-    """The finished trials of `studies` (default: all), best CV accuracy first.
-
-    Without `storage`: the trial folders under runs_dir (runs.list_trials). With a storage URL: its
-    COMPLETE trials (the best `top` of each study when given), each as a local folder — the folder it was
-    written to if reachable from here, else runs_dir/<study>/trial-<n> (a shared runs folder mounted
-    elsewhere), else a copy from the artifact store (`artifacts`, or the one the trial recorded) cached in
-    runs_dir/.cache/. Trials found nowhere are listed in `unreachable` with the reason. A study named
-    twice counts once.
-    """
-    studies = list(dict.fromkeys(studies)) if studies else studies
-    if storage is None:
-        trials = runs.list_trials(runs_dir, studies)
-        if top is not None:
-            trials = _top_per_study(trials, top)
-        return Listing(trials)
-    opened = open_storage(storage, heartbeat=None, must_exist=True)
-    store = open_artifact_store(artifacts) if artifacts else None
-    listing = Listing([])
-    with storage_errors(storage):
-        known = study_names(opened)
-        names = studies if studies else [s for s in known if _is_ours(opened, s)]
-        missing = [s for s in names if s not in known]
-        if missing:
-            raise UserError(
-                f"no study {', '.join(repr(s) for s in missing)} in {display_url(storage)} "
-                f"(studies there: {', '.join(known) or 'none'})"
-            )
-        for name in names:
-            study = optuna.load_study(study_name=name, storage=opened)
-            done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-            done.sort(key=lambda t: (-t.value, t.number))
-            for frozen in done[:top] if top is not None else done:
-                try:
-                    listing.trials.append(local_trial(name, frozen, Path(runs_dir), store, log))
-                except _Unreachable as why:
-                    listing.unreachable.append((f"{name}/trial-{frozen.number}", str(why)))
-    listing.trials.sort(key=lambda t: (-t.cv_accuracy, t.study, t.number))
-    return listing
-
-
-def _top_per_study(trials: list[runs.TrialRun], top: int) -> list[runs.TrialRun]:
-    seen: dict[str, int] = {}
-    kept = []
-    for trial in trials:
-        seen[trial.study] = seen.get(trial.study, 0) + 1
-        if seen[trial.study] <= top:
-            kept.append(trial)
-    return kept
-
-
-def _is_ours(storage: optuna.storages.BaseStorage, name: str) -> bool:
-    study_id = storage.get_study_id_from_name(name)
-    return STUDY_ATTR in storage.get_study_user_attrs(study_id)
-
-
-class _Unreachable(Exception):
-    pass
-
-
-def local_trial(
-    study: str, frozen: FrozenTrial, runs_dir: Path, store: ArtifactStore | None = None, log: Log = silent
-) -> runs.TrialRun:
-    """A finished trial of `study` as a local folder (see list_trials); _Unreachable says why not."""
-    recorded = frozen.user_attrs.get(PATH_ATTR)
-    for folder in ([Path(recorded)] if recorded else []) + [runs.trial_dir(runs_dir, study, frozen.number)]:
-        if _holds(folder, study, frozen.number):
-            return runs.TrialRun(folder)
-    ids = _artifact_ids(frozen)
-    location = frozen.user_attrs.get(ARTIFACTS_ATTR)
-    if ids and (store is not None or location):
-        if store is None:
-            try:
-                store = open_artifact_store(location)
-            except UserError as exc:
-                raise _Unreachable(
-                    f"its files are in the artifact store {location}, not reachable here: {exc}"
-                ) from None
-        return _download(study, frozen.number, ids, runs_dir, store, log)
-    host = (frozen.user_attrs.get(WORKER_ATTR) or {}).get("host", "another machine")
-    raise _Unreachable(
-        f"its folder {recorded} (on {host}) is not reachable from here: run the ensemble where the runs folder "
-        "is (or on a shared filesystem: --runs-dir), or tune with --artifacts DIR|s3://BUCKET"
-    )
-
-
-def _holds(folder: Path, study: str, number: int) -> bool:
-    """Whether `folder` is the finished trial `number` of `study` (not another study's of the same name)."""
-    if not (folder / runs.METRICS_FILE).is_file() or not (folder / "params.json").is_file():
-        return False
-    try:
-        info = read_json(folder / "params.json")
-    except (OSError, ValueError):
-        return False
-    return info.get("study") == study and int(info.get("trial", -1)) == number
-
-
-def _download(
-    study: str, number: int, ids: dict[str, str], runs_dir: Path, store: ArtifactStore, log: Log
-) -> runs.TrialRun:
-    """The trial's files from the artifact store, cached in runs_dir/.cache/<study>/trial-<n>/ (reused
-    while its manifest names the same artifact ids; a new copy is staged and then swapped in)."""
-    from optuna.artifacts import download_artifact
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    folder = Path(runs_dir) / CACHE_DIR / study / f"trial-{number}"
-    manifest = folder / ARTIFACTS_MANIFEST
-    if manifest.is_file() and read_json(manifest) == ids:
-        return runs.TrialRun(folder)
-    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
-    staging.mkdir(parents=True)
-    try:
-        for name, artifact_id in ids.items():
-            if "/" in name or name.startswith("."):
-                raise _Unreachable(f"the artifact store names a file {name!r}: refused")
-            try:
-                download_artifact(artifact_store=store.store, file_path=str(staging / name), artifact_id=artifact_id)
-            except ArtifactNotFound:
-                raise _Unreachable(f"{name} (artifact {artifact_id}) is missing from {store.location}") from None
-            except Exception as exc:
-                if type(exc).__module__.startswith(("botocore", "boto3")):
-                    raise _Unreachable(f"cannot download from {store.location}: {_first_line(exc)}") from None
-                raise
-        write_json(staging / ARTIFACTS_MANIFEST, ids)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    log(f"downloaded {study}/trial-{number} ({len(ids)} files) from {store.location} to {folder}")
-    return runs.TrialRun(folder)

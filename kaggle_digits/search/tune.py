@@ -5,7 +5,7 @@ default), cross-validates it (kaggle_digits.search.cv), reports each epoch's val
 and leaves its artifacts in `runs/<study>/trial-<n>/` (see kaggle_digits.search.runs). Studies live in an
 Optuna storage (SQLite in the runs folder by default) and continue where they stopped when run again.
 Several processes tune one study together through a shared storage (kaggle_digits.search.storage): `--jobs N`
-starts N workers on this machine (kaggle_digits.search.workers), and any number of machines can run the same
+starts N workers on this machine (kaggle_digits.cli.workers), and any number of machines can run the same
 command against one database server.
 """
 
@@ -32,8 +32,10 @@ from kaggle_digits.data import dataset as data
 from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.models import hardware
-from kaggle_digits.progress import Log, silent
-from kaggle_digits.search import cv, runs, storage
+from kaggle_digits.progress import Log, silent, time_left, timing
+from kaggle_digits.search import cv, liveness, runs, storage
+from kaggle_digits.search.artifacts import ArtifactStore, open_artifact_store, upload_trial
+from kaggle_digits.search.steps import pruner_step
 from kaggle_digits.units import format_seconds
 
 OPTION_NAMES = ("trials", "timeout", "folds", "epochs", "subsample", "precision")
@@ -51,21 +53,6 @@ DEFAULTS: dict[str, Any] = {
 
 DEFAULT_SEED = 0
 DB_FILE = storage.DB_FILE
-# The pruner's step: fold * STEP_STRIDE + epoch, one counter across folds that puts the same fold and
-# epoch of every trial on the same step (no fit runs 1,000 epochs).
-STEP_STRIDE = 1000
-
-
-def pruner_step(fold: int, epoch: int) -> int:
-    """The step a fold's epoch (both 0-based) is reported at."""
-    return fold * STEP_STRIDE + epoch
-
-
-def step_position(step: int) -> tuple[int, int]:
-    """(fold, epoch) of a reported step: pruner_step's inverse."""
-    return divmod(step, STEP_STRIDE)
-
-
 # Prune a trial whose best validation accuracy so far is below the 25th percentile of the finished
 # trials at the same fold and epoch ("clearly behind"), once 3 trials have finished, and never in
 # the first 3 epochs of the first fold (early validation accuracy is noisy while the weights move fast).
@@ -83,26 +70,7 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BINDING = ("model", "augment", "folds", "subsample", "seed", "train_sha256", "test_sha256")
 
 
-# --- options --------------------------------------------------------------------------------------
-
-
-def resolve_options(model: str, preset: str | None = None, **given: Any) -> dict[str, Any]:
-    """trials, timeout, folds, epochs, subsample, precision for `model`: DEFAULTS, then the family's preset,
-    then every given value that is not None. trials becomes None (unlimited) when only a timeout bounds the run.
-    """
-    if preset is not None and preset not in models.PRESET_NAMES:
-        raise UserError(f"--preset {preset}: choose one of {', '.join(models.PRESET_NAMES)}")
-    unknown = set(given) - set(OPTION_NAMES)
-    if unknown:
-        raise TypeError(f"unknown options: {sorted(unknown)}")
-    options = dict(DEFAULTS)
-    chosen = models.get(model).presets.get(preset, {}) if preset is not None else {}
-    options.update(chosen)
-    explicit = {k: v for k, v in given.items() if v is not None}
-    if "timeout" in explicit and "trials" not in explicit and "trials" not in chosen:
-        options["trials"] = None
-    options.update(explicit)
-    return options
+# --- options: TuneOptions (what a run is asked for), Resolved (what it uses); see below ----------------
 
 
 # --- storage and study ----------------------------------------------------------------------------
@@ -183,7 +151,7 @@ def open_study(
     other values would mix incomparable trials, so that is a UserError naming the differences.
     The study is created once: of several workers starting together, one creates it and records its
     settings; the others join it (and wait up to JOIN_WAIT seconds for those settings). Trials left
-    running by workers that are gone are marked failed (storage.fail_lost_trials).
+    running by workers that are gone are marked failed (liveness.fail_lost_trials).
     """
     shown_url = storage.display_url(url)
     shared = storage.is_shared(url)
@@ -194,19 +162,21 @@ def open_study(
             f"{Path(runs_dir) / name}/ holds finished trials of another study '{name}' (not in {shown_url}): "
             "pass another --study, or the --storage those trials came from"
         )
-    common = {"direction": "maximize", "sampler": make_sampler(seed, 0, shared), "pruner": make_pruner(prune)}
+    sampler, pruner = make_sampler(seed, 0, shared), make_pruner(prune)
     if not exists:
         try:
-            study = optuna.create_study(storage=opened, study_name=name, **common)
+            study = optuna.create_study(
+                storage=opened, study_name=name, direction="maximize", sampler=sampler, pruner=pruner
+            )
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             exists = True
         else:
             # The default trial is queued before the settings are recorded: a worker joining the study waits
             # for the settings, so it can never take trial 0's number from the default.
-            study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
+            _enqueue_default(study, spec, bool(binding["augment"]))
             study.set_user_attr(STUDY_ATTR, binding)
             return study, True
-    study = optuna.load_study(study_name=name, storage=opened, sampler=common["sampler"], pruner=common["pruner"])
+    study = optuna.load_study(study_name=name, storage=opened, sampler=sampler, pruner=pruner)
     recorded = _recorded_binding(study)
     n_existing = len(study.get_trials(deepcopy=False))
     if n_existing and not shared:
@@ -216,7 +186,7 @@ def open_study(
             raise UserError(f"study '{name}' in {shown_url} was not created by this tool: pick another --study")
         # Created by a process that stopped before recording its settings: finish the job.
         if not study.get_trials(deepcopy=False):
-            study.enqueue_trial(default_suggestions(spec, bool(binding["augment"])), user_attrs={"default": True})
+            _enqueue_default(study, spec, bool(binding["augment"]))
         study.set_user_attr(STUDY_ATTR, binding)
         return study, True
     differences = [
@@ -229,8 +199,24 @@ def open_study(
             f"study '{name}' in {shown_url} was created with other settings: {'; '.join(differences)}. "
             "Pass the same options to continue it, or a new --study name"
         )
-    storage.fail_lost_trials(study, url, log)
+    liveness.fail_lost_trials(study, url, log)
+    if _default_still_owed(study):
+        _enqueue_default(study, spec, bool(binding["augment"]))
+        log("the family's default trial did not finish (interrupted or failed): it is queued again")
     return study, False
+
+
+def _enqueue_default(study: optuna.Study, spec: models.ModelSpec, augment: bool) -> None:
+    """Queue the family's known-good default as the study's next trial."""
+    study.enqueue_trial(spec.default_suggestions(augment), user_attrs={"default": True})
+
+
+def _default_still_owed(study: optuna.Study) -> bool:
+    """No trial has run the default to its end (finished or pruned) and none is queued or running with it:
+    a default that failed (Ctrl-C, a full disk) is queued again rather than lost to sampled parameters."""
+    defaults = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("default")]
+    settled = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)
+    return bool(defaults) and not any(t.state in settled for t in defaults)
 
 
 def _recorded_binding(study: optuna.Study) -> dict[str, Any] | None:
@@ -255,74 +241,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64:
         return value[:12] + "…"  # a SHA-256
     return str(value)
-
-
-class _Branch(Exception):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
-class _NoInverse(Exception):
-    pass
-
-
-class _Replay:
-    """Stands in for an optuna Trial: answers suggest_* from `known` values (matched by name, as
-    enqueue_trial would) or else from `path`, the choice index of each unmatched discrete parameter."""
-
-    LIMIT = 10_000  # an integer range larger than this counts as continuous
-
-    def __init__(self, known: dict[str, Any], path: list[int]) -> None:
-        self.known, self.path, self.values, self._unmatched = known, path, {}, 0
-
-    def _pick(self, name: str, options: list[Any] | None) -> Any:
-        if name in self.known and (options is None or self.known[name] in options):
-            value = self.known[name]
-        elif options is None:
-            raise _NoInverse(name)
-        elif self._unmatched < len(self.path):
-            value = options[self.path[self._unmatched]]
-            self._unmatched += 1
-        else:
-            raise _Branch(len(options))
-        self.values[name] = value
-        return value
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self._pick(name, list(choices))
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        span = range(low, high + 1, step)
-        return self._pick(name, list(span) if len(span) <= self.LIMIT else None)
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False):
-        return self._pick(name, None)
-
-
-def default_suggestions(spec: models.ModelSpec, augment: bool) -> dict[str, Any]:
-    """The suggest_* values for which spec.search_space returns exactly spec.default_params: what
-    enqueue_trial needs so the study's first trial is the default *and* Optuna knows its parameters.
-
-    Parameters named like a key of the defaults take that value; the remaining discrete ones (e.g. a
-    layer count behind a list of units) are found by a depth-first search over their choices.
-    """
-    import json
-
-    target = json.loads(json.dumps(spec.default_params(augment)))
-    stack: list[list[int]] = [[]]
-    while stack:
-        path = stack.pop()
-        replay = _Replay(target, path)
-        try:
-            out = spec.search_space(replay, augment)
-        except _Branch as branch:
-            stack.extend(path + [i] for i in reversed(range(branch.n)))
-            continue
-        except _NoInverse:
-            continue
-        if json.loads(json.dumps(out)) == target:
-            return replay.values
-    raise ValueError(f"{spec.name}: default_params(augment={augment}) is not a point of its search_space")
 
 
 # --- one trial ------------------------------------------------------------------------------------
@@ -402,7 +320,7 @@ class Tuning:
     monitor: bool = True  # score the held-out fold each epoch (for the pruner); cv.cross_validate
     deadline: float | None = None  # time.time() by which a trial's folds should end; cv.cross_validate
     url: str = ""  # the storage's URL (what kind of storage decides how lost trials are found)
-    artifacts: storage.ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
+    artifacts: ArtifactStore | None = None  # --artifacts: where finished trials' files are uploaded
     log: Log = silent
     interrupts: Interrupts = field(default_factory=Interrupts)
     start: float = field(default_factory=time.monotonic)
@@ -413,7 +331,7 @@ class Tuning:
         self.current = trial
         self.interrupts.check()
         # First thing: name this process, so that if it dies the trial is known to be lost (not running).
-        trial.set_user_attr(storage.WORKER_ATTR, storage.worker_identity())
+        trial.set_user_attr(storage.WORKER_ATTR, liveness.worker_identity())
         params = self.spec.search_space(trial, self.augment)
         folder = runs.trial_dir(self.runs_dir, self.study_name, trial.number)
         runs.check_trial_dir(folder)  # a finished trial, or files of the user's, are never written over
@@ -445,8 +363,31 @@ class Tuning:
             self.log(f"trial {trial.number} failed: the fit diverged (non-finite probabilities)")
             return float("nan")  # Optuna marks the trial failed
         seconds = time.monotonic() - started
-        for k, model in enumerate(result.models):
-            self.spec.save(model, folder / f"fold-{k}{self.spec.model_suffix}")
+        model_files = [folder / f"fold-{k}{self.spec.model_suffix}" for k in range(len(result.models))]
+        before, existed = _file_identities(folder, model_files), folder.exists()
+        try:
+            for model, path in zip(result.models, model_files):
+                self.spec.save(model, path)
+            self._save_trial(trial, folder, params, result, seconds)
+        except BaseException:
+            # A full disk (or Ctrl-C) while saving: the files this trial wrote go, as a failed trial has none.
+            _remove_written(folder, model_files, before, existed)
+            raise
+        trial.set_user_attr(PATH_ATTR, str(folder.resolve()))
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("cv_std", result.cv_std)
+        trial.set_user_attr("seconds", seconds)
+        uploaded = upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
+        self.log(
+            f"trial {trial.number} done: CV accuracy {result.cv_accuracy:.4f} ± {result.cv_std:.4f} "
+            f"in {format_seconds(seconds)} -> {folder}"
+            + (f" (+ {uploaded} files in {self.artifacts.location})" if self.artifacts and uploaded else "")
+        )
+        return result.cv_accuracy
+
+    def _save_trial(
+        self, trial: optuna.Trial, folder: Path, params: dict[str, Any], result: cv.CVResult, seconds: float
+    ) -> None:
         info = {
             "study": self.study_name,
             "trial": trial.number,
@@ -461,17 +402,6 @@ class Tuning:
         }
         metrics = {**result.metrics(), "seconds": seconds}
         runs.save_trial(folder, info, metrics, result.histories, result.oof_proba, result.oof_rows, result.test_proba)
-        trial.set_user_attr(PATH_ATTR, str(folder.resolve()))
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("cv_std", result.cv_std)
-        trial.set_user_attr("seconds", seconds)
-        uploaded = storage.upload_trial(trial, folder, self.artifacts) if self.artifacts else 0
-        self.log(
-            f"trial {trial.number} done: CV accuracy {result.cv_accuracy:.4f} ± {result.cv_std:.4f} "
-            f"in {format_seconds(seconds)} -> {folder}"
-            + (f" (+ {uploaded} files in {self.artifacts.location})" if uploaded else "")
-        )
-        return result.cv_accuracy
 
     def _pruning_reporter(self, trial: optuna.Trial) -> cv.FoldEpochCallback:
         def report(fold: int, epoch: int, metrics: dict[str, float]) -> None:
@@ -495,10 +425,8 @@ class Tuning:
         done = len(self.durations)
         elapsed = time.monotonic() - self.start
         text = f"{done + 1}/{self.trials} this run" if self.trials else f"{done + 1} this run"
-        text += f", elapsed {format_seconds(elapsed)}"
-        if self.trials and done:
-            text += f", ETA {format_seconds(elapsed / done * (self.trials - done))}"
-        return text
+        eta = time_left(elapsed, done, self.trials - done) if self.trials and done else None
+        return f"{text}, {timing(elapsed, eta, sep=', ')}"
 
     def after_trial(self, timeout: float | None) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
         """An optimize callback: count finished trials; stop when the next one would end past the timeout."""
@@ -508,7 +436,7 @@ class Tuning:
             if frozen.datetime_complete and frozen.datetime_start:
                 self.durations.append((frozen.datetime_complete - frozen.datetime_start).total_seconds())
             if self.url:
-                storage.fail_lost_trials(study, self.url, self.log)  # workers that died meanwhile
+                liveness.fail_lost_trials(study, self.url, self.log)  # workers that died meanwhile
             if timeout is None or not self.durations:
                 return
             elapsed = time.monotonic() - self.start
@@ -522,6 +450,36 @@ class Tuning:
             self.interrupts.check()  # the trial is stored: a good place to stop
 
         return callback
+
+
+# The files runs.save_trial writes into a trial folder (beside the fold models).
+TRIAL_FILES = ("params.json", "history.json", "oof.npy", "oof_rows.npy", "test.npy", runs.METRICS_FILE)
+
+
+def _file_identities(folder: Path, model_files: list[Path]) -> dict[Path, tuple[int, int] | None]:
+    """(inode, mtime) of each file a trial writes, None where absent: what an atomic write replaces changes."""
+    identities: dict[Path, tuple[int, int] | None] = {}
+    for path in [*model_files, *(folder / name for name in TRIAL_FILES)]:
+        try:
+            stat = path.stat()
+        except OSError:
+            identities[path] = None
+        else:
+            identities[path] = (stat.st_ino, stat.st_mtime_ns)
+    return identities
+
+
+def _remove_written(
+    folder: Path, model_files: list[Path], before: dict[Path, tuple[int, int] | None], existed: bool
+) -> None:
+    """Remove the files of `before` that were written since (new or replaced), and the folder when it did
+    not exist before and is empty now: nothing the toolkit did not write is touched."""
+    for path, identity in _file_identities(folder, model_files).items():
+        if identity is not None and identity != before[path]:
+            path.unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
 
 def format_params(params: dict[str, Any], limit: int = 0) -> str:
@@ -542,7 +500,7 @@ def format_params(params: dict[str, Any], limit: int = 0) -> str:
 
 @dataclass
 class TuneOptions:
-    """What a `tune` run is asked for; None means "the preset's value, else DEFAULTS" (resolve_options).
+    """What a `tune` run is asked for; None means "the preset's value, else DEFAULTS" (resolve).
 
     data_dir and runs_dir are the folders as the user gave them (None: the default), repeated in the
     resume command and in the commands of --jobs workers; the folders used are the `Paths` given to
@@ -582,6 +540,43 @@ class TuneOptions:
         return self.study or (f"{self.model}-aug" if self.augment else str(self.model))
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A run's options as it uses them: in place of each option not given, the family's preset value,
+    else DEFAULTS'. The request stays as given in `request`: the commands that repeat a run (the resume
+    command, the workers of --jobs) repeat what the user gave."""
+
+    request: TuneOptions
+    trials: int | None  # None: until the timeout (or Ctrl-C)
+    timeout: float | None
+    folds: int
+    epochs: int | None
+    subsample: int | None
+    precision: str | None  # None: hardware's `auto`
+    seed: int
+
+    @property
+    def model(self) -> str:
+        return str(self.request.model)
+
+    @property
+    def study_name(self) -> str:
+        return self.request.study_name
+
+
+def resolve(options: TuneOptions) -> Resolved:
+    """Check `options` (check_options), then fill in what was not given: DEFAULTS, then the family's
+    preset, then every given value. trials becomes None (unlimited) when only a timeout bounds the run."""
+    check_options(options)
+    chosen = models.get(str(options.model)).presets.get(options.preset, {}) if options.preset is not None else {}
+    values: dict[str, Any] = {**DEFAULTS, **chosen}
+    given = {name: getattr(options, name) for name in OPTION_NAMES if getattr(options, name) is not None}
+    if "timeout" in given and "trials" not in given and "trials" not in chosen:
+        values["trials"] = None
+    values |= given
+    return Resolved(options, seed=DEFAULT_SEED if options.seed is None else options.seed, **values)
+
+
 def check_options(options: TuneOptions) -> None:
     """Every option's value, before any work; a bad one is a UserError naming it."""
     if options.model is None:
@@ -615,14 +610,11 @@ def check_options(options: TuneOptions) -> None:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Setup:
     """A run's resolved options, storage, data and study: what one worker, or the --jobs launcher, needs."""
 
-    request: TuneOptions
-    options: dict[str, Any]  # resolve_options: trials, timeout, folds, epochs, subsample, precision
-    seed: int
-    study_name: str
+    options: Resolved
     url: str  # the storage's real URL (never shown: shown_url is)
     storage: optuna.storages.BaseStorage
     study: optuna.Study
@@ -632,6 +624,18 @@ class Setup:
     tuning: Tuning
 
     @property
+    def request(self) -> TuneOptions:
+        return self.options.request
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    @property
+    def study_name(self) -> str:
+        return self.options.study_name
+
+    @property
     def shown_url(self) -> str:
         return storage.display_url(self.url)
 
@@ -639,31 +643,28 @@ class Setup:
 def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
     """Resolve the options, open the storage, load the data and create or join the study, without
     running a trial. Progress lines (what was loaded, the precision) go to `log`."""
-    check_options(options)
-    resolved = resolve_options(options.model, options.preset, **{name: getattr(options, name) for name in OPTION_NAMES})
-    seed = DEFAULT_SEED if options.seed is None else options.seed
-    study_name = options.study_name
+    resolved = resolve(options)
+    seed, study_name = resolved.seed, resolved.study_name
     url = choose_storage_url(options.storage, paths.runs_dir, study_name, options.jobs or 1)
     storage.check_writable(url, paths.runs_dir)
     opened = storage.open_storage(url, heartbeat=options.heartbeat or storage.DEFAULT_HEARTBEAT, log=log)
-    artifacts = storage.open_artifact_store(options.artifacts, create=True) if options.artifacts else None
+    artifacts = open_artifact_store(options.artifacts, create=True) if options.artifacts else None
 
     t0 = time.monotonic()
     dataset = data.load_dataset(paths.data_dir)
-    subsample = resolved["subsample"]
+    subsample = resolved.subsample
     if subsample is not None and subsample > len(dataset.y_train):
         raise UserError(f"--subsample {subsample}: {paths.train_csv} has only {len(dataset.y_train):,} rows")
-    if subsample is not None and subsample < N_CLASSES * resolved["folds"]:
+    if subsample is not None and subsample < N_CLASSES * resolved.folds:
         raise UserError(
-            f"--subsample {subsample}: too few rows for {resolved['folds']} folds "
-            f"(at least {N_CLASSES * resolved['folds']})"
+            f"--subsample {subsample}: too few rows for {resolved.folds} folds (at least {N_CLASSES * resolved.folds})"
         )
     if subsample == len(dataset.y_train):
         subsample = None
     rows = cv.stratified_subset(dataset.y_train, subsample, seed) if subsample else None
     rows = np.arange(len(dataset.y_train), dtype=np.int64) if rows is None else rows
     try:
-        cv.check_folds(dataset.y_train[rows], resolved["folds"], what=_rows_name(paths, subsample))
+        cv.check_folds(dataset.y_train[rows], resolved.folds, what=_rows_name(paths, subsample))
     except UserError as exc:
         raise UserError(str(exc) + (" or a larger --subsample" if subsample else "")) from None
     fingerprint = data_fingerprint(paths, subsample)
@@ -672,12 +673,12 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         f"({len(dataset.X_test):,} rows) in {format_seconds(time.monotonic() - t0)}"
     )
 
-    spec = models.get(options.model)
+    spec = models.get(resolved.model)
     # Explicit or from the preset; else `auto`, when an earlier run in this process (the pipeline's) chose
     # another that this run must not inherit. (Not configured at all: the Keras families choose `auto`.)
-    if (options.jobs or 1) == 1 and (resolved["precision"] is not None or hardware.is_configured()):
-        log(f"precision: {hardware.configure(resolved['precision'] or 'auto')}")
-    binding = {"model": options.model, "augment": options.augment, "folds": resolved["folds"]}
+    if (options.jobs or 1) == 1 and (resolved.precision is not None or hardware.is_configured()):
+        log(f"precision: {hardware.configure(resolved.precision or 'auto')}")
+    binding = {"model": options.model, "augment": options.augment, "folds": resolved.folds}
     binding |= {"subsample": subsample, "seed": seed}
     binding |= {"train_sha256": fingerprint["train_sha256"], "test_sha256": fingerprint["test_sha256"]}
     # Our own lines say what each trial did (Optuna would add a traceback for an interrupted trial).
@@ -691,14 +692,14 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         runs_dir=paths.runs_dir,
         augment=options.augment,
         seed=seed,
-        folds=resolved["folds"],
-        max_epochs=resolved["epochs"],
+        folds=resolved.folds,
+        max_epochs=resolved.epochs,
         X=dataset.X_train,
         y=dataset.y_train,
         X_test=dataset.X_test,
         rows=rows,
         info_data=fingerprint,
-        trials=resolved["trials"],
+        trials=resolved.trials,
         fold_jobs=options.fold_jobs or 1,
         monitor=options.monitor or options.prune,  # a pruner needs the per-epoch scores
         deadline=options.deadline,
@@ -706,7 +707,7 @@ def prepare(options: TuneOptions, paths: Paths, log: Log = silent) -> Setup:
         artifacts=artifacts,
         log=log,
     )
-    return Setup(options, resolved, seed, study_name, url, opened, study, created, before, len(rows), tuning)
+    return Setup(resolved, url, opened, study, created, before, len(rows), tuning)
 
 
 @dataclass
@@ -726,9 +727,9 @@ def optimize(setup: Setup) -> Outcome:
         with storage.storage_errors(setup.url), tuning.interrupts.installed():
             study.optimize(
                 tuning,
-                n_trials=options["trials"],
-                timeout=options["timeout"],
-                callbacks=[tuning.after_trial(options["timeout"])],
+                n_trials=options.trials,
+                timeout=options.timeout,
+                callbacks=[tuning.after_trial(options.timeout)],
                 gc_after_trial=True,
             )
     except KeyboardInterrupt:
@@ -738,9 +739,9 @@ def optimize(setup: Setup) -> Outcome:
             # bookkeeping could still read RUNNING: make sure the study never shows it running forever.
             study.tell(tuning.current.number, state=TrialState.FAIL, skip_if_finished=True)
     with storage.storage_errors(setup.url):
-        storage.fail_lost_trials(study, setup.url, tuning.log)
+        liveness.fail_lost_trials(study, setup.url, tuning.log)
     ended = len(tuning.durations)
-    remaining = None if options["trials"] is None else options["trials"] - ended
+    remaining = None if options.trials is None else options.trials - ended
     return Outcome(interrupted, ended, remaining)
 
 
@@ -769,19 +770,19 @@ def summarize(study: optuna.Study, name: str, top: int = TOP_SHOWN) -> StudySumm
     trials = study.get_trials(deepcopy=False)
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
     finished = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: (-t.value, t.number),
+        ((float(t.value), t) for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda pair: (-pair[0], pair[1].number),
     )
     best = [
         TrialSummary(
             number=t.number,
-            value=float(t.value),
+            value=value,
             cv_std=float(t.user_attrs.get("cv_std", float("nan"))),
             seconds=float(t.user_attrs.get("seconds", float("nan"))),
             params=t.user_attrs.get("params", t.params),
             path=t.user_attrs.get(PATH_ATTR),
         )
-        for t in finished[:top]
+        for value, t in finished[:top]
     ]
     return StudySummary(name, counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL], best)
 
@@ -816,20 +817,20 @@ def command_args(
         parts += ["--storage", storage.display_url(url) if masked else url]
     if trials is not None:
         parts += ["--trials", str(max(1, trials))]
-    if options["timeout"] is not None:
-        parts += ["--timeout", f"{options['timeout']:g}"]
-    parts += ["--folds", str(options["folds"])]
+    if options.timeout is not None:
+        parts += ["--timeout", f"{options.timeout:g}"]
+    parts += ["--folds", str(options.folds)]
     for name in ("epochs", "subsample"):
-        if options[name] is not None:
-            parts += [f"--{name}", str(options[name])]
+        if getattr(options, name) is not None:
+            parts += [f"--{name}", str(getattr(options, name))]
     parts += ["--seed", str(setup.seed)]
     if not request.prune:
         parts.append("--no-prune")
     jobs = request.jobs if jobs is None else jobs
     if jobs and jobs > 1:
         parts += ["--jobs", str(jobs)]
-    if options.get("precision") is not None:
-        parts += ["--precision", str(options["precision"])]
+    if options.precision is not None:
+        parts += ["--precision", str(options.precision)]
     for name in ("fold_jobs", "threads", "artifacts", "heartbeat"):
         if getattr(request, name) is not None:
             parts += [f"--{name.replace('_', '-')}", str(getattr(request, name))]
