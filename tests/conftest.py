@@ -142,14 +142,17 @@ def tuned_mlp(tmp_path_factory, small_data) -> TunedStudy:
     return TunedStudy(small_data, root / "runs", root / "subs", best.path, ensemble_json)
 
 
-class _FullDiskFile:
-    """A file opened for writing whose writes fail as on a full disk: ENOSPC and no file name."""
+class FailingFile:
+    """A file opened for writing whose first write fails with `error` (default: ENOSPC without a file name,
+    as on a full disk), after writing the first `written` share of what it was given."""
 
-    def __init__(self, file) -> None:
-        self._file = file
+    def __init__(self, file, error: BaseException | None = None, written: float = 0.0) -> None:
+        self._file, self._written = file, written
+        self._error = error if error is not None else OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def write(self, data) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._file.write(data[: int(len(data) * self._written)])
+        raise self._error
 
     def __getattr__(self, name):
         return getattr(self._file, name)
@@ -174,7 +177,7 @@ def full_disk(monkeypatch):
             handle = real_open(file, mode, *args, **kwargs)
             writing = any(flag in mode for flag in "wax+")
             if writing and isinstance(file, (str, os.PathLike)) and folder in Path(file).resolve().parents:
-                return _FullDiskFile(handle)
+                return FailingFile(handle)
             return handle
 
         monkeypatch.setattr(builtins, "open", open_)

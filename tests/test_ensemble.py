@@ -20,7 +20,7 @@ from kaggle_digits.blend import ensemble, submission
 from kaggle_digits.data import dataset as data
 from kaggle_digits.io import read_json
 from kaggle_digits.search import runs
-from tests.conftest import make_slice
+from tests.conftest import FailingFile, make_slice
 
 # Trial folders written from real scikit-learn predictions on the small slice; each "view" is the part
 # of the image a classifier sees, so members differ and blending has something to gain.
@@ -339,26 +339,6 @@ def test_a_full_disk_is_one_line_naming_the_submissions_folder(halves, small_dat
     assert not subs.exists() or list(subs.iterdir()) == []
 
 
-class _FailingFile:
-    """A file opened for writing that writes half of its first write, then fails with `error`."""
-
-    def __init__(self, file, error: BaseException) -> None:
-        self._file, self._error = file, error
-
-    def write(self, data) -> int:
-        self._file.write(data[: len(data) // 2])
-        raise self._error
-
-    def __getattr__(self, name):
-        return getattr(self._file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._file.close()
-
-
 @pytest.mark.parametrize("failing", ["manifest", "history"])
 @pytest.mark.parametrize("error", ["disk full", "ctrl-c"])
 def test_a_failure_after_the_submission_leaves_no_submission_without_its_manifest_and_row(
@@ -379,7 +359,7 @@ def test_a_failure_after_the_submission_leaves_no_submission_without_its_manifes
     def open_(file, mode="r", *a, **kw):
         handle = real_open(file, mode, *a, **kw)
         if any(flag in mode for flag in "wax+") and part in Path(file).name:
-            return _FailingFile(handle, exc)
+            return FailingFile(handle, exc, written=0.5)
         return handle
 
     monkeypatch.setattr(builtins, "open", open_)
