@@ -145,7 +145,7 @@ def test_predict_and_serve_take_the_exported_file(keras_runs, images, tmp_path, 
     from kaggle_digits.predict import serve
 
     model = predict.load_predictor(tmp_path, tmp_path, model=out)
-    with TestClient(serve.create_app(model)) as client:
+    with TestClient(serve.create_app(model), base_url="http://127.0.0.1:8000") as client:
         answer = client.post("/predict", content=png.read_bytes(), headers={"Content-Type": "image/png"}).json()
         assert answer["label"] == int(expected.argmax())
         np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)

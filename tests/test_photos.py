@@ -122,7 +122,7 @@ def test_the_drawing_page_api_reads_a_photo_as_predict_does(photo_set, tuned_mlp
 
     shots, _, uneven = photo_set
     trial = predict.TrialPredictor.load(runs.load_trial(tuned_mlp.best_trial))
-    with TestClient(serve.create_app(trial)) as client:
+    with TestClient(serve.create_app(trial), base_url="http://127.0.0.1:8000") as client:
         for p, digit in list(zip(shots, uneven))[:3]:
             response = client.post("/predict", content=photos.render(p), headers={"Content-Type": "image/jpeg"})
             assert response.status_code == 200, response.text
