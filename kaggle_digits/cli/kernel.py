@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kaggle_digits.cli import submit as submit_face
 from kaggle_digits.cli.options import check_wait_options
 from kaggle_digits.cli.output import say
 from kaggle_digits.errors import UserError
 from kaggle_digits.kaggle import kernel
+from kaggle_digits.kaggle import upload as kaggle_upload
 from kaggle_digits.kaggle.kernel import (
     ACCELERATORS,
     DATASET_SLUG,
@@ -156,7 +156,8 @@ def _output(args: argparse.Namespace) -> int:
     print(f"recorded in {args.paths.history_csv}")
     if args.submit:
         # The kernel predicted Kaggle's own test.csv, whose row order the mirror's solution.csv does not follow.
-        return submit_face.upload(args.paths, got.submission, args.message, score_locally=False)
+        kaggle_upload.upload(args.paths, got.submission, args.message, score_locally=False, log=say)
+        return 0
     print(f'upload it with `python scripts/kernel.py output --submit -m "kernel {KERNEL_SLUG}"` or')
     print(f'`python scripts/submit.py {got.submission} -m "kernel {KERNEL_SLUG}" --wait`')
     return 0

@@ -18,7 +18,6 @@ from kaggle_digits.cli.options import check_wait_options
 from kaggle_digits.cli.output import say
 
 # Importing kaggle_api does not import the client: that happens at the first call to Kaggle.
-from kaggle_digits.data.paths import Paths
 from kaggle_digits.errors import UserError
 from kaggle_digits.kaggle import api as kaggle_api
 from kaggle_digits.kaggle import upload as kaggle_upload
@@ -58,9 +57,17 @@ def run(args: argparse.Namespace) -> int:
         if args.message or args.dry_run or args.wait:
             raise UserError("--local only scores the file: it takes no -m, --dry-run or --wait")
         return _local(args)
-    return upload(
-        args.paths, args.file, args.message, dry_run=args.dry_run, wait=args.wait, timeout=args.timeout, poll=args.poll
+    kaggle_upload.upload(
+        args.paths,
+        args.file,
+        args.message,
+        dry_run=args.dry_run,
+        wait=args.wait,
+        timeout=args.timeout,
+        poll=args.poll,
+        log=say,
     )
+    return 0
 
 
 def _check_wait_options(args: argparse.Namespace) -> None:
@@ -73,33 +80,6 @@ def _local(args: argparse.Namespace) -> int:
     score = submission.score_local(args.file, args.paths.solution_csv)
     print(f"{args.file}: valid, {score.total:,} rows")
     print(f"local leaderboard ({args.paths.solution_csv}): {score}")
-    return 0
-
-
-def upload(
-    paths: Paths,
-    file: Path,
-    message: str | None,
-    *,
-    dry_run: bool = False,
-    wait: bool = False,
-    timeout: float = DEFAULT_TIMEOUT,
-    poll: float = DEFAULT_POLL,
-    score_locally: bool = True,
-) -> int:
-    """Validate `file`, then (unless dry_run) upload it with `message` (kaggle_digits.kaggle.upload),
-    printing each step."""
-    kaggle_upload.upload(
-        paths,
-        file,
-        message,
-        dry_run=dry_run,
-        wait=wait,
-        timeout=timeout,
-        poll=poll,
-        score_locally=score_locally,
-        log=say,
-    )
     return 0
 
 
