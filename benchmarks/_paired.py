@@ -62,16 +62,26 @@ def read_reference(path: str | os.PathLike = REFERENCE, rows: int | None = None)
 
 def mcnemar(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> McNemar:
     """McNemar's exact test of two label arrays against the truth (all three in the same row order)."""
-    from scipy.stats import binomtest
-
     first, second, truth = np.asarray(first), np.asarray(second), np.asarray(truth)
     if not len(first) == len(second) == len(truth):
         raise ValueError(f"label arrays of {len(first)}, {len(second)} and {len(truth)} rows: not the same rows")
     right_first, right_second = first == truth, second == truth
     b = int((right_first & ~right_second).sum())
     c = int((~right_first & right_second).sum())
-    p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
-    return McNemar(int(right_first.sum()), int(right_second.sum()), len(truth), b, c, p)
+    return McNemar(int(right_first.sum()), int(right_second.sum()), len(truth), b, c, exact_p(b, c))
+
+
+def exact_p(b: int, c: int) -> float:
+    """Two-sided exact binomial p of b successes in b + c trials at one half: twice the smaller tail, at most
+    1 (what scipy.stats.binomtest(b, b + c, 0.5).pvalue gives), in exact integers without scipy's import."""
+    n, k = b + c, min(b, c)
+    if 2 * k == n:
+        return 1.0
+    term = tail = 1  # C(n, 0), then C(n, i) for i up to k
+    for i in range(1, k + 1):
+        term = term * (n - i + 1) // i
+        tail += term
+    return min(1.0, 2 * tail / (1 << n))
 
 
 def line(result: McNemar | None, against: str = "the recipe") -> str:
