@@ -47,7 +47,7 @@ def main() -> int:
             print(_paired.line(_paired.mcnemar(first, other, truth), against=args.other.name))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
     return 0
 
 
