@@ -51,10 +51,11 @@ def truth(solution_csv: str | os.PathLike) -> np.ndarray:
     return submission.read_solution(solution_csv)
 
 
-def read_reference(path: str | os.PathLike = REFERENCE, rows: int | None = None) -> np.ndarray | None:
-    """The reference labels (ordered by ImageId), or None when the file is absent. A malformed file, or one
-    with another number of rows than `rows`, is a UserError naming the file (and the line)."""
-    path = Path(path)
+def read_reference(path: str | os.PathLike | None = None, rows: int | None = None) -> np.ndarray | None:
+    """The reference labels (ordered by ImageId; path: default REFERENCE), or None when the file is absent.
+    A malformed file, or one with another number of rows than `rows`, is a UserError naming the file (and
+    the line)."""
+    path = Path(REFERENCE if path is None else path)
     if not path.exists():
         return None
     return submission.read_submission(path, n_test=rows)
@@ -94,7 +95,7 @@ def line(result: McNemar | None, against: str = "the recipe") -> str:
     )
 
 
-def vs_reference(labels: np.ndarray, truth: np.ndarray, path: str | os.PathLike = REFERENCE) -> str:
+def vs_reference(labels: np.ndarray, truth: np.ndarray, path: str | os.PathLike | None = None) -> str:
     """`line` for labels against the reference file's (the 'no reference labels' line when it is absent)."""
     reference = read_reference(path, rows=len(truth))
     return line(None if reference is None else mcnemar(labels, reference, truth))

@@ -182,7 +182,7 @@ def main() -> int:
     if done:
         truth = _paired.truth(solution)
         labels = sum(np.load(args.out / f"net-{k}.npy") for k in done).argmax(axis=1)
-        reference = _paired.read_reference(args.reference or _paired.REFERENCE, rows=len(truth))
+        reference = _paired.read_reference(args.reference, rows=len(truth))
         result = None if reference is None else _paired.mcnemar(labels, reference, truth)
         print(("" if result is None else f"the {len(done)} saved nets averaged ") + _paired.line(result))
     print(f"wrote {args.out}")
