@@ -10,8 +10,10 @@ runs/submissions/reports folders (kept with --keep) on --data-dir (default data/
 offline mirror there when it is missing), then prints, each as a ratio to its target: the wall time against
 the time budget (10 minutes for quick), the local leaderboard accuracy (from data/solution.csv, read by the
 scorer only) with its 95% interval against the target for that budget, and |CV - local| against 0.003 (CV
-predicts the leaderboard), and the range a 7,000-row public leaderboard (Kaggle's, about a quarter of the
-test rows) would show for that accuracy.
+predicts the leaderboard), the range a 7,000-row public leaderboard (Kaggle's, about a quarter of the
+test rows) would show for that accuracy, and the submission compared row by row with the public recipe's
+labels (benchmarks/_paired.py: correct rows of each, b = rows only this run got right, c = rows only the
+recipe did, McNemar's exact p; or the command that makes benchmarks/reference/recipe.csv when it is absent).
 
 --busy K keeps K other processes spinning on the CPU for the whole run: the machine trains slower than
 the speed its plan was made with (the cached one), as when other work shares it, and the run must still
@@ -31,8 +33,11 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
+import _paired  # (benchmarks/_paired.py)
 import _timed  # (benchmarks/_timed.py)
 
+from kaggle_digits.blend.submission import read_submission
+from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json
 from kaggle_digits.units import format_seconds, parse_duration
 
@@ -102,6 +107,12 @@ def main() -> int:
             )
             gap = abs(accuracy - cv)
             print(f"|CV - local| = {gap:.5f} ({gap / MAX_GAP:.2f} of the allowed {MAX_GAP})")
+            try:
+                truth = _paired.truth(Path(args.data_dir) / "solution.csv")
+                labels = read_submission(manifests[-1].with_suffix(".csv"), n_test=len(truth))
+                print(_paired.vs_reference(labels, truth))
+            except UserError as error:
+                print(f"no paired comparison: {error}")
     if args.keep:
         print(f"kept in {work}")
     else:

@@ -15,10 +15,19 @@ the recipe's own (strided convs, dropout 0.4, Adam 1e-3 x 0.95**epoch, conv-ReLU
     python benchmarks/recipe.py --data-dir data --out runs/recipe                 # all 15: about 2 h on a BF16 CPU
     python benchmarks/recipe.py --data-dir data --out runs/recipe --nets 4        # the first 4 (or 4 more of them)
     python benchmarks/recipe.py --data-dir data --out runs/default --params '{}'  # the toolkit's default net instead
+    python benchmarks/recipe.py --data-dir data --out runs/recipe --reference benchmarks/reference/recipe.csv
 
 Printed as each net ends: its held-out and test accuracy, and the local score of the nets saved so far
-averaged; at the end, the score of the first n nets for each n, with its 95% interval, and the public
-score for reference.
+averaged; at the end, the score of the first n nets for each n, with its 95% interval, the public score for
+reference, and the saved nets averaged compared row by row with the recipe's reference labels (--reference,
+else benchmarks/reference/recipe.csv; benchmarks/_paired.py: McNemar's exact test), or the command that
+makes them.
+
+--reference PATH writes the labels of the recipe's 15 nets averaged to PATH (a submission file, ImageId,Label,
+of the mirror's 28,000 test rows) once all 15 are saved, training the missing ones first: the reference
+labels that the benchmarks compare their submissions with. It refuses another setting than the recipe's,
+an existing file, and a call that would leave some of the 15 nets unsaved (`--nets 0` writes the file from
+nets already saved).
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ import numpy as np
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
+
+import _paired  # (benchmarks/_paired.py)
 
 RECIPE = {"downsample": "stride", "dropout": 0.4, "schedule": "exponential", "lr": 1e-3}
 PUBLIC_SCORE = 0.99757
@@ -95,10 +106,10 @@ def main() -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=CHECKOUT / "data")
     parser.add_argument("--jobs", type=int, default=2, help="nets trained at once (default 2)")
+    parser.add_argument(
+        "--reference", type=Path, help="write the 15 nets' averaged labels here once all are saved (see above)"
+    )
     args = parser.parse_args()
-
-    from kaggle_digits.models import cnn
-    from kaggle_digits.search import processes
 
     solution = args.data_dir / "solution.csv"
     for name in ("train.csv", "test.csv", "solution.csv"):
@@ -110,10 +121,16 @@ def main() -> int:
         parser.error(f"--params: not JSON ({error})")
     if not isinstance(overrides, dict):
         parser.error(f"--params: a JSON object of cnn params, not {args.params}")
+    if args.reference:
+        refuse_reference(args, overrides)
+
+    from kaggle_digits.models import cnn
+    from kaggle_digits.search import processes
+
     params = cnn.SPEC.default_params(augment=True) | overrides
     setting = {"params": params, "epochs": args.epochs, "precision": args.precision}
     args.out.mkdir(parents=True, exist_ok=True)
-    saved = sorted(int(p.stem.split("-")[1]) for p in args.out.glob("net-*.json"))
+    saved = saved_nets(args.out)
     for k in saved:
         recorded = json.loads((args.out / f"net-{k}.json").read_text())["setting"]
         if recorded != json.loads(json.dumps(setting)):
@@ -130,7 +147,7 @@ def main() -> int:
         k = todo[i]
         np.save(args.out / f"net-{k}.npy", result.pop("test"))
         (args.out / f"net-{k}.json").write_text(json.dumps(result | {"setting": setting}, indent=1))
-        done = sorted(int(p.stem.split("-")[1]) for p in args.out.glob("net-*.json"))
+        done = saved_nets(args.out)
         alone = score(np.load(args.out / f"net-{k}.npy"), solution)
         together = score(sum(np.load(args.out / f"net-{j}.npy") for j in done), solution)
         print(
@@ -144,7 +161,7 @@ def main() -> int:
     ]
     processes.run(tasks, args.jobs, on_report=on_report, on_done=on_done)
 
-    done = sorted(int(p.stem.split("-")[1]) for p in args.out.glob("net-*.json"))
+    done = saved_nets(args.out)
     records = [json.loads((args.out / f"net-{k}.json").read_text()) for k in done]
     print(f"\n{'nets':>4} {'local score':>12} {'95% interval':>15}   (the first n saved nets averaged)")
     total = np.zeros_like(np.load(args.out / f"net-{done[0]}.npy")) if done else None
@@ -160,8 +177,48 @@ def main() -> int:
             f"training {np.median(secs):.0f} s a net (median), {secs.sum() / 3600:.2f} h of process time in all"
         )
     print(f"public leaderboard score of the recipe (15 nets, about 7,000 rows): {PUBLIC_SCORE}")
+    if args.reference:
+        write_reference(args)
+    if done:
+        truth = _paired.truth(solution)
+        labels = sum(np.load(args.out / f"net-{k}.npy") for k in done).argmax(axis=1)
+        reference = _paired.read_reference(args.reference, rows=len(truth))
+        result = None if reference is None else _paired.mcnemar(labels, reference, truth)
+        print(("" if result is None else f"the {len(done)} saved nets averaged ") + _paired.line(result))
     print(f"wrote {args.out}")
     return 0
+
+
+def saved_nets(out: Path) -> list[int]:
+    """The k of each net-<k>.json in out, in order."""
+    return sorted(int(p.stem.split("-")[1]) for p in out.glob("net-*.json"))
+
+
+def refuse_reference(args: argparse.Namespace, overrides: dict) -> None:
+    """Before any training: exit with one line where --reference could not be written at the end."""
+    if overrides != RECIPE or args.epochs != 45 or args.total != NETS:
+        sys.exit(f"recipe.py: error: --reference is the recipe's {NETS} nets x 45 epochs with its params only")
+    if args.reference.exists():
+        sys.exit(f"recipe.py: error: --reference {args.reference} already exists: remove it to write it again")
+    missing = set(range(NETS)) - set(saved_nets(args.out))
+    if len(missing) > args.nets:
+        sys.exit(
+            f"recipe.py: error: --reference needs all {NETS} nets: {NETS - len(missing)} saved in {args.out}, "
+            f"{min(args.nets, len(missing))} to train in this call (without --nets it trains all the missing ones)"
+        )
+
+
+def write_reference(args: argparse.Namespace) -> None:
+    """Write the labels of nets 0..14 averaged to --reference (refused with one line when one is missing)."""
+    from kaggle_digits.blend import submission
+
+    missing = sorted(set(range(NETS)) - set(saved_nets(args.out)))
+    if missing:
+        sys.exit(f"recipe.py: error: --reference needs all {NETS} nets: {missing} not saved in {args.out}")
+    labels = sum(np.load(args.out / f"net-{k}.npy") for k in range(NETS)).argmax(axis=1)
+    args.reference.parent.mkdir(parents=True, exist_ok=True)
+    submission.write_submission(args.reference, labels)
+    print(f"wrote the reference labels ({NETS} nets averaged, {len(labels):,} rows) to {args.reference}")
 
 
 if __name__ == "__main__":

@@ -136,9 +136,16 @@ class Score:
 
 
 def score_local(path: str | os.PathLike, solution_csv: str | os.PathLike) -> Score:
-    """Accuracy of a submission against the offline mirror's hidden labels, with a Wilson 95% interval.
+    """Accuracy of a submission against the offline mirror's hidden labels, with a Wilson 95% interval."""
+    truth = read_solution(solution_csv)
+    return score_labels(read_submission(path, n_test=len(truth)), truth)
 
-    This is the only reader of solution.csv in the toolkit.
+
+def read_solution(solution_csv: str | os.PathLike) -> np.ndarray:
+    """The offline mirror's hidden test labels, ordered by ImageId, for scoring only.
+
+    This is the only reader of solution.csv in the toolkit: the local score, and the benchmarks' paired
+    comparisons of two submissions row by row (benchmarks/_paired.py), take the truth from here.
     """
     solution_csv = Path(solution_csv)
     if not solution_csv.exists():
@@ -146,9 +153,14 @@ def score_local(path: str | os.PathLike, solution_csv: str | os.PathLike) -> Sco
             f"{solution_csv} not found: a local score needs the offline mirror "
             "(`python scripts/download.py --source mnist`); with Kaggle's real files, submit to get a score"
         )
-    truth = read_submission(solution_csv)
-    predicted = read_submission(path, n_test=len(truth))
-    correct = int((predicted == truth).sum())
+    return read_submission(solution_csv)
+
+
+def score_labels(predicted: np.ndarray, truth: np.ndarray) -> Score:
+    """Accuracy of predicted labels against the true ones (same order), with a Wilson 95% interval."""
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predicted labels for {len(truth)} true ones")
+    correct = int((np.asarray(predicted) == np.asarray(truth)).sum())
     low, high = wilson_interval(correct, len(truth))
     return Score(correct / len(truth), correct, len(truth), low, high)
 
