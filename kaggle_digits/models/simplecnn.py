@@ -1,7 +1,7 @@
 """`simplecnn`: the simple nets of An et al. 2020 (arXiv 2008.10400) — unpadded convolutions with batch
 norm and ReLU, no pooling and no dropout, then one Dense(10) with batch norm before the softmax. `kernel`
 picks M3, M5 or M7; `width` scales every layer's channels, for a member a CPU can afford. Trained as
-their code trains it: Adam 1e-3, x0.98 a epoch, batch 120, rotation 20 degrees and translation 0.2.
+their code trains it: Adam 1e-3, x0.98 an epoch, batch 120, rotation 20 degrees and translation 0.2.
 docs/models.md gives the values and where this differs from their code."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class SimpleCnnSpec(kc.KerasSpec):
         return params
 
     def default_params(self, augment: bool) -> dict[str, Any]:
-        """M5 at full width, Adam 1e-3 x0.98 a epoch, batch 120; with augment their rotation and shift."""
+        """M5 at full width, Adam 1e-3 x0.98 an epoch, batch 120; with augment their rotation and shift."""
         params: dict[str, Any] = {
             "kernel": 5,
             "width": 1.0,
