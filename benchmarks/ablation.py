@@ -1,19 +1,24 @@
-"""One lever at a time: the default cnn trained in two or more variants ("arms") on the same fold, side by
-side (one process each, as the pipeline's folds run), over several seeds.
+"""One lever at a time: a family's default (the cnn's unless --model names another) trained in two or more
+variants ("arms") on the same fold, side by side (one process each, as the pipeline's folds run), over
+several seeds. Arms of different families compare members: an arm that names a "model" starts from that
+family's default.
 
     python benchmarks/ablation.py '{}' '{"dropout": 0.4}'                     # one param of the default
     python benchmarks/ablation.py '{"precision": "float32"}' '{"precision": "fast"}'   # bf16 against float32
     python benchmarks/ablation.py --teacher RUNS/cnn-aug-budget/trial-0 '{}' '{"pseudo": 0.99, "epochs": 7}'
     python benchmarks/ablation.py "$RECIPE" '{}'     # the strided net, dropout, schedule and order of before against the default
     python benchmarks/ablation.py --ensembles --jobs 2 '{}' '{"seed": 100}' '{"downsample": "stride"}'   # diversity
+    python benchmarks/ablation.py --model simplecnn '{}' '{"width": 0.5}' '{"kernel": 3, "width": 0.5}'
+    python benchmarks/ablation.py --ensembles '{}' '{"model": "simplecnn", "width": 0.5}'   # a second member
     # with RECIPE='{"downsample": "stride", "dropout": 0.4, "norm_last": false, "schedule": "exponential", "lr": 0.001}'
     # (the default before the one-cycle, max-pooling and dropout 0.2)
 
 Each arm is a JSON object: "epochs" (that arm's epoch cap, default --epochs), "precision" (default
 fast), "pseudo" (add the test images that the --teacher trials' averaged test predictions give at
 least this probability, labelled with their prediction: the toolkit's own predictions, never
-solution.csv), "seed" (added to the seed the arm trains with; the fold split stays the seed's), anything
-else overrides the cnn's default params (augmented). The levers measured and not adopted (EMA of the
+solution.csv), "seed" (added to the seed the arm trains with; the fold split stays the seed's), "model"
+(the Keras family it trains, default --model), anything else overrides that family's default params
+(augmented). The levers measured and not adopted (EMA of the
 weights, label smoothing, snapshot ensembles, elastic distortion, random erasing) left the toolkit: their
 rows in docs/experiments.md name the commit they ran at, where this script still takes them. Seed s trains on all but one of the --folds
 (default 4) folds of a stratified split with seed s and scores that one (held-out train rows): `--folds
@@ -39,20 +44,21 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
 FOLDS = 4
+ARM_OPTIONS = ("epochs", "precision", "pseudo", "seed", "model")  # an arm's keys that are not params
 
 
 def fit_arm(
     arm: dict, seed: int, epochs: int, data_dir: str, teacher: list[str], folds: int, report
 ) -> tuple[float, float, int, np.ndarray, np.ndarray]:
     """(held-out accuracy, training seconds, training images per epoch, held-out probabilities, held-out
-    labels) of one arm, in a child process."""
+    labels) of one arm (its "model" filled in), in a child process."""
     from kaggle_digits.models import hardware
 
     hardware.configure(arm.get("precision", "fast"))
     from sklearn.model_selection import StratifiedKFold
 
+    from kaggle_digits import models
     from kaggle_digits.data.dataset import load_dataset
-    from kaggle_digits.models import cnn
 
     data = load_dataset(data_dir)
     fit, held_out = next(
@@ -64,13 +70,14 @@ def fit_arm(
         sure = proba.max(axis=1) >= float(arm["pseudo"])
         X = np.concatenate([X, data.X_test[sure]])
         y = np.concatenate([y, proba[sure].argmax(axis=1).astype(y.dtype)])
-    params = cnn.SPEC.default_params(augment=True)
-    params |= {k: v for k, v in arm.items() if k not in ("epochs", "precision", "pseudo", "seed")}
+    spec = models.get(arm["model"])
+    params = spec.default_params(augment=True)
+    params |= {k: v for k, v in arm.items() if k not in ARM_OPTIONS}
     started = time.monotonic()
     max_epochs, fit_seed = int(arm.get("epochs", epochs)), seed + int(arm.get("seed", 0))
-    fitted = cnn.SPEC.fit(params, X, y, max_epochs=max_epochs, seed=fit_seed, verbose=False)
+    fitted = spec.fit(params, X, y, max_epochs=max_epochs, seed=fit_seed, verbose=False)
     seconds = time.monotonic() - started
-    proba = cnn.SPEC.predict_proba(fitted.model, data.X_train[held_out])
+    proba = spec.predict_proba(fitted.model, data.X_train[held_out])
     labels = data.y_train[held_out]
     return float((proba.argmax(axis=1) == labels).mean()), seconds, len(y), proba, labels
 
@@ -92,11 +99,20 @@ def main() -> int:
     parser.add_argument("--teacher", default="", help="comma-separated trial folders whose test.npy label pseudo arms")
     parser.add_argument("--jobs", type=int, default=0, help="arms trained at once (default: all)")
     parser.add_argument("--ensembles", action="store_true", help="also each pair of arms averaged")
+    parser.add_argument("--model", default="cnn", help="the family of an arm that names none (default cnn)")
     args = parser.parse_args()
 
+    from kaggle_digits import models
     from kaggle_digits.search import processes
 
     arms = [json.loads(arm) for arm in args.arms]
+    for arm in arms:
+        if not isinstance(arm, dict):
+            parser.error(f"an arm is a JSON object, not {json.dumps(arm)}")
+        if arm.get("model", args.model) not in models.FAMILIES:
+            parser.error(f"arm {json.dumps(arm)}: unknown model, choose from {', '.join(models.FAMILIES)}")
+    # Each arm trains its own family; the printed arms show the model only where an arm named one.
+    filled = [{"model": args.model, **arm} for arm in arms]
     teacher = [t for t in args.teacher.split(",") if t]
     if any("pseudo" in arm for arm in arms) and not teacher:
         parser.error("a pseudo arm needs --teacher")
@@ -105,7 +121,7 @@ def main() -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         tasks = [
             processes.Task(fit_arm, (arm, seed, args.epochs, args.data_dir, teacher, args.folds), f"arm {k + 1}")
-            for k, arm in enumerate(arms)
+            for k, arm in enumerate(filled)
         ]
         results = processes.run(tasks, args.jobs or len(arms))
         accuracy.append([r[0] for r in results])

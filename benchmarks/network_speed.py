@@ -1,12 +1,14 @@
-"""Training and prediction speed of cnn networks: the default and variants of it, each measured the way
-the plans measure this machine (speed.calibrate: synthetic images, augmented, one process per core at
-once, as the folds run), the variants in turn, for several rounds.
+"""Training and prediction speed of a Keras family's networks (the cnn's unless --model names another):
+the default and variants of it, each measured the way the plans measure this machine (speed.calibrate:
+synthetic images, augmented, one process per core at once, as the folds run), the variants in turn, for
+several rounds.
 
     python benchmarks/network_speed.py '{}' '{"downsample": "stride"}'     # max-pooling against the recipe's strided convs (~7 min)
     python benchmarks/network_speed.py '{}' '{"batch_size": 128}' --rounds 3
+    python benchmarks/network_speed.py --model simplecnn '{}' '{"width": 0.5}'   # M5 at full and half width
 
-Each variant is a JSON object of params that replace the default cnn's (`{}` is the default; the first
-is the baseline). Printed: each round's images per second of one process, training and prediction, then
+Each variant is a JSON object of params that replace the default params of --model (`{}` is the
+default; the first is the baseline). Printed: each round's images per second of one process, training and prediction, then
 each variant's median ratio to the first (above 1: faster).
 """
 
@@ -27,20 +29,27 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="JSON objects of params, the first the baseline")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", default="fast", help="the plans' precision (default fast)")
+    parser.add_argument("--model", default="cnn", help="the Keras family whose networks are timed (default cnn)")
     args = parser.parse_args()
 
-    from kaggle_digits import planner
+    from kaggle_digits import models, planner
     from kaggle_digits import speed as machine_speed
+    from kaggle_digits.errors import UserError
     from kaggle_digits.models import hardware
 
+    try:
+        if models.get(args.model).model_suffix != ".keras":
+            parser.error(f"--model {args.model}: not a Keras family; the speed measurement times Keras fits")
+    except UserError as error:
+        parser.error(f"--model: {error}")
     variants = [json.loads(v) for v in args.variants]
     policy = hardware.configure(args.precision)
     jobs = hardware.default_fold_jobs(planner.PLAN_FOLDS)
-    print(f"{policy}, {jobs} processes at once, {machine_speed.CALIBRATION_IMAGES:,} images", flush=True)
+    print(f"{args.model}, {policy}, {jobs} processes at once, {machine_speed.CALIBRATION_IMAGES:,} images", flush=True)
     speeds: list[list[tuple[float, float]]] = [[] for _ in variants]
     for round_ in range(1, args.rounds + 1):
         for k, changes in enumerate(variants):
-            speed = machine_speed.calibrate(policy, "benchmark", jobs, changes=changes)
+            speed = machine_speed.calibrate(policy, "benchmark", jobs, changes=changes, model=args.model)
             speeds[k].append((speed.train_per_s, speed.predict_per_s))
             print(
                 f"round {round_}: {json.dumps(changes):<40} train {speed.train_per_s:7.0f}  "

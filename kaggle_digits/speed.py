@@ -178,15 +178,16 @@ def _write_cache(speed: Speed, fallback: str | os.PathLike | None, log: Log, **m
     log("this machine's speed was not kept: the next run measures it again")
 
 
-def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None) -> Speed:
+def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None, model: str = "cnn") -> Speed:
     """Time the default cnn (with augmentation) on CALIBRATION_IMAGES synthetic images: the epochs after
     the first of CALIBRATION_EPOCHS (the first builds the graph), then two predictions of the same images
     (the second timed).
     With jobs > 1, in that many processes at once (as the folds run), averaging their speeds.
-    changes : params that replace the default's (benchmarks time other networks with them)."""
+    changes : params that replace the default's (benchmarks time other networks with them).
+    model : the Keras family whose default is timed (benchmarks time other families with it)."""
     started = time.monotonic()
     if jobs <= 1:
-        train_per_s, predict_per_s = measure(changes)
+        train_per_s, predict_per_s = measure(changes, model)
     else:
         from kaggle_digits.search import processes
 
@@ -195,7 +196,8 @@ def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None)
         # starting would measure a machine to itself.
         start_at = time.time() + SYNC_SECONDS
         tasks = [
-            processes.Task(_measure_in_process, (start_at, changes), f"speed measurement {k + 1}") for k in range(jobs)
+            processes.Task(_measure_in_process, (start_at, changes, model), f"speed measurement {k + 1}")
+            for k in range(jobs)
         ]
         measured = processes.run(tasks, jobs, policy=policy)
         train_per_s = float(np.mean([m[0] for m in measured]))
@@ -203,24 +205,27 @@ def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None)
     return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs)
 
 
-def _measure_in_process(start_at: float, changes: dict | None, report) -> tuple[float, float]:
-    from kaggle_digits.models import cnn  # noqa: F401  (TensorFlow and Keras loaded before the wait)
+def _measure_in_process(start_at: float, changes: dict | None, model: str, report) -> tuple[float, float]:
+    from kaggle_digits import models
 
+    models.get(model)  # TensorFlow and Keras loaded before the wait
     time.sleep(max(0.0, start_at - time.time()))
-    return measure(changes)
+    return measure(changes, model)
 
 
-def measure(changes: dict | None = None) -> tuple[float, float]:
-    """(training, prediction) images per second of the default cnn, with `changes` to its params, in this
-    process (see calibrate)."""
-    from kaggle_digits.models import cnn
+def measure(changes: dict | None = None, model: str = "cnn") -> tuple[float, float]:
+    """(training, prediction) images per second of the default of the Keras family `model` (the cnn),
+    with `changes` to its params, in this process (see calibrate)."""
+    from kaggle_digits import models
+
+    spec = models.get(model)
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (CALIBRATION_IMAGES, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, CALIBRATION_IMAGES).astype(np.uint8)
     ends: list[float] = []
-    params = {**cnn.SPEC.default_params(augment=True), **(changes or {}), "epochs": CALIBRATION_EPOCHS}
-    fitted = cnn.SPEC.fit(
+    params = {**spec.default_params(augment=True), **(changes or {}), "epochs": CALIBRATION_EPOCHS}
+    fitted = spec.fit(
         params,
         X,
         y,
@@ -229,8 +234,8 @@ def measure(changes: dict | None = None) -> tuple[float, float]:
         verbose=False,
     )
     train_per_s = CALIBRATION_IMAGES * (len(ends) - 1) / max(ends[-1] - ends[0], 1e-6)
-    cnn.SPEC.predict_proba(fitted.model, X)
+    spec.predict_proba(fitted.model, X)
     t0 = time.monotonic()
-    cnn.SPEC.predict_proba(fitted.model, X)
+    spec.predict_proba(fitted.model, X)
     predict_per_s = CALIBRATION_IMAGES / max(time.monotonic() - t0, 1e-6)
     return train_per_s, predict_per_s

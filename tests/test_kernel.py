@@ -162,7 +162,7 @@ def test_bundle_needs_a_user_name(run_cli, tmp_path):
 @pytest.mark.parametrize(
     "models, message",
     [
-        ("svm", "--models: unknown model 'svm', choose from mlp, dense, cnn"),
+        ("svm", "--models: unknown model 'svm', choose from mlp, dense, cnn, simplecnn"),
         (" , ", "--models ' , ': name at least one"),
     ],
 )

@@ -1,4 +1,4 @@
-"""The Keras families (dense, cnn), their augmentation and the precision/thread settings, on small data."""
+"""The Keras families (dense, cnn, simplecnn), their augmentation and the precision/thread settings, on small data."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ tf = pytest.importorskip("tensorflow")
 ndimage = pytest.importorskip("scipy.ndimage")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-KERAS_FAMILIES = ["dense", "cnn"]
+KERAS_FAMILIES = ["dense", "cnn", "simplecnn"]
+TRAINED = ["dense", "cnn"]  # the fit tests' families: simplecnn's fits run in its own test of the commands
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def digits(small_data):
 # --- fit / predict / save / load -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", KERAS_FAMILIES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_family_fits_predicts_and_round_trips(name, digits, tmp_path):
     X, y, X_val, y_val = digits
     spec = models.get(name)
@@ -159,7 +160,7 @@ def test_re_estimated_batchnorm_statistics_are_those_of_the_training_images():
         np.testing.assert_allclose(layer.moving_variance.numpy(), values.var(axis=0), rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", KERAS_FAMILIES)
+@pytest.mark.parametrize("name", TRAINED)
 def test_a_short_fit_with_batchnorm_classifies_held_out_digits(name, digits):
     """A fit of a few dozen steps: momentum-0.99 moving averages would still hold their initial values and
     the net would answer one class for everything. With re-estimated statistics the fitted model, and the
@@ -287,6 +288,52 @@ def test_cnn_space_covers_the_simple_net():
         "Dense",
         "Dense",
     ]
+
+
+@pytest.mark.parametrize(
+    ("kernel", "features", "params"),
+    # params: each conv's k*k*c_in*c_out weights and the Dense(10)'s, no biases; gamma and beta of each
+    # batch norm (the moving mean and variance are not trained)
+    [
+        (3, (8, 8, 176), 9 * 112_160 + 11_264 * 10 + 2 * (1_040 + 10)),
+        (5, (8, 8, 160), 25 * 40_992 + 10_240 * 10 + 2 * (480 + 10)),
+        (7, (4, 4, 192), 49 * 46_128 + 3_072 * 10 + 2 * (480 + 10)),
+    ],
+)
+def test_simplecnn_builds_the_papers_m3_m5_m7(kernel, features, params):
+    """An et al. 2020's nets: valid kxk convs (no bias) + BN + ReLU, no pooling, Dense(10) (no bias) + BN."""
+    from kaggle_digits.models import simplecnn
+
+    model = simplecnn.build({"kernel": kernel, "width": 1.0})
+    assert model.get_layer("features").input.shape[1:] == features
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == list(simplecnn.CHANNELS[kernel])
+    assert all(c.kernel_size == (kernel, kernel) and c.padding == "valid" and not c.use_bias for c in convs)
+    kinds = [layer.__class__.__name__ for layer in model.layers]
+    assert not [kind for kind in kinds if "Pool" in kind or kind == "Dropout"]
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == params
+    assert kinds[-4:] == ["Flatten", "Dense", "BatchNorm", "Activation"]
+    half = simplecnn.build({"kernel": kernel, "width": 0.5})
+    assert [c.filters for c in half.layers if c.__class__.__name__ == "Conv2D"] == [
+        round(c / 2) for c in simplecnn.CHANNELS[kernel]
+    ]
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_simplecnn_default_is_the_papers_m5_and_training(augmented):
+    spec = models.get("simplecnn")
+    default = spec.default_params(augmented)
+    assert (default["kernel"], default["width"], default["batch_size"]) == (5, 1.0, 120)
+    assert (default["schedule"], default["lr"], default["lr_decay"]) == ("exponential", 1e-3, 0.98)
+    assert "dropout" not in spec.search_space(optuna.trial.FixedTrial(spec.default_suggestions(augmented)), augmented)
+    magnitudes = {"rotation": 20.0, "zoom": 0.0, "shift": 0.2}  # theirs: rotation 20 degrees, translation 0.2
+    assert {k: default[k] for k in magnitudes if k in default} == (magnitudes if augmented else {})
+
+
+@pytest.mark.parametrize("params", [{"kernel": 4}, {"kernel": 5, "width": 0}])
+def test_simplecnn_refuses_a_kernel_or_width_it_has_no_net_for(params):
+    with pytest.raises(ValueError, match="kernel=4|width=0"):
+        models.get("simplecnn").build(params)
 
 
 @pytest.mark.parametrize("units", [[128, 64], [50, 50], [512, 256, 128, 64]])
@@ -593,3 +640,51 @@ def test_a_fit_is_deterministic_for_its_seed(digits):
     first, second = (spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False).model for _ in range(2))
     for u, v in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(u, v)
+
+
+# --- simplecnn through the commands -----------------------------------------------------------------
+
+
+def test_simplecnn_goes_through_tune_ensemble_report_predict_explain_and_a_kernel_bundle(
+    run_cli, small_data, tmp_path, monkeypatch
+):
+    """The new member as a user meets it, its first trial made about as cheap as the default cnn (M7 at a
+    quarter of the width), trained for one epoch on 2 folds of 300 rows."""
+    from PIL import Image
+
+    from kaggle_digits.models import simplecnn
+
+    small = {"kernel": 7, "width": 0.25}
+    suggested = simplecnn.SPEC.default_suggestions
+    monkeypatch.setattr(simplecnn.SPEC, "default_suggestions", lambda augment: suggested(augment) | small)
+    folders = ["--data-dir", small_data, "--runs-dir", tmp_path / "runs"]
+    folders += ["--submissions-dir", tmp_path / "subs", "--reports-dir", tmp_path / "reports"]
+
+    tiny = ["--trials", "1", "--folds", "2", "--epochs", "1", "--subsample", "300"]
+    tuned = run_cli("tune", "--model", "simplecnn", "--augment", *tiny, *folders)
+    assert tuned.code == 0, tuned.err
+    assert "study 'simplecnn-aug'" in tuned.out
+    trial = tmp_path / "runs" / "simplecnn-aug" / "trial-0"
+    params = json.loads((trial / "params.json").read_text())["params"]
+    assert params | small == params and (params["rotation"], params["shift"]) == (20.0, 0.2)
+    assert (trial / "fold-1.keras").is_file()
+
+    ensembled = run_cli("ensemble", "--studies", "simplecnn-aug", "--method", "mean", *folders)
+    assert ensembled.code == 0, ensembled.err
+    (manifest,) = (tmp_path / "subs").glob("*.json")
+
+    report = run_cli("report", "--studies", "simplecnn-aug", "--out", tmp_path / "report", *folders)
+    assert report.code == 0, report.err
+    assert "simplecnn-aug" in (tmp_path / "report" / "index.html").read_text()
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(255 - data.load_test(small_data / "test.csv")[0]).resize((140, 140)).save(image)
+    explain = tmp_path / "explain.png"
+    predicted = run_cli("predict", image, "--ensemble", manifest, "--explain", explain, *folders)
+    assert predicted.code == 0, predicted.err
+    assert "digit.png:" in predicted.out and explain.stat().st_size > 0
+
+    bundle = tmp_path / "bundle"
+    bundled = run_cli("kernel", "bundle", "--out", bundle, "--user", "erin", "--models", "simplecnn", "--augment")
+    assert bundled.code == 0, bundled.err
+    assert "'models': 'simplecnn'" in next((bundle / "kernel").glob("*.py")).read_text()

@@ -188,7 +188,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_printed_command_resumes(run_cli,
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "svm"], "--model svm: unknown model, choose one of mlp, dense, cnn"),
+        (["--model", "svm"], "--model svm: unknown model, choose one of mlp, dense, cnn, simplecnn"),
         ([], "--model is required"),
         (["--model", "mlp", "--folds", "1"], "--folds 1: needs at least 2 folds"),
         (["--model", "mlp", "--trials", "0"], "--trials 0: needs a value of at least 1"),

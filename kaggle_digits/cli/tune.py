@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from kaggle_digits import models
 from kaggle_digits.cli.hints import report_command, script_command
 from kaggle_digits.cli.options import from_args
 from kaggle_digits.cli.output import plural, say
@@ -19,7 +20,7 @@ HELP = "tune a model family with Optuna and stratified k-fold cross-validation (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="{mlp,dense,cnn}", help="model family to tune (required)")
+    parser.add_argument("--model", metavar="{" + ",".join(models.names()) + "}", help="model family to tune (required)")
     parser.add_argument("--augment", action="store_true", help="random rotation, zoom and shift of training images")
     parser.add_argument(
         "--trials", type=int, metavar="N", help=f"trials to run now (default {tune.DEFAULTS['trials']})"

@@ -12,6 +12,7 @@ FAMILIES = {
     "mlp": "kaggle_digits.models.mlp",
     "dense": "kaggle_digits.models.dense",
     "cnn": "kaggle_digits.models.cnn",
+    "simplecnn": "kaggle_digits.models.simplecnn",
 }
 
 # quick: minutes; standard: about an hour per family on a 2-core CPU; full: hours. Each family says what

@@ -16,14 +16,16 @@ from typing import Any
 
 from kaggle_digits import tflog
 
-# What `--augment` searches, in every family, and the public recipe's magnitudes (docs/models.md).
+# What `--augment` searches (unless a family passes its own ranges to search_space), and the public
+# recipe's magnitudes (docs/models.md).
 RANGES = {"rotation": (0.0, 15.0), "zoom": (0.0, 0.15), "shift": (0.0, 0.15)}
 RECIPE = {"rotation": 10.0, "zoom": 0.1, "shift": 0.1}
 
 
-def search_space(trial: Any) -> dict[str, float]:
-    """Augmentation magnitudes for a family's search space (when --augment is on): uniform in RANGES."""
-    return {name: trial.suggest_float(name, low, high) for name, (low, high) in RANGES.items()}
+def search_space(trial: Any, ranges: dict[str, tuple[float, float]] = RANGES) -> dict[str, float]:
+    """Augmentation magnitudes for a family's search space (when --augment is on): uniform in `ranges`
+    (name -> (low, high) for rotation, zoom and shift; RANGES unless the family searches its own)."""
+    return {name: trial.suggest_float(name, low, high) for name, (low, high) in ranges.items()}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What the Keras families (dense, cnn) share: input pipeline, training loop, LR schedule, early stopping,
+"""What the Keras families (dense, cnn, simplecnn) share: input pipeline, training loop, LR schedule, early stopping,
 the on_epoch bridge, seeding, save and load.
 
 The input path: the uint8 training images stay resident in one tensor; each epoch shuffles indices and
@@ -425,12 +425,19 @@ def load(path: Path) -> keras.Model:
 
 
 def training_space(
-    trial: Any, lr: tuple[float, float], batch_sizes: tuple[int, ...], epochs: int, patience: int
+    trial: Any,
+    lr: tuple[float, float],
+    batch_sizes: tuple[int, ...],
+    epochs: int,
+    patience: int,
+    *,
+    dropout: bool = True,
 ) -> dict[str, Any]:
-    """The search space both Keras families share: dropout, Adam's learning rate and its per-epoch decay,
-    the batch size; epochs and early-stopping patience are fixed."""
+    """The search space the Keras families share: dropout (unless `dropout` is False: a net without
+    any), Adam's learning rate and its per-epoch decay, the batch size; epochs and early-stopping
+    patience are fixed."""
     return {
-        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        **({"dropout": trial.suggest_float("dropout", 0.0, 0.5)} if dropout else {}),
         "lr": trial.suggest_float("lr", *lr, log=True),
         "lr_decay": trial.suggest_float("lr_decay", 0.85, 1.0),
         "batch_size": trial.suggest_categorical("batch_size", batch_sizes),
