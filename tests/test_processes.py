@@ -10,8 +10,9 @@ import optuna
 import pytest
 
 from kaggle_digits.errors import UserError
-from kaggle_digits.models import dense
+from kaggle_digits.models import dense, mlp
 from kaggle_digits.search import cv, processes
+from tests import child_env
 from tests.child_env import child_devices
 
 
@@ -26,49 +27,48 @@ def _small_set(n: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return X, y.astype(np.int64)
 
 
-PARAMS = {**dense.SPEC.default_params(False), "epochs": 1}
+# The process mechanics are the same for every family: the mlp's children start without TensorFlow.
+PARAMS = {**mlp.SPEC.default_params(False), "epochs": 1}
+DENSE = {**dense.SPEC.default_params(False), "epochs": 1}
 
 
-def test_folds_in_processes_cover_every_row_once_and_return_models_that_made_the_predictions():
+def test_folds_in_processes_cover_every_row_once_and_return_models_that_made_the_predictions(monkeypatch):
+    from kaggle_digits.models import hardware
+
+    hardware.ensure_configured()  # a precision chosen in this process (as the pipeline's cnn leaves one) ...
+    policies = []
+    real_run = processes.run
+
+    def run(tasks, jobs, on_report=None, policy=None, **kwargs):
+        policies.append(policy)
+        return real_run(tasks, jobs, on_report, policy, **kwargs)
+
+    monkeypatch.setattr(processes, "run", run)
     X, y = _small_set()
     X_test = X[:100]
     events: list[tuple[int, int]] = []
     result = cv.cross_validate(
-        dense.SPEC, PARAMS, X, y, X_test, folds=4, fold_jobs=2, seed=3, on_epoch=lambda f, e, m: events.append((f, e))
+        mlp.SPEC, PARAMS, X, y, X_test, folds=4, fold_jobs=2, seed=3, on_epoch=lambda f, e, m: events.append((f, e))
     )
     assert sorted(events) == [(k, 0) for k in range(4)], "each fold's epoch reached the parent"
     assert len(result.models) == 4 and len(result.fold_accuracies) == 4
     assert np.allclose(result.oof_proba.sum(axis=1), 1, atol=1e-4)
     assert result.cv_accuracy > 0.5
+    assert policies == [None], "... is not handed to the children of a family without Keras: no TensorFlow there"
     # The models read back are the ones that predicted: the test set is their mean prediction.
-    mean = np.mean([dense.SPEC.predict_proba(m, X_test) for m in result.models], axis=0)
+    mean = np.mean([mlp.SPEC.predict_proba(m, X_test) for m in result.models], axis=0)
     assert np.allclose(mean, result.test_proba, atol=1e-4)
     # The same folds as one after another in this process (the split depends on the seed alone).
-    sequential = cv.cross_validate(dense.SPEC, PARAMS, X, y, X_test, folds=4, fold_jobs=1, seed=3)
+    sequential = cv.cross_validate(mlp.SPEC, PARAMS, X, y, X_test, folds=4, fold_jobs=1, seed=3)
     assert sequential.oof_rows.tolist() == result.oof_rows.tolist()
     assert not multiprocessing.active_children()
 
 
-def _fails(report):
-    raise UserError("train.csv row 7: a planted mistake")
-
-
-def _crashes(report):
-    raise ZeroDivisionError("a planted bug")
-
-
-def _reports_then_waits(report):
-    import time
-
-    report("started")
-    time.sleep(600)  # ended by the parent long before
-
-
 def test_a_childs_user_error_is_one_line_in_the_parent_and_a_bug_keeps_its_traceback():
     with pytest.raises(UserError, match="row 7: a planted mistake"):
-        processes.run([processes.Task(_fails, (), "fold 1")], 1)
+        processes.run([processes.Task(child_env.fails, (), "fold 1")], 1)
     with pytest.raises(RuntimeError, match=r"(?s)fold 2 failed in its process.*ZeroDivisionError: a planted bug"):
-        processes.run([processes.Task(_crashes, (), "fold 2")], 1)
+        processes.run([processes.Task(child_env.crashes, (), "fold 2")], 1)
     assert not multiprocessing.active_children()
 
 
@@ -77,7 +77,7 @@ def test_what_stops_the_parent_ends_every_child():
     def on_report(i, values):
         raise optuna.TrialPruned("behind")
 
-    tasks = [processes.Task(_reports_then_waits, (), f"fold {k + 1}") for k in range(2)]
+    tasks = [processes.Task(child_env.reports_then_waits, (), f"fold {k + 1}") for k in range(2)]
     with pytest.raises(optuna.TrialPruned):
         processes.run(tasks, 2, on_report)
     assert not multiprocessing.active_children()
@@ -88,11 +88,13 @@ def test_the_fold_jobs_option_is_checked(run_cli, tmp_path):
     assert result.code == 2 and result.err.strip() == "error: --fold-jobs 0: needs a value of at least 1"
 
 
-@pytest.mark.parametrize("fold_jobs", [1, 2])
-def test_unmonitored_folds_are_scored_once_unless_they_stop_early(fold_jobs):
+def test_unmonitored_folds_are_scored_once_unless_they_stop_early():
+    # In this process: a child runs the same fit_fold with the same FoldJob (the tests above), and a Keras
+    # family's child costs a TensorFlow start-up.
+    fold_jobs = 1
     X, y = _small_set(800)
     metrics: list[dict[str, float]] = []
-    quiet = {**PARAMS, "patience": 0}
+    quiet = {**DENSE, "patience": 0}
     result = cv.cross_validate(
         dense.SPEC,
         quiet,
@@ -107,8 +109,9 @@ def test_unmonitored_folds_are_scored_once_unless_they_stop_early(fold_jobs):
     assert len(metrics) == 2 and all("loss" in m and "val_accuracy" not in m for m in metrics), "no per-epoch scoring"
     assert all("val_accuracy" not in history for history in result.histories)
     assert len(result.fold_accuracies) == 2 and result.cv_accuracy > 0.5, "each fold is scored by its OOF prediction"
-    # Early stopping needs the held-out scores: a fit with patience is monitored whatever is asked.
-    stopping = cv.cross_validate(dense.SPEC, PARAMS, X, y, X[:50], folds=2, fold_jobs=fold_jobs, monitor=False)
+    # Early stopping needs the held-out scores: a fit with patience is monitored whatever is asked (decided
+    # before the fold starts, in this process or a child alike).
+    stopping = cv.cross_validate(dense.SPEC, DENSE, X, y, X[:50], folds=2, fold_jobs=1, monitor=False)
     assert all("val_accuracy" in history for history in stopping.histories)
 
 
@@ -120,7 +123,7 @@ def test_folds_behind_the_deadline_train_the_epochs_that_fit(fold_jobs, folds):
     three = {**PARAMS, "epochs": 3, "patience": 0}
     lines: list[str] = []
     late = cv.cross_validate(
-        dense.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time(), log=lines.append
+        mlp.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time(), log=lines.append
     )
     # A deadline already passed: every fold, those that start together with no pace to go by included,
     # ends its training after one epoch (at least one runs), and says so.
@@ -128,7 +131,7 @@ def test_folds_behind_the_deadline_train_the_epochs_that_fit(fold_jobs, folds):
     assert sum("1 of 3 epochs, to end in time" in line for line in lines) == folds, lines
     assert len(late.fold_accuracies) == folds and np.isfinite(late.oof_proba).all()
     ahead = cv.cross_validate(
-        dense.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time() + 1e6
+        mlp.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time() + 1e6
     )
     assert ahead.epochs == [3] * folds, "a fold on schedule runs every epoch planned"
     assert ahead.epoch_seconds is not None and ahead.epoch_seconds > 0

@@ -466,9 +466,9 @@ def _fit_in_processes(run: _CrossValidation, fold_jobs: int) -> list[FoldFit]:
         def on_report(fold: int, values: tuple[Any, ...]) -> None:
             run.end_epoch(fold, *values)
 
-        fitted_folds = processes.run(
-            tasks, fold_jobs, on_report, hardware.current_policy(), on_done=run.end_fold, prepare=prepare
-        )
+        # A Keras family's children take this process's precision; the others never load TensorFlow.
+        policy = hardware.current_policy() if run.spec.model_suffix == ".keras" else None
+        fitted_folds = processes.run(tasks, fold_jobs, on_report, policy, on_done=run.end_fold, prepare=prepare)
         for k, fitted in enumerate(fitted_folds):
             fitted.model = run.spec.load(Path(paths[k]))
     return fitted_folds
