@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -115,13 +117,16 @@ def fake_kaggle(monkeypatch):
 
 @dataclass
 class TunedStudy:
-    """A real tiny study and the ensemble of its trials (see `tuned_mlp`)."""
+    """Real tiny studies and an ensemble of their trials (see `tuned_mlp`)."""
 
+    root: Path  # runs/, submissions/ and reports/ (for a report's own --reports-dir) under it
     data_dir: Path
     runs_dir: Path
     submissions_dir: Path
     best_trial: Path  # runs/mlp/trial-<n> with the best CV accuracy
     ensemble_json: Path  # the .json `ensemble` wrote beside its submission
+    tune_out: str  # what `tune --model mlp` printed
+    ensemble_out: str  # what `ensemble` printed
 
     def folders(self) -> list[str]:
         return ["--runs-dir", str(self.runs_dir), "--submissions-dir", str(self.submissions_dir)]
@@ -129,17 +134,32 @@ class TunedStudy:
 
 @pytest.fixture(scope="session")
 def tuned_mlp(tmp_path_factory, small_data) -> TunedStudy:
-    """`tune --model mlp` (2 trials, 2 folds) on small_data, then `ensemble`: real fold models and a real
-    ensemble .json, built once per session. Treat as read-only."""
-    root = tmp_path_factory.mktemp("tuned-mlp")
-    folders = ["--data-dir", str(small_data), "--runs-dir", str(root / "runs"), "--submissions-dir", str(root / "subs")]
-    assert cli.main(["tune", "--model", "mlp", "--folds", "2", "--trials", "2", *folders]) == 0
-    assert cli.main(["ensemble", *folders]) == 0
+    """Real `tune` runs on small_data, built once per session (treat as read-only): study mlp (3 trials,
+    2 folds, 10 epochs) and study mlp-sub (1 trial on a 1,000-row subsample, so its OOF rows differ), then
+    `ensemble --studies mlp --top 2 --method mean` (after 10 epochs the mean of two trials beats the better
+    one on OOF, so the ensemble keeps two constituents to disagree)."""
+    from threadpoolctl import threadpool_limits
+
     from kaggle_digits.search import runs
 
-    best = runs.list_trials(root / "runs")[0]
-    (ensemble_json,) = (root / "subs").glob("*.json")
-    return TunedStudy(small_data, root / "runs", root / "subs", best.path, ensemble_json)
+    root = tmp_path_factory.mktemp("tuned-mlp")
+    folders = ["--data-dir", str(small_data), "--runs-dir", str(root / "runs")]
+    folders += ["--submissions-dir", str(root / "submissions")]
+    common = [*folders, "--model", "mlp", "--folds", "2", "--epochs", "10"]
+    printed = io.StringIO()
+    # Tiny fits: one BLAS thread is faster, and far faster when other work keeps both cores busy.
+    with threadpool_limits(1), contextlib.redirect_stdout(printed):
+        assert cli.main(["tune", *common, "--trials", "3"]) == 0
+        tune_out = printed.getvalue()
+        assert cli.main(["tune", *common, "--study", "mlp-sub", "--subsample", "1000", "--trials", "1"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["ensemble", *folders, "--studies", "mlp", "--top", "2", "--method", "mean"]) == 0
+    best = runs.list_trials(root / "runs", ["mlp"])[0]
+    (ensemble_json,) = (root / "submissions").glob("*.json")
+    return TunedStudy(
+        root, small_data, root / "runs", root / "submissions", best.path, ensemble_json, tune_out, printed.getvalue()
+    )
 
 
 class FailingFile:

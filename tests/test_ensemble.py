@@ -15,7 +15,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from kaggle_digits import cli
 from kaggle_digits.blend import ensemble, submission
 from kaggle_digits.data import dataset as data
 from kaggle_digits.io import read_json
@@ -95,17 +94,11 @@ def halves(tmp_path_factory, small_data) -> Path:
     return runs_dir
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, small_data) -> Path:
-    """Real `tune` runs on small_data: study mlp (3 trials on all 1,500 rows) and study mlp-sub
-    (1 trial on a 1,000-row subsample, so its OOF rows differ)."""
-    runs_dir = tmp_path_factory.mktemp("tuned")
-    common = ["--data-dir", str(small_data), "--runs-dir", str(runs_dir), "--folds", "2", "--epochs", "5"]
-    sub = ["--study", "mlp-sub", "--subsample", "1000", "--trials", "1"]
-    with threadpool_limits(1):  # see _save_sklearn_trial
-        assert cli.main(["tune", "--model", "mlp", "--trials", "3", *common]) == 0
-        assert cli.main(["tune", "--model", "mlp", *sub, *common]) == 0
-    return runs_dir
+@pytest.fixture
+def tuned(tuned_mlp) -> Path:
+    """The runs folder of conftest's real studies: mlp (3 trials on all 1,500 rows) and mlp-sub (1 trial on a
+    1,000-row subsample, so its OOF rows differ). Read-only."""
+    return tuned_mlp.runs_dir
 
 
 def _oof(runs_dir, small_data, names):

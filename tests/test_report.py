@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from kaggle_digits import cli
 from kaggle_digits.io import read_json
 from kaggle_digits.search import runs
 from tests.conftest import REPO
@@ -171,27 +166,12 @@ def test_out_that_is_a_file_is_a_user_error(run_cli, small_data, tmp_path):
     assert target.read_text() == "mine"
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, small_data) -> dict[str, Path]:
-    """A real mlp study (2 trials, 2 folds) and a real ensemble of both trials, on small_data."""
-    root = tmp_path_factory.mktemp("tuned")
-    folders = _folders(root, small_data)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert cli.main(["tune", *folders, "--model", "mlp", "--trials", "2", "--folds", "2", "--epochs", "10"]) == 0
-    # tune ends by naming the report command for its study.
-    last = printed.getvalue().strip().splitlines()[-1]
+def test_tune_and_ensemble_end_by_naming_the_report_command(tuned_mlp):
+    last = tuned_mlp.tune_out.strip().splitlines()[-1]
     assert last.startswith("plots: python scripts/report.py --studies mlp --data-dir ")
-    # `mean` keeps both trials (after 10 epochs their mean beats the better one on OOF; a mean below it would
-    # be replaced by that trial alone), so there are two constituents to disagree.
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert cli.main(["ensemble", *folders, "--studies", "mlp", "--top", "2", "--method", "mean"]) == 0
-    (manifest,) = (root / "submissions").glob("*.json")
-    # The ensemble ends by naming the report command for what it wrote.
-    last = printed.getvalue().strip().splitlines()[-1]
-    assert last.startswith(f"plots: python scripts/report.py --submission {manifest.with_suffix('.csv')} --data-dir ")
-    return {"root": root, "data": small_data, "submission": manifest.with_suffix(".csv")}
+    submission = tuned_mlp.ensemble_json.with_suffix(".csv")
+    last = tuned_mlp.ensemble_out.strip().splitlines()[-1]
+    assert last.startswith(f"plots: python scripts/report.py --submission {submission} --data-dir ")
 
 
 EXPECTED_PNGS = [
@@ -212,21 +192,21 @@ EXPECTED_PNGS = [
 ]
 
 
-def test_report_of_a_real_study_and_ensemble(run_cli, tuned):
-    root = tuned["root"]
-    out = root / "reports" / "full"
-    result = run_cli("report", *_folders(root, tuned["data"]), "--out", out)
+def test_report_of_a_real_study_and_ensemble(run_cli, tuned_mlp, tmp_path):
+    root, submission = tuned_mlp.root, tuned_mlp.ensemble_json.with_suffix(".csv")
+    out = tmp_path / "full"
+    result = run_cli("report", *_folders(root, tuned_mlp.data_dir), "--studies", "mlp", "--out", out)
     assert result.code == 0, result.err
     assert _check_pngs(out) == EXPECTED_PNGS
     assert "0 of 6 sections skipped" in result.out
-    # Two trials are too few to rank parameters: said, not drawn.
-    assert "parameter importances of mlp: 2 complete trial(s); importances need at least 5" in result.out
+    # Three trials are too few to rank parameters: said, not drawn.
+    assert "parameter importances of mlp: 3 complete trial(s); importances need at least 5" in result.out
 
-    manifest = read_json(tuned["submission"].with_suffix(".json"))
+    manifest = read_json(tuned_mlp.ensemble_json)
     page = (out / "index.html").read_text()
     cv = f"{manifest['cv_accuracy']:.5f}"
     local = f"{manifest['local_score']['accuracy']:.5f}"
-    assert f"ensemble CV: {cv} ({tuned['submission'].name})" in result.out
+    assert f"ensemble CV: {cv} ({submission.name})" in result.out
     assert f"local leaderboard: {local}" in result.out
     # The errors section blends the constituents' OOF with the ensemble's weights: same accuracy.
     assert re.search(rf"<td>OOF accuracy</td><td>{cv}</td>", page)
@@ -291,12 +271,12 @@ def test_a_study_in_another_storage_with_enough_trials_for_importances(run_cli, 
     )
 
 
-def test_missing_study_and_submission_beside_a_real_one(run_cli, tuned, tmp_path):
-    root = tuned["root"]
+def test_missing_study_and_submission_beside_a_real_one(run_cli, tuned_mlp, tmp_path):
+    root = tuned_mlp.root
     out = tmp_path / "partial"
     result = run_cli(
         "report",
-        *_folders(root, tuned["data"]),
+        *_folders(root, tuned_mlp.data_dir),
         "--studies",
         "mlp",
         "cnn-aug",
@@ -306,8 +286,8 @@ def test_missing_study_and_submission_beside_a_real_one(run_cli, tuned, tmp_path
         out,
     )
     assert result.code == 0, result.err
-    assert re.search(r"study cnn-aug: no folder .*runs/cnn-aug \(studies with trials in .*: mlp\)", result.out)
-    assert re.search(r"study cnn-aug: not in sqlite:///.*optuna.db \(studies there: mlp\)", result.out)
+    assert re.search(r"study cnn-aug: no folder .*runs/cnn-aug \(studies with trials in .*: mlp, mlp-sub\)", result.out)
+    assert re.search(r"study cnn-aug: not in sqlite:///.*optuna.db \(studies there: mlp, mlp-sub\)", result.out)
     assert re.search(r"ensemble: skipped: --submission .*nope.csv: file not found", result.out)
     # Without an ensemble the errors section shows the best trial, and says so.
     assert "showing the best trial instead of an ensemble" in result.out
