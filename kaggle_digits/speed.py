@@ -186,8 +186,9 @@ def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None,
     changes : params that replace the default's (benchmarks time other networks with them).
     model : the Keras family whose default is timed (benchmarks time other families with it)."""
     started = time.monotonic()
+    images = CALIBRATION_IMAGES  # read here: a child process has its own module
     if jobs <= 1:
-        train_per_s, predict_per_s = measure(changes, model)
+        train_per_s, predict_per_s = measure(changes, model, images)
     else:
         from kaggle_digits.search import processes
 
@@ -196,7 +197,7 @@ def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None,
         # starting would measure a machine to itself.
         start_at = time.time() + SYNC_SECONDS
         tasks = [
-            processes.Task(_measure_in_process, (start_at, changes, model), f"speed measurement {k + 1}")
+            processes.Task(_measure_in_process, (start_at, changes, model, images), f"speed measurement {k + 1}")
             for k in range(jobs)
         ]
         measured = processes.run(tasks, jobs, policy=policy)
@@ -205,24 +206,25 @@ def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None,
     return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs)
 
 
-def _measure_in_process(start_at: float, changes: dict | None, model: str, report) -> tuple[float, float]:
+def _measure_in_process(start_at: float, changes: dict | None, model: str, images: int, report) -> tuple[float, float]:
     from kaggle_digits import models
 
     models.get(model)  # TensorFlow and Keras loaded before the wait
     time.sleep(max(0.0, start_at - time.time()))
-    return measure(changes, model)
+    return measure(changes, model, images)
 
 
-def measure(changes: dict | None = None, model: str = "cnn") -> tuple[float, float]:
+def measure(changes: dict | None = None, model: str = "cnn", images: int | None = None) -> tuple[float, float]:
     """(training, prediction) images per second of the default of the Keras family `model` (the cnn),
-    with `changes` to its params, in this process (see calibrate)."""
+    with `changes` to its params, in this process, on `images` images (CALIBRATION_IMAGES; see calibrate)."""
+    images = CALIBRATION_IMAGES if images is None else images
     from kaggle_digits import models
 
     spec = models.get(model)
 
     rng = np.random.default_rng(0)
-    X = rng.integers(0, 256, (CALIBRATION_IMAGES, 28, 28), dtype=np.uint8)
-    y = rng.integers(0, 10, CALIBRATION_IMAGES).astype(np.uint8)
+    X = rng.integers(0, 256, (images, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, images).astype(np.uint8)
     ends: list[float] = []
     params = {**spec.default_params(augment=True), **(changes or {}), "epochs": CALIBRATION_EPOCHS}
     fitted = spec.fit(
@@ -233,9 +235,9 @@ def measure(changes: dict | None = None, model: str = "cnn") -> tuple[float, flo
         on_epoch=lambda epoch, metrics: ends.append(time.monotonic()),
         verbose=False,
     )
-    train_per_s = CALIBRATION_IMAGES * (len(ends) - 1) / max(ends[-1] - ends[0], 1e-6)
+    train_per_s = images * (len(ends) - 1) / max(ends[-1] - ends[0], 1e-6)
     spec.predict_proba(fitted.model, X)
     t0 = time.monotonic()
     spec.predict_proba(fitted.model, X)
-    predict_per_s = CALIBRATION_IMAGES / max(time.monotonic() - t0, 1e-6)
+    predict_per_s = images / max(time.monotonic() - t0, 1e-6)
     return train_per_s, predict_per_s

@@ -144,6 +144,7 @@ def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monke
 
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(speed, "SYNC_SECONDS", 8.0)
+    monkeypatch.setattr(speed, "CALIBRATION_IMAGES", 256)  # the children measure what the parent asks
     measured = speed.speed("fast", jobs=2)
     assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0
     assert measured.machine.endswith("| 2 processes in step") and not multiprocessing.active_children()
