@@ -10,7 +10,8 @@ from kaggle_digits.blend import submission
 from kaggle_digits.io import read_json
 from kaggle_digits.search import runs
 
-TINY = ("--trials", "2", "--folds", "2", "--epochs", "1", "--subsample", "1200")
+# Folds one after another in this process: the tests below of the pipeline's folds in processes cover them.
+TINY = ("--trials", "2", "--folds", "2", "--epochs", "1", "--subsample", "1200", "--fold-jobs", "1")
 
 
 def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, tmp_path, fake_kaggle):
