@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from kaggle_digits import cli
+from kaggle_digits.blend import submission
 from kaggle_digits.data import dataset as data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,3 +205,57 @@ def full_disk(monkeypatch):
         monkeypatch.setattr(builtins, "open", open_)
 
     return install
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    """A command's user error: exit code 2, one `error: ` line naming each of `words`, no traceback."""
+    assert result.code == 2, (result.out, result.err)
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
+    assert "Traceback" not in result.err
+    for word in words:
+        assert word in result.err, result.err
+
+
+N_WRONG = 7  # labels changed from the truth in `folders`' submission: accuracy (500 - 7) / 500 = 0.986
+
+
+@pytest.fixture
+def folders(small_data_copy, tmp_path):
+    """For the submit tests: (data dir with 500 test rows and solution.csv, submissions dir, a valid submission file)."""
+    truth = submission.read_submission(small_data_copy / "solution.csv")
+    labels = truth.copy()
+    labels[:N_WRONG] = (labels[:N_WRONG] + 1) % 10
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    path = submission.write_submission(subs / "20260101-120000-blend-cv0.98765.csv", labels)
+    return small_data_copy, subs, path
+
+
+def common(folders) -> list:
+    """The data and submissions options of `folders`."""
+    d, subs, _ = folders
+    return ["--data-dir", d, "--submissions-dir", subs]
+
+
+def user_image(digit: np.ndarray, fmt: str) -> bytes:
+    """A 28x28 MNIST digit as a user might photograph it: scaled x3, shifted off-centre on a padded page,
+    dark ink on white paper, saved as PNG or JPEG."""
+    big = Image.fromarray(digit).resize((84, 84), Image.Resampling.BICUBIC)
+    page = Image.new("L", (260, 200), 0)
+    page.paste(big, (151, 23))  # far right and high: preprocessing must find and centre it
+    page = Image.eval(page, lambda v: 255 - v)
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        page.convert("RGB").save(out, "JPEG", quality=85)
+    else:
+        page.save(out, "PNG")
+    return out.getvalue()
+
+
+def correlation_up_to_a_pixel(a: np.ndarray, b: np.ndarray) -> float:
+    """Best pixel correlation over shifts of at most one pixel (MNIST rounded its centring shifts too)."""
+    return max(
+        np.corrcoef(np.roll(a, (dy, dx), axis=(0, 1)).ravel().astype(float), b.ravel().astype(float))[0, 1]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )

@@ -19,8 +19,7 @@ from kaggle_digits.predict import export
 from kaggle_digits.predict import predictor as predict
 from kaggle_digits.predict.exported import load_exported
 from kaggle_digits.search import runs
-from tests.conftest import REPO
-from tests.test_predict import user_image
+from tests.conftest import REPO, user_image
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -40,7 +39,7 @@ def keras_runs(tmp_path_factory, small_data, tuned_mlp):
     300 rows each), and two manifests: cnn 0.7 + dense 0.3, and cnn + dense + the session's best mlp."""
     root = tmp_path_factory.mktemp("export")
     folders = ["--data-dir", str(small_data), "--runs-dir", str(root / "runs")]
-    tiny = ["--trials", "1", "--folds", "2", "--epochs", "1", "--subsample", "300"]
+    tiny = ["--trials", "1", "--folds", "2", "--epochs", "1", "--subsample", "300", "--fold-jobs", "1"]
     assert cli.main(["tune", "--model", "cnn", "--precision", "mixed_bfloat16", *tiny, *folders]) == 0
     assert cli.main(["tune", "--model", "dense", "--precision", "float32", *tiny, *folders]) == 0
     cnn, dense = (runs.load_trial(root / "runs" / name / "trial-0") for name in ("cnn", "dense"))

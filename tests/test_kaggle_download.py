@@ -8,15 +8,7 @@ from pathlib import Path
 
 from kaggle_digits.data import dataset as data
 from kaggle_digits.kaggle.api import RULES_URL
-from tests.conftest import plant_kaggle_json
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.code == 2, (result.out, result.err)
-    assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
-    assert "Traceback" not in result.err
-    for word in words:
-        assert word in result.err, result.err
+from tests.conftest import assert_one_line_error, plant_kaggle_json
 
 
 def test_auto_uses_kaggle_when_credentials_exist(run_cli, fake_kaggle, small_data, tmp_path):

@@ -19,8 +19,7 @@ from kaggle_digits import written
 from kaggle_digits.blend import submission
 from kaggle_digits.data import paths
 from kaggle_digits.kaggle.kernel import RUNNER_NAME
-from tests.conftest import make_slice, plant_kaggle_json
-from tests.test_kaggle_download import assert_one_line_error
+from tests.conftest import assert_one_line_error, make_slice, plant_kaggle_json
 
 PLANTED_KEY = "KD-PLANTED-SECRET-91f2c7e05d"
 

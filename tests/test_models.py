@@ -660,7 +660,7 @@ def test_simplecnn_goes_through_tune_ensemble_report_predict_explain_and_a_kerne
     folders = ["--data-dir", small_data, "--runs-dir", tmp_path / "runs"]
     folders += ["--submissions-dir", tmp_path / "subs", "--reports-dir", tmp_path / "reports"]
 
-    tiny = ["--trials", "1", "--folds", "2", "--epochs", "1", "--subsample", "300"]
+    tiny = ["--trials", "1", "--folds", "2", "--epochs", "1", "--subsample", "300", "--fold-jobs", "1"]
     tuned = run_cli("tune", "--model", "simplecnn", "--augment", *tiny, *folders)
     assert tuned.code == 0, tuned.err
     assert "study 'simplecnn-aug'" in tuned.out

@@ -15,8 +15,7 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.predict import predictor as predict
 from kaggle_digits.search import runs
 from tests import photos
-from tests.conftest import REPO
-from tests.test_predict import _correlation_up_to_a_pixel
+from tests.conftest import REPO, correlation_up_to_a_pixel
 
 N_PHOTOS = 60
 
@@ -51,7 +50,7 @@ def test_the_set_mixes_every_effect(photo_set):
 
 def test_uneven_light_gives_the_digit_even_light_gives(photo_set):
     shots, even, uneven = photo_set
-    correlations = np.array([_correlation_up_to_a_pixel(u, e) for u, e in zip(uneven, even)])
+    correlations = np.array([correlation_up_to_a_pixel(u, e) for u, e in zip(uneven, even)])
     worst = int(np.argmin(correlations))
     assert correlations.min() > 0.6, (correlations.min(), shots[worst].describe())
     assert np.median(correlations) > 0.97
@@ -101,7 +100,7 @@ def test_ruled_lines_and_specks_are_left_out(photo_set):
         corner_y = 8 if top > height - top - p.digit_side else height - 16
         ImageDraw.Draw(page).ellipse([corner_x, corner_y, corner_x + 6, corner_y + 6], fill=20)
         back = predict.prepare(_jpeg(np.asarray(page)))
-        assert _correlation_up_to_a_pixel(back, reference) > 0.8, p.describe()
+        assert correlation_up_to_a_pixel(back, reference) > 0.8, p.describe()
         assert np.abs(np.subtract(_ink_box(back), _ink_box(reference))).max() <= 2, p.describe()
 
 

@@ -93,17 +93,17 @@ def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next
     runs_dir = tmp_path / "runs"
     folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", tmp_path / "subs")
     tiny = ("--trials", "1", "--epochs", "1", "--subsample", "300")
-    result = run_cli("pipeline", "--models", "cnn,dense", *tiny, *folders)
+    result = run_cli("pipeline", "--models", "cnn,mlp", *tiny, *folders)
     assert result.code == 0, result.err
     (cnn,) = runs.list_trials(runs_dir, ["cnn-aug-quick"])  # the quick pipeline augments the cnn
-    (dense,) = runs.list_trials(runs_dir, ["dense-quick"])
+    (mlp,) = runs.list_trials(runs_dir, ["mlp-quick"])
     assert cnn.info["folds"] == 4 and models.get("cnn").presets["quick"]["folds"] == 2  # the pipeline's, not tune's
-    assert cnn.info["augment"] and not dense.info["augment"]
+    assert cnn.info["augment"] and not mlp.info["augment"]
     assert len(cnn.metrics["fold_accuracies"]) == 4
     fast = hardware.choose_policy("fast", hardware.detect())
-    cnn_part, dense_part = result.out.split("tune dense", 1)
+    cnn_part, mlp_part = result.out.split("tune mlp", 1)
     assert f"precision: {fast}" in cnn_part
-    assert f"precision: {hardware.choose_policy('auto', hardware.detect())}" in dense_part
+    assert f"precision: {hardware.choose_policy('auto', hardware.detect())}" in mlp_part
 
 
 def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_score(run_cli, small_data_copy, tmp_path):

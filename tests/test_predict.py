@@ -22,7 +22,7 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.io import read_json, write_json
 from kaggle_digits.predict import predictor as predict
 from kaggle_digits.search import runs
-from tests.conftest import REPO
+from tests.conftest import REPO, correlation_up_to_a_pixel, user_image
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +33,6 @@ def mnist():
     return X[test_idx[:600]], y[test_idx[:600]]
 
 
-def user_image(digit: np.ndarray, fmt: str) -> bytes:
-    """A 28x28 MNIST digit as a user might photograph it: scaled x3, shifted off-centre on a padded page,
-    dark ink on white paper, saved as PNG or JPEG."""
-    big = Image.fromarray(digit).resize((84, 84), Image.Resampling.BICUBIC)
-    page = Image.new("L", (260, 200), 0)
-    page.paste(big, (151, 23))  # far right and high: preprocessing must find and centre it
-    page = Image.eval(page, lambda v: 255 - v)
-    out = io.BytesIO()
-    if fmt == "JPEG":
-        page.convert("RGB").save(out, "JPEG", quality=85)
-    else:
-        page.save(out, "PNG")
-    return out.getvalue()
-
-
 def test_rendered_mnist_digits_come_back_as_mnist(mnist):
     X, _ = mnist
     for fmt in ("PNG", "JPEG"):
@@ -55,7 +40,7 @@ def test_rendered_mnist_digits_come_back_as_mnist(mnist):
         for digit in X[:100]:
             back = predict.prepare(user_image(digit, fmt))
             assert back.shape == (28, 28) and back.dtype == np.uint8
-            correlations.append(_correlation_up_to_a_pixel(back, digit))
+            correlations.append(correlation_up_to_a_pixel(back, digit))
             # MNIST's layout: ink fits a 20x20 box; the centre of mass is within a pixel of (14, 14).
             rows, cols = np.nonzero(back)
             assert rows.max() - rows.min() < 21 and cols.max() - cols.min() < 21
@@ -63,15 +48,6 @@ def test_rendered_mnist_digits_come_back_as_mnist(mnist):
             centre = (weights.sum(axis=1) @ np.arange(28), weights.sum(axis=0) @ np.arange(28))
             assert abs(centre[0] - 14) <= 1.0 and abs(centre[1] - 14) <= 1.0, centre
         assert np.median(correlations) > 0.93 and min(correlations) > 0.75, (fmt, np.median(correlations))
-
-
-def _correlation_up_to_a_pixel(a: np.ndarray, b: np.ndarray) -> float:
-    """Best pixel correlation over shifts of at most one pixel (MNIST rounded its centring shifts too)."""
-    return max(
-        np.corrcoef(np.roll(a, (dy, dx), axis=(0, 1)).ravel().astype(float), b.ravel().astype(float))[0, 1]
-        for dy in (-1, 0, 1)
-        for dx in (-1, 0, 1)
-    )
 
 
 def test_round_trip_keeps_the_label_with_a_tuned_trial(mnist, tuned_mlp, tmp_path):
@@ -105,7 +81,7 @@ def test_polarity_transparency_and_size_do_not_matter(mnist):
     transparent = io.BytesIO()
     sheet.save(transparent, "PNG")
     back = predict.prepare(transparent.getvalue())
-    assert _correlation_up_to_a_pixel(back, digit) > 0.9
+    assert correlation_up_to_a_pixel(back, digit) > 0.9
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -22,8 +22,7 @@ from PIL import Image
 from kaggle_digits.predict import predictor as predict
 from kaggle_digits.predict import serve
 from kaggle_digits.search import runs
-from tests.conftest import REPO
-from tests.test_predict import user_image
+from tests.conftest import REPO, user_image
 
 # Starlette's test client warns that it will move to another HTTP library; not our concern here.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

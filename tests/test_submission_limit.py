@@ -11,8 +11,7 @@ import pytest
 
 from kaggle_digits.blend import submission
 from kaggle_digits.kaggle import api as kaggle_api
-from tests.test_kaggle_download import assert_one_line_error
-from tests.test_submit import common, folders  # noqa: F401 - the fixture is used by name
+from tests.conftest import assert_one_line_error, common
 
 UPLOAD_ROUTES = ("StartSubmissionUpload", "upload", "CreateSubmission")
 

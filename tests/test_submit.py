@@ -8,27 +8,7 @@ import pytest
 from kaggle_digits.blend import submission
 from kaggle_digits.data import dataset as data
 from kaggle_digits.kaggle.api import RULES_URL
-from tests.conftest import plant_kaggle_json
-from tests.test_kaggle_download import assert_one_line_error
-
-N_WRONG = 7  # labels changed from the truth in the test submission: accuracy (500 - 7) / 500 = 0.986
-
-
-@pytest.fixture
-def folders(small_data_copy, tmp_path):
-    """(data dir with 500 test rows and solution.csv, submissions dir, a valid submission file)."""
-    truth = submission.read_submission(small_data_copy / "solution.csv")
-    labels = truth.copy()
-    labels[:N_WRONG] = (labels[:N_WRONG] + 1) % 10
-    subs = tmp_path / "submissions"
-    subs.mkdir()
-    path = submission.write_submission(subs / "20260101-120000-blend-cv0.98765.csv", labels)
-    return small_data_copy, subs, path
-
-
-def common(folders) -> list:
-    d, subs, _ = folders
-    return ["--data-dir", d, "--submissions-dir", subs]
+from tests.conftest import assert_one_line_error, common, plant_kaggle_json
 
 
 def test_upload_wait_then_list(run_cli, fake_kaggle, folders):

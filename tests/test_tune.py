@@ -42,7 +42,9 @@ def test_each_family_tunes_two_trials_with_complete_artifacts(run_cli, small_dat
     flags = ["--augment"] if augment else []
     umask = os.umask(0o022)
     os.umask(umask)
-    result = _tune(run_cli, small_data, runs_dir, "--model", model, *flags, "--trials", "2", *FAST)
+    # Folds in this process (a Keras family's fold processes each start TensorFlow: the pipeline's and
+    # test_processes' tests run folds in processes).
+    result = _tune(run_cli, small_data, runs_dir, "--model", model, *flags, "--trials", "2", *FAST, "--fold-jobs", "1")
     assert result.code == 0, result.err
     name = f"{model}-aug" if augment else model
     assert "trial 1 fold 2/2 epoch 1/1" in result.out and "ETA" in result.out
