@@ -267,7 +267,8 @@ def test_a_budget_is_read_whole_or_refused(run_cli, tmp_path, bad, message):
 
 
 def test_the_planner_is_arithmetic_that_loads_no_tensorflow():
-    """A plan can be worked out and checked where TensorFlow is not installed or too slow to load."""
+    """A plan, and the fold processes it runs at once, can be worked out where TensorFlow is not installed
+    or too slow to load (a run of the mlp alone never loads it)."""
     import subprocess
     import sys
 
@@ -275,7 +276,8 @@ def test_the_planner_is_arithmetic_that_loads_no_tensorflow():
 
     probe = (
         "import sys; from kaggle_digits import planner; "
-        "p = planner.plan(3600, planner.Speed(800.0, 4000.0, 'float32', 'test', jobs=2)); "
+        "from kaggle_digits.models import hardware; "
+        "p = planner.plan(3600, planner.Speed(800.0, 4000.0, 'float32', 'test', jobs=hardware.default_fold_jobs(4))); "
         "print(p.epochs, p.folds, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)

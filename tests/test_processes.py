@@ -207,6 +207,6 @@ def test_gpus_are_read_without_tensorflow(monkeypatch, tmp_path):
 def test_fold_jobs_are_one_per_gpu(monkeypatch, gpus, folds, jobs):
     from kaggle_digits.models import hardware
 
-    machine = hardware.Hardware(cores=16, gpus=gpus, cpu_flags=frozenset())
-    monkeypatch.setattr(hardware, "detect", lambda: machine)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(str(k) for k in range(gpus)))
+    monkeypatch.setattr(hardware, "thread_budget", lambda: 16)
     assert hardware.default_fold_jobs(folds) == jobs

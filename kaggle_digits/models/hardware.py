@@ -176,8 +176,10 @@ def is_configured() -> bool:
 def default_fold_jobs(folds: int | None) -> int:
     """Folds to fit at once by default: on a CPU one process per core of the thread budget (two processes
     of one thread train faster than one of two; docs/experiments.md, "Folds in parallel"), at most `folds`;
-    with GPUs one process per GPU, each with its device to itself (search.processes gives each child one)."""
-    gpus = detect().gpus
+    with GPUs one process per GPU, each with its device to itself (search.processes gives each child one).
+    The GPUs are those the launcher hands out (gpu_devices): read without loading TensorFlow, so a run of
+    a family without Keras never loads it."""
+    gpus = len(gpu_devices())
     if gpus:
         return max(1, min(gpus, folds or gpus))
     return max(1, min(thread_budget(), folds or thread_budget()))
