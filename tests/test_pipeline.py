@@ -10,20 +10,25 @@ from kaggle_digits.blend import submission
 from kaggle_digits.io import read_json
 from kaggle_digits.search import runs
 
-# Folds one after another in this process: the tests below of the pipeline's folds in processes cover them.
-TINY = ("--trials", "2", "--folds", "2", "--epochs", "1", "--subsample", "1200", "--fold-jobs", "1")
 
+def test_pipeline_tunes_ensembles_writes_and_uploads_with_the_quick_cnn_in_fold_processes(
+    run_cli, small_data_copy, tmp_path, fake_kaggle
+):
+    """One run serves two subjects: the steps, summary and upload of a pipeline, and the quick cnn's folds
+    in processes of their own in the fast precision, which the next family does not inherit."""
+    from kaggle_digits.models import hardware
 
-def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, tmp_path, fake_kaggle):
     runs_dir, subs = tmp_path / "runs", tmp_path / "subs"
     folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", subs)
-    result = run_cli("pipeline", "--models", "mlp,dense", *TINY, "--submit", "-m", "tiny pipeline", *folders)
+    # Two folds, so two fold processes start TensorFlow (the pipeline's own four: the next test).
+    tiny = ("--trials", "1", "--folds", "2", "--epochs", "1", "--subsample", "300")
+    result = run_cli("pipeline", "--models", "cnn,mlp", *tiny, "--submit", "-m", "tiny pipeline", *folders)
     assert result.code == 0, result.err
     out = result.out
     steps = [
         "step 1/5: download",
-        "step 2/5: tune mlp (study 'mlp-quick', preset quick)",
-        "step 3/5: tune dense (study 'dense-quick', preset quick)",
+        "step 2/5: tune cnn (study 'cnn-aug-quick', preset quick)",  # the quick pipeline augments the cnn
+        "step 3/5: tune mlp (study 'mlp-quick', preset quick)",
         "step 4/5: ensemble",
         "step 5/5: submit to Kaggle",
     ]
@@ -31,23 +36,30 @@ def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, t
     assert positions == sorted(positions)
     assert "already present and valid" in out  # the data was there: not fetched again
 
-    # Both studies ran with the pass-through options: 2 trials, 2 folds, 1,200 rows.
-    for study in ("mlp-quick", "dense-quick"):
-        trials = runs.list_trials(runs_dir, [study])
-        assert len(trials) == 2 and all(t.info["folds"] == 2 and len(t.oof_rows) == 1200 for t in trials)
+    # Both studies ran with the pass-through options: 1 trial, 2 folds, 300 rows; the cnn's folds in
+    # processes (the default for its folds on this machine) and in the fast precision, the mlp's not.
+    (cnn,) = runs.list_trials(runs_dir, ["cnn-aug-quick"])
+    (mlp,) = runs.list_trials(runs_dir, ["mlp-quick"])
+    for trial in (cnn, mlp):
+        assert trial.info["folds"] == 2 and len(trial.oof_rows) == 300 and len(trial.metrics["fold_accuracies"]) == 2
+    assert cnn.info["augment"] and not mlp.info["augment"]
+    fast = hardware.choose_policy("fast", hardware.detect())
+    cnn_part, mlp_part = out.split("tune mlp", 1)
+    assert f"precision: {fast}" in cnn_part
+    assert f"precision: {hardware.choose_policy('auto', hardware.detect())}" in mlp_part
 
     # The summary, with the figures that the artifacts hold.
-    summary = out[out.index("pipeline (quick) done in") :]
+    summary = out[out.index("pipeline (quick, augmented) done in") :]
     (csv,) = subs.glob("*-pipeline-quick-cv*.csv")
     manifest = read_json(csv.with_suffix(".json"))
-    for study, family in (("mlp-quick", "mlp"), ("dense-quick", "dense")):
-        best = runs.list_trials(runs_dir, [study])[0]
+    for study, best in (("cnn-aug-quick", cnn), ("mlp-quick", mlp)):
+        family = study.split("-")[0]
         assert re.search(rf"{family}\s+best CV {best.cv_accuracy:.5f} ± {best.cv_std:.5f}  \({best.name}\)", summary)
     assert f"ensemble CV {manifest['cv_accuracy']:.5f}" in summary
     local = submission.score_local(csv, small_data_copy / "solution.csv")
     assert f"local leaderboard {local}" in summary and f"submission: {csv}" in summary
-    assert f"plots: python scripts/report.py --studies mlp-quick dense-quick --submission {csv} " in summary
-    assert {c["name"].split("/")[0] for c in manifest["constituents"]} <= {"mlp-quick", "dense-quick"}
+    assert f"plots: python scripts/report.py --studies cnn-aug-quick mlp-quick --submission {csv} " in summary
+    assert {c["name"].split("/")[0] for c in manifest["constituents"]} <= {"cnn-aug-quick", "mlp-quick"}
     assert manifest["cv_accuracy"] >= manifest["best_single"]["oof_accuracy"]
     submission.read_submission(csv, n_test=500)
 
@@ -58,6 +70,16 @@ def test_pipeline_tunes_ensembles_writes_and_uploads(run_cli, small_data_copy, t
     assert put.body == csv.read_bytes()
     written, uploaded = submission.read_history(subs / "history.csv")
     assert written["file"] == uploaded["file"] == str(csv) and uploaded["message"] == "tiny pipeline"
+
+
+def test_the_quick_cnn_trains_the_pipelines_folds_not_tunes():
+    from kaggle_digits import models, pipeline
+
+    options = pipeline.PipelineOptions(preset="quick")
+    cnn, mlp = pipeline.tune_options(options, "cnn"), pipeline.tune_options(options, "mlp")
+    assert cnn.folds == 4 and models.get("cnn").presets["quick"]["folds"] == 2  # the pipeline's, not tune's
+    assert cnn.augment and not mlp.augment
+    assert pipeline.tune_options(pipeline.PipelineOptions(preset="quick", folds=2), "cnn").folds == 2, "given wins"
 
 
 @pytest.mark.parametrize(
@@ -82,28 +104,6 @@ def test_bad_options_stop_before_any_work(run_cli, tmp_path, args, message, caps
         return
     assert result.code == 2 and result.err.count("\n") == 1 and message in result.err
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
-
-
-def test_quick_cnn_runs_with_the_pipelines_folds_and_fast_precision_and_the_next_family_does_not_inherit_it(
-    run_cli, small_data_copy, tmp_path
-):
-    from kaggle_digits import models
-    from kaggle_digits.models import hardware
-
-    runs_dir = tmp_path / "runs"
-    folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", tmp_path / "subs")
-    tiny = ("--trials", "1", "--epochs", "1", "--subsample", "300")
-    result = run_cli("pipeline", "--models", "cnn,mlp", *tiny, *folders)
-    assert result.code == 0, result.err
-    (cnn,) = runs.list_trials(runs_dir, ["cnn-aug-quick"])  # the quick pipeline augments the cnn
-    (mlp,) = runs.list_trials(runs_dir, ["mlp-quick"])
-    assert cnn.info["folds"] == 4 and models.get("cnn").presets["quick"]["folds"] == 2  # the pipeline's, not tune's
-    assert cnn.info["augment"] and not mlp.info["augment"]
-    assert len(cnn.metrics["fold_accuracies"]) == 4
-    fast = hardware.choose_policy("fast", hardware.detect())
-    cnn_part, mlp_part = result.out.split("tune mlp", 1)
-    assert f"precision: {fast}" in cnn_part
-    assert f"precision: {hardware.choose_policy('auto', hardware.detect())}" in mlp_part
 
 
 def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_score(run_cli, small_data_copy, tmp_path):
