@@ -104,15 +104,15 @@ def run_count(options: PipelineOptions) -> int:
 
 
 def with_plan(options: PipelineOptions, plan: Plan, started: float) -> PipelineOptions:
-    """The options a budget's plan sets: the cnn alone, one trial, the plan's runs, folds, epochs and
+    """The options a budget's plan sets: its member alone, one trial, the plan's runs, folds, epochs and
     augmentation, bf16 where the CPU has it (`fast`), and each run's deadline counted from `started`
     (time.time() at the pipeline's start); options given explicitly win."""
     if not cnn_alone(options):
-        raise UserError(f"--budget plans the cnn alone: leave out --models {options.models}")
+        raise UserError(f"--budget plans the cnn alone or the member it chooses: leave out --models {options.models}")
     return replace(
         options,
         planned=True,
-        models="cnn",
+        models=plan.model,
         runs=plan.runs if options.runs is None else options.runs,
         trials=1 if options.trials is None else options.trials,
         fold_jobs=plan.jobs if options.fold_jobs is None else options.fold_jobs,
@@ -282,12 +282,13 @@ def _run(options: PipelineOptions, paths: Paths, log: Log, events: Events) -> Pi
     budget_seconds = preset_budget(options)
     measured = plan = None
     if budget_seconds is not None:
-        from kaggle_digits import planner, speed
+        from kaggle_digits import planner
         from kaggle_digits.models import hardware
 
         jobs = options.fold_jobs or hardware.default_fold_jobs(options.folds or PLAN_FOLDS)
-        measured = speed.speed(options.precision or "fast", log=log, jobs=jobs, fallback=paths.runs_dir)
-        plan = planner.plan(budget_seconds, measured, folds=options.folds, runs=options.runs)
+        speeds = member_speeds(options, paths, jobs, log)
+        plan = planner.choose(budget_seconds, speeds, folds=options.folds, runs=options.runs)
+        measured = speeds[plan.model]
         options = with_plan(options, plan, started)
         events.planned(plan, options)
         chosen = families(options)
@@ -353,6 +354,19 @@ def _run(options: PipelineOptions, paths: Paths, log: Log, events: Events) -> Pi
         uploaded=uploaded,
         studies=studies,
     )
+
+
+def member_speeds(options: PipelineOptions, paths: Paths, jobs: int, log: Log) -> dict[str, Speed]:
+    """The speed on this machine of each member a plan may choose (planner.members: the default, and each
+    with figures in the table; the cnn alone when --models names it), measured where the cache has none."""
+    from kaggle_digits import planner, speed
+
+    table = planner.members()
+    weighed = [m for m in table if m.family == table[0].family or (m.points and options.models is None)]
+    return {
+        m.family: speed.speed(options.precision or "fast", log=log, jobs=jobs, fallback=paths.runs_dir, model=m.family)
+        for m in weighed
+    }
 
 
 def _remember_speed(measured: Speed, trials: list[runs.TrialRun], paths: Paths, log: Log) -> None:

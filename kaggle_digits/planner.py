@@ -1,21 +1,28 @@
-"""The plan a time budget buys: runs, folds, epochs and augmentation of the cnn, and each step's expected
-time, worked out from a measured speed (kaggle_digits.speed measures it). Pure arithmetic: importing this
-module loads no TensorFlow, so a plan can be checked anywhere.
+"""The plan a time budget buys: which member, its runs, folds, epochs and augmentation, and each step's
+expected time, worked out from measured speeds (kaggle_digits.speed measures them) and a table of what each
+member's fold models scored at the lengths measured (members.json). Pure arithmetic: importing this module
+loads no TensorFlow, so a plan can be checked anywhere.
 
-The plan trains the cnn only (the public recipe, its learning-rate schedule fitted to the epochs that
-run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
+`choose` plans each member whose speed on this machine is known and picks the one whose fold models the
+table expects to score best at the length the budget buys it (see `choose`). A plan trains one member
+(its learning-rate schedule fitted to the epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
 hardware.default_fold_jobs), and spends the budget on epochs: the most that fit, with augmentation from
 AUGMENT_FROM_EPOCHS epochs on (docs/benchmarks.md has the runs behind both choices). A budget whose
 PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs trains fewer folds, one round of processes, for
-more epochs each (SHORT_PLAN_FOLDS). A budget that gives every run at least RUN_EPOCHS epochs buys more
-runs instead — each a cross-validation of its own seed and fold split — and the ensemble averages their
-fold models.
+more epochs each (SHORT_PLAN_FOLDS). A budget with time left after MAX_EPOCHS buys more runs instead — each a
+cross-validation of its own seed and fold split, the ensemble averaging their fold models — while every
+run still gets the epochs past which the member's table shows no gain (Member.run_epochs; RUN_EPOCHS where
+it has no such figures).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
 
 from kaggle_digits.errors import UserError
 from kaggle_digits.units import format_seconds
@@ -31,9 +38,9 @@ MIN_EPOCHS = 1
 MAX_EPOCHS = 45  # the recipe's full length
 AUGMENT_FROM_EPOCHS = 10
 # A plan adds a run (another seed and fold split, averaged in the ensemble) only while every run still
-# gets this many epochs, near the recipe's 45: the cnn runs here gained from 25 to 45 epochs
-# (docs/benchmarks.md), so a long budget buys more models of about the recipe's length rather than many
-# short ones.
+# gets this many epochs, near the recipe's 45, for a member whose table does not say where its fold models
+# stop gaining (Member.run_epochs): a long budget then buys more models of about the recipe's length
+# rather than many short ones.
 RUN_EPOCHS = 40
 MAX_RUNS = 12
 # The share of the budget a plan may expect to use: the rest absorbs the estimate's error.
@@ -46,11 +53,73 @@ PROCESS_SECONDS = 10.0
 # Each run besides: reading the data, opening its study, writing its fold models and predictions.
 RUN_SECONDS = 10.0
 N_TRAIN, N_TEST = 42_000, 28_000
+DEFAULT_MEMBER = "cnn"
+MEMBERS_FILE = "members.json"
+
+
+@dataclass(frozen=True)
+class Point:
+    """A member's fold models at one length: their mean accuracy on their held-out rows, `folds` folds,
+    `epochs` augmented epochs; `source`: the command and commit of the docs/benchmarks.md row."""
+
+    folds: int
+    epochs: int
+    accuracy: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A family a plan may train (its default params, augmented), with what its fold models scored."""
+
+    family: str
+    points: tuple[Point, ...] = ()
+
+    def accuracy_at(self, folds: int, epochs: int) -> float | None:
+        """The accuracy the table expects of a fold model trained `epochs` epochs on `folds` folds: straight
+        between the two measured lengths around it, the longest's beyond it (no gain assumed); None below the
+        shortest measured or with none measured on that many folds."""
+        known = sorted((p.epochs, p.accuracy) for p in self.points if p.folds == folds)
+        if not known or epochs < known[0][0]:
+            return None
+        for (e0, a0), (e1, a1) in zip(known, known[1:]):
+            if e0 <= epochs <= e1:
+                return a0 + (a1 - a0) * (epochs - e0) / (e1 - e0) if e1 > e0 else max(a0, a1)
+        return known[-1][1]
+
+    def run_epochs(self, folds: int) -> int:
+        """The epochs a run needs before a plan buys another: the shortest measured length on `folds` folds
+        whose accuracy is within one standard error (tie) of the best measured there; RUN_EPOCHS without
+        two lengths measured."""
+        known = [p for p in self.points if p.folds == folds]
+        if len({p.epochs for p in known}) < 2:
+            return RUN_EPOCHS
+        best = max(p.accuracy for p in known)
+        return min(p.epochs for p in known if p.accuracy >= best - tie(best))
+
+
+def tie(accuracy: float, rows: int = N_TRAIN) -> float:
+    """One standard error of an accuracy measured on `rows` held-out rows: two figures closer than this are
+    not told apart."""
+    return math.sqrt(accuracy * (1 - accuracy) / rows)
+
+
+def members() -> tuple[Member, ...]:
+    """The members a plan chooses from, the default (DEFAULT_MEMBER) first, with the table's figures
+    (members.json, beside this module; each figure a row of docs/benchmarks.md)."""
+    table = json.loads(resources.files(__package__).joinpath(MEMBERS_FILE).read_text())
+    found = tuple(
+        Member(
+            m["family"], tuple(Point(p["folds"], p["epochs"], p["accuracy"], p.get("source", "")) for p in m["points"])
+        )
+        for m in table["members"]
+    )
+    return tuple(sorted(found, key=lambda m: m.family != DEFAULT_MEMBER))
 
 
 @dataclass(frozen=True)
 class Speed:
-    """The cnn's training and prediction speed on this machine, in images per second of one of `jobs`
+    """A member's training and prediction speed on this machine, in images per second of one of `jobs`
     processes running at once."""
 
     train_per_s: float
@@ -59,6 +128,7 @@ class Speed:
     machine: str  # what it was measured on (machine_key)
     seconds: float = 0.0  # what measuring it took (0 when read from the cache)
     jobs: int = 1
+    model: str = DEFAULT_MEMBER  # the family it times
 
 
 @dataclass(frozen=True)
@@ -78,7 +148,11 @@ class Plan:
     augment: bool
     steps: list[Step]
     jobs: int = 1
-    runs: int = 1  # cross-validations of the cnn, each with its own seed and fold split
+    runs: int = 1  # cross-validations of the member, each with its own seed and fold split
+    model: str = DEFAULT_MEMBER  # the member (a family) it trains
+    expected_accuracy: float | None = None  # what the table expects of its fold models (None: not measured)
+    # Why this member: one line for each member weighed (choose).
+    reasons: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def expected(self) -> float:
@@ -109,7 +183,7 @@ def plan_steps(
     if runs > 1:
         return steps + [
             Step(
-                f"cnn run {run + 1}/{runs}: {folds} folds ({jobs} at once) x {epochs} epochs",
+                f"{speed.model} run {run + 1}/{runs}: {folds} folds ({jobs} at once) x {epochs} epochs",
                 rounds * fold + RUN_SECONDS,
                 run,
             )
@@ -118,9 +192,13 @@ def plan_steps(
     return (
         steps
         + [
-            Step(f"cnn folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs", fold, 0)
+            Step(
+                f"{speed.model} folds {k * jobs + 1}-{min(folds, (k + 1) * jobs)}/{folds} at once: {epochs} epochs",
+                fold,
+                0,
+            )
             if jobs > 1
-            else Step(f"cnn fold {k + 1}/{folds}: {epochs} epochs", fold, 0)
+            else Step(f"{speed.model} fold {k + 1}/{folds}: {epochs} epochs", fold, 0)
             for k in range(rounds)
         ]
         + [Step("data, study and fold models", RUN_SECONDS, 0)]
@@ -158,28 +236,35 @@ def plan(
     n_test: int = N_TEST,
     folds: int | None = None,
     runs: int | None = None,
+    member: Member | None = None,
 ) -> Plan:
-    """The plan on `folds` folds, or when None on PLAN_FOLDS, unless those cannot afford
+    """The plan of `member` (the speed's family, with no table figures when None) on `folds` folds, or when None on PLAN_FOLDS, unless those cannot afford
     AUGMENT_FROM_EPOCHS epochs and fewer folds (short_plan_folds) buy more: then on those (see
     SHORT_PLAN_FOLDS). A budget too small for the smallest plan is a UserError saying how much it needs."""
+    member = member or Member(speed.model)
+
+    def at(folds: int) -> Plan:
+        return _plan(budget, speed, n_train, n_test, folds, runs, member)
+
     if folds is not None:
-        return _plan(budget, speed, n_train, n_test, folds, runs)
+        return at(folds)
     short = short_plan_folds(speed)
     if short >= PLAN_FOLDS:
-        return _plan(budget, speed, n_train, n_test, PLAN_FOLDS, runs)
+        return at(PLAN_FOLDS)
     try:
-        full = _plan(budget, speed, n_train, n_test, PLAN_FOLDS, runs)
+        full = at(PLAN_FOLDS)
     except UserError:
-        return _plan(budget, speed, n_train, n_test, short, runs)
+        return at(short)
     if full.epochs >= AUGMENT_FROM_EPOCHS:
         return full
-    fewer = _plan(budget, speed, n_train, n_test, short, runs)
+    fewer = at(short)
     return fewer if fewer.epochs > full.epochs else full
 
 
-def _plan(budget: float, speed: Speed, n_train: int, n_test: int, folds: int, runs: int | None) -> Plan:
+def _plan(budget: float, speed: Speed, n_train: int, n_test: int, folds: int, runs: int | None, member: Member) -> Plan:
     """The most epochs whose expected time fits PLANNED_SHARE of the budget, the folds fitted speed.jobs
-    at a time; as many runs as still give each RUN_EPOCHS epochs (at least one), or `runs` when given.
+    at a time; as many runs as still give each member.run_epochs(folds) epochs (at least one), or `runs`
+    when given.
     A budget too small for the runs at MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
     allowed = PLANNED_SHARE * budget
 
@@ -198,19 +283,97 @@ def _plan(budget: float, speed: Speed, n_train: int, n_test: int, folds: int, ru
         need = total(MIN_EPOCHS, least) / PLANNED_SHARE
         of = f"{least} runs of " if least > 1 else ""
         raise UserError(
-            f"--budget {format_seconds(budget)}: too small for the smallest plan ({of}the cnn on {folds} folds, "
+            f"--budget {format_seconds(budget)}: too small for the smallest plan ({of}the {speed.model} on {folds} folds, "
             f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS, least))} on this machine): give at least "
             f"{format_seconds(need)}"
         )
     if runs is None:
         runs = 1
-        while runs < MAX_RUNS and most_epochs(runs + 1) >= RUN_EPOCHS:
+        # Another run while these are at MAX_EPOCHS (time left over) and each would still get the length
+        # past which the member's fold models stop gaining.
+        while runs < MAX_RUNS and most_epochs(runs) >= MAX_EPOCHS and most_epochs(runs + 1) >= member.run_epochs(folds):
             runs += 1
     epochs = most_epochs(runs)
     steps = plan_steps(epochs, runs, speed, folds, n_train, n_test)
     if speed.seconds:
         steps.insert(0, Step("measuring this machine's speed", speed.seconds))
-    return Plan(budget, folds, epochs, epochs >= AUGMENT_FROM_EPOCHS, steps, folds_at_once(speed, folds), runs)
+    return Plan(
+        budget,
+        folds,
+        epochs,
+        epochs >= AUGMENT_FROM_EPOCHS,
+        steps,
+        folds_at_once(speed, folds),
+        runs,
+        model=member.family,
+        expected_accuracy=member.accuracy_at(folds, epochs),
+    )
+
+
+def choose(
+    budget: float,
+    speeds: Mapping[str, Speed],
+    table: Sequence[Member] | None = None,
+    n_train: int = N_TRAIN,
+    n_test: int = N_TEST,
+    folds: int | None = None,
+    runs: int | None = None,
+) -> Plan:
+    """The plan of the member (of `table`, members() when None; the first is the default) whose fold models
+    the table expects to score best at the length this budget buys it on this machine (`speeds`: each
+    member's speed, by family). Members within one standard error of each other (tie) count as equal, and
+    then the one with more fold models to average wins, then the earlier in the table. A member with no
+    speed here, or no figure at the length it would get, is left out; the default is planned when no member
+    has a figure. The plan's `reasons` say, one line a member, what was weighed."""
+    table = tuple(table if table is not None else members())
+    default = table[0]
+    measuring = sum(speed.seconds for speed in speeds.values())  # every member's measurement, in each plan
+    reasons: list[str] = []
+    candidates: list[Plan] = []
+    fallback: Plan | None = None
+    for member in table:
+        speed = speeds.get(member.family)
+        if not member.points and member is not default:
+            reasons.append(f"{member.family}: no figures in the table: not planned")
+            continue
+        if speed is None:
+            reasons.append(f"{member.family}: no speed measured on this machine: not planned")
+            continue
+        try:
+            planned = plan(budget, replace(speed, seconds=measuring), n_train, n_test, folds, runs, member)
+        except UserError:
+            if member is default:
+                raise
+            reasons.append(f"{member.family}: the budget is too small for one epoch of it: not planned")
+            continue
+        if member is default:
+            fallback = planned
+        shape = f"{planned.runs} x {planned.folds} folds x {planned.epochs} epochs"
+        if planned.expected_accuracy is None:
+            reasons.append(
+                f"{member.family}: {shape}; its fold models not measured at that length on {planned.folds} folds"
+            )
+            continue
+        reasons.append(f"{member.family}: {shape}; its fold models measured at {planned.expected_accuracy:.5f}")
+        candidates.append(planned)
+    if not candidates:
+        if fallback is None:
+            raise UserError(f"no speed of {default.family}, the default member, to plan with")
+        reasons.append(f"planned the default, {default.family}: no member's figures cover this budget")
+        return replace(fallback, reasons=tuple(reasons))
+    best = candidates[0]
+    for other in candidates[1:]:
+        assert other.expected_accuracy is not None and best.expected_accuracy is not None
+        margin = other.expected_accuracy - best.expected_accuracy
+        if margin > tie(best.expected_accuracy) or (
+            abs(margin) <= tie(best.expected_accuracy) and other.runs * other.folds > best.runs * best.folds
+        ):
+            best = other
+    reasons.append(
+        f"planned {best.model}: the best expected fold models"
+        + ("" if len(candidates) == 1 else f" of {len(candidates)} members weighed")
+    )
+    return replace(best, reasons=tuple(reasons))
 
 
 def train_speed_seen(metrics: list[dict]) -> float | None:

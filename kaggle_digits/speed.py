@@ -1,4 +1,5 @@
-"""How fast this machine trains and predicts with the cnn: a short calibration (in as many processes as
+"""How fast this machine trains and predicts with a member (the cnn, or another family a plan may choose): a
+short calibration (in as many processes as
 the folds run in), kept per machine in a cache file and updated with the speeds planned runs saw. The
 plan itself is kaggle_digits.planner's arithmetic over this speed.
 """
@@ -17,7 +18,7 @@ import numpy as np
 
 from kaggle_digits import tflog
 from kaggle_digits.io import write_json
-from kaggle_digits.planner import Speed
+from kaggle_digits.planner import DEFAULT_MEMBER, Speed
 from kaggle_digits.progress import Log, silent
 
 # Images per calibration epoch, and its epochs (the first, which builds the graph, is not timed). Timed
@@ -37,26 +38,27 @@ CACHE_FILE = "speed.json"
 FALLBACK_DIR = ".cache"
 
 
-def machine_key(policy: str, jobs: int = 1) -> str:
+def machine_key(policy: str, jobs: int = 1, model: str = DEFAULT_MEMBER) -> str:
     """The CPU model, the cores this process may use, TensorFlow's version, the dtype policy, whether
-    oneDNN's kernels are on, the calibration's size, the network it times (network_tag) and the processes
-    sharing the cores."""
-    from kaggle_digits.models import cnn, hardware
+    oneDNN's kernels are on, the calibration's size, the network it times (the family `model`'s default:
+    network_tag) and the processes sharing the cores."""
+    from kaggle_digits import models
+    from kaggle_digits.models import hardware
 
-    model = platform.processor() or platform.machine()
+    cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+                cpu = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
     tf = tflog.import_tensorflow()
 
-    key = f"{model} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
+    key = f"{cpu} | {hardware.thread_budget()} cores | tensorflow {tf.__version__} | {policy}"
     key += " | oneDNN" if tflog.onednn() else " | no oneDNN"
     key += f" | {CALIBRATION_EPOCHS} x {CALIBRATION_IMAGES} images"  # another measurement, another entry
-    key += f" | cnn {network_tag(cnn.SPEC.default_params(augment=True))}"  # another recipe, another entry
+    key += f" | {model} {network_tag(models.get(model).default_params(augment=True))}"  # another recipe, another entry
     return key if jobs == 1 else f"{key} | {jobs} processes in step"
 
 
@@ -83,25 +85,29 @@ def cache_files(fallback: str | os.PathLike | None = None) -> list[Path]:
 
 
 def speed(
-    precision: str = "fast", log: Log = silent, jobs: int = 1, fallback: str | os.PathLike | None = None
+    precision: str = "fast",
+    log: Log = silent,
+    jobs: int = 1,
+    fallback: str | os.PathLike | None = None,
+    model: str = DEFAULT_MEMBER,
 ) -> Speed:
-    """This machine's speed in `precision` with `jobs` processes at once: from the cache, else measured
-    now (and cached: in the first of cache_files(fallback) that can be written)."""
+    """This machine's speed with the family `model` in `precision` with `jobs` processes at once: from the
+    cache, else measured now (and cached: in the first of cache_files(fallback) that can be written)."""
     from kaggle_digits.models import hardware
 
     policy = hardware.configure(precision)
-    key = machine_key(policy, jobs)
+    key = machine_key(policy, jobs, model)
     entry = _read_cache(fallback).get(key)
     if isinstance(entry, dict) and entry.get("train_per_s", 0) > 0 and entry.get("predict_per_s", 0) > 0:
-        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key, jobs=jobs)
+        return Speed(float(entry["train_per_s"]), float(entry["predict_per_s"]), policy, key, jobs=jobs, model=model)
     place, problems = _writable_file(fallback)
     if problems:
         instead = f": keeping them in {place}" if place else ""
         log(f"cannot keep measured speeds in {' or '.join(problems)}{instead}")
     how = f"{policy}, {jobs} processes at once" if jobs > 1 else policy
     kept = f"kept in {place}" if place else "not kept"
-    log(f"measuring this machine's cnn speed ({how}; once per machine, {kept}) ...")
-    measured = calibrate(policy, key, jobs)
+    log(f"measuring this machine's {model} speed ({how}; once per machine, {kept}) ...")
+    measured = calibrate(policy, key, jobs, model=model)
     _write_cache(measured, fallback, log)
     return measured
 
@@ -203,7 +209,7 @@ def calibrate(policy: str, key: str, jobs: int = 1, changes: dict | None = None,
         measured = processes.run(tasks, jobs, policy=policy)
         train_per_s = float(np.mean([m[0] for m in measured]))
         predict_per_s = float(np.mean([m[1] for m in measured]))
-    return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs)
+    return Speed(train_per_s, predict_per_s, policy, key, time.monotonic() - started, jobs, model)
 
 
 def _measure_in_process(start_at: float, changes: dict | None, model: str, images: int, report) -> tuple[float, float]:

@@ -124,7 +124,7 @@ def test_the_command_refuses_a_small_budget_before_any_work(run_cli, tmp_path, m
     assert result.err.startswith("error: --budget 1m00s: too small") and result.err.count("\n") == 1
     assert not any((tmp_path / name).exists() for name in ("data", "runs", "s")), "nothing was done"
     result = run_cli("pipeline", "--budget", "10m", "--models", "mlp", *folders)
-    assert result.code == 2 and "--budget plans the cnn alone" in result.err
+    assert result.code == 2 and "--budget plans the cnn alone or the member it chooses" in result.err
 
 
 def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeypatch, tmp_path, capfd):
@@ -317,3 +317,133 @@ def test_a_home_that_cannot_hold_the_cache_keeps_the_speed_in_the_runs_folder(mo
     nowhere: list[str] = []
     speed._write_cache(first, tmp_path / "file", nowhere.append)
     assert nowhere == ["this machine's speed was not kept: the next run measures it again"]
+
+
+# --- choosing the member ------------------------------------------------------------------------------------
+
+
+def _member(family: str, *points: tuple[int, int, float]) -> planner.Member:
+    return planner.Member(family, tuple(planner.Point(folds, epochs, accuracy) for folds, epochs, accuracy in points))
+
+
+def _speed(family: str, train_per_s: float) -> Speed:
+    return Speed(train_per_s, 4 * train_per_s, "float32", "test", jobs=2, model=family)
+
+
+# The same fold models at every length, B three times as fast: in an hour A trains 20 epochs, B 45.
+CURVE = ((4, 10, 0.9900), (4, 20, 0.9940), (4, 30, 0.9960), (4, 45, 0.9961))
+A_SLOW, B_FAST = _speed("cnn", 500.0), _speed("simplecnn", 1500.0)
+
+
+def test_a_member_that_reaches_the_same_accuracy_faster_is_planned():
+    table = [_member("cnn", *CURVE), _member("simplecnn", *CURVE)]
+    chosen = planner.choose(3600, {"cnn": A_SLOW, "simplecnn": B_FAST}, table)
+    alone = planner.plan(3600, A_SLOW, member=table[0])
+    assert alone.epochs < 30, "the default's hour stops short of its best length"
+    assert chosen.model == "simplecnn" and chosen.epochs > alone.epochs
+    assert chosen.expected_accuracy is not None and chosen.expected_accuracy > alone.expected_accuracy
+    assert chosen.steps[1].what.startswith("simplecnn"), "its steps name the member they train"
+    assert any(r.startswith("cnn: 1 x 4 folds x") for r in chosen.reasons)
+    assert chosen.reasons[-1].startswith("planned simplecnn")
+    # The same table with the members' speeds swapped: the default is the faster, and stays.
+    swapped = {"cnn": _speed("cnn", 1500.0), "simplecnn": _speed("simplecnn", 500.0)}
+    assert planner.choose(3600, swapped, table).model == "cnn"
+
+
+def test_equal_figures_go_to_the_plan_with_more_fold_models_then_to_the_default():
+    # Both reach the flat end of the curve in four hours; the faster affords more runs of it.
+    table = [_member("cnn", *CURVE), _member("simplecnn", *CURVE)]
+    four_hours = planner.choose(14400, {"cnn": A_SLOW, "simplecnn": B_FAST}, table)
+    assert four_hours.model == "simplecnn" and four_hours.runs > planner.plan(14400, A_SLOW, member=table[0]).runs
+    same = {"cnn": B_FAST, "simplecnn": _speed("simplecnn", 1500.0)}
+    assert planner.choose(3600, same, table).model == "cnn", "a tie in everything: the default"
+
+
+def test_without_a_speed_or_figures_the_default_is_planned_and_says_why():
+    table = [_member("cnn", *CURVE), _member("simplecnn", *CURVE)]
+    no_speed = planner.choose(3600, {"cnn": A_SLOW}, table)
+    assert no_speed.model == "cnn" and "simplecnn: no speed measured on this machine: not planned" in no_speed.reasons
+    no_figures = planner.choose(3600, {"cnn": A_SLOW, "simplecnn": B_FAST}, [table[0], _member("simplecnn")])
+    assert no_figures.model == "cnn" and "simplecnn: no figures in the table: not planned" in no_figures.reasons
+    # Figures only at lengths longer than the budget buys: not weighed; none weighed: the default, said so.
+    long_only = [_member("cnn", (4, 44, 0.996)), _member("simplecnn", (4, 44, 0.997))]
+    fallback = planner.choose(600, {"cnn": A_SLOW, "simplecnn": B_FAST}, long_only)
+    assert fallback.model == "cnn" and fallback.expected_accuracy is None
+    assert fallback.reasons[-1] == "planned the default, cnn: no member's figures cover this budget"
+    assert planner.choose(3600, {"simplecnn": B_FAST}, table).model == "simplecnn", "weighed without the default"
+    with pytest.raises(UserError, match="no speed of cnn"):
+        planner.choose(3600, {"simplecnn": B_FAST}, [table[0], _member("simplecnn")])
+
+
+def test_figures_are_read_between_lengths_and_flat_past_the_longest():
+    member = _member("cnn", *CURVE, (2, 11, 0.9941))
+    assert member.accuracy_at(4, 25) == pytest.approx((0.9940 + 0.9960) / 2)
+    assert member.accuracy_at(4, 45) == member.accuracy_at(4, 60) == 0.9961
+    assert member.accuracy_at(4, 5) is None and member.accuracy_at(8, 30) is None, "none below or at other folds"
+    assert member.accuracy_at(2, 12) == 0.9941
+    # The length a run needs before a plan buys another: the shortest within a standard error of the best.
+    assert member.run_epochs(4) == 30 and planner.tie(0.996) == pytest.approx(0.00031, abs=1e-5)
+    assert member.run_epochs(2) == planner.RUN_EPOCHS, "one length measured: the fixed default"
+
+
+def test_time_left_after_the_longest_run_buys_another_run_of_the_flat_length():
+    """A machine where one run of MAX_EPOCHS takes about half the hour: with the table's figures (flat from
+    36 epochs) the hour buys two shorter runs instead of leaving its second half idle."""
+    speed = _speed("cnn", 1566.0)
+    table = [_member("cnn", (4, 36, 0.9959), (4, 45, 0.9959))]
+    idle = planner.plan(3600, speed)  # no figures: runs only of RUN_EPOCHS or more
+    assert (idle.runs, idle.epochs) == (1, planner.MAX_EPOCHS) and idle.expected < 0.6 * 3600
+    filled = planner.choose(3600, {"cnn": speed}, table)
+    assert filled.runs == 2 and 36 <= filled.epochs < planner.MAX_EPOCHS
+    assert 0.8 * 3600 < filled.expected <= planner.PLANNED_SHARE * 3600
+    # Runs that are not at MAX_EPOCHS already are not cut shorter to add one.
+    assert planner.choose(1800, {"cnn": speed}, table).runs == 1
+
+
+def test_the_table_holds_registered_families_the_default_first_each_figure_with_its_source():
+    from kaggle_digits import models
+
+    table = planner.members()
+    assert table[0].family == planner.DEFAULT_MEMBER and table[0].points
+    assert {m.family for m in table} <= set(models.FAMILIES) and len({m.family for m in table}) == len(table)
+    for member in table:
+        for point in member.points:
+            assert 0.9 < point.accuracy < 1 and point.folds >= 2 and point.epochs >= 1 and "benchmarks/" in point.source
+
+
+def test_the_pipeline_measures_only_members_with_figures_and_prints_what_it_weighed(tmp_path, monkeypatch, capsys):
+    from kaggle_digits import pipeline
+    from kaggle_digits.cli import pipeline as pipeline_face
+    from kaggle_digits.data import paths
+    from kaggle_digits.io import write_json
+    from kaggle_digits.models import hardware
+
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
+    policy, jobs = hardware.configure("fast"), 2
+    cached = {"train_per_s": 1000.0, "predict_per_s": 5000.0}
+    write_json(speed.cache_file(), {speed.machine_key(policy, jobs): cached})
+    folders = paths.resolve(data_dir=tmp_path / "d", runs_dir=tmp_path / "runs", submissions_dir=tmp_path / "s")
+    said: list[str] = []
+    speeds = pipeline.member_speeds(pipeline.PipelineOptions(budget=3600), folders, jobs, said.append)
+    assert set(speeds) == {"cnn"} and speeds["cnn"].train_per_s == 1000.0 and said == [], "read, none measured"
+    # A member with figures and a kept speed is weighed too; --models cnn keeps the plan to the cnn.
+    monkeypatch.setattr(planner, "members", lambda: (_member("cnn", *CURVE), _member("simplecnn", *CURVE)))
+    write_json(
+        speed.cache_file(), {**speed._read(speed.cache_file()), speed.machine_key(policy, jobs, "simplecnn"): cached}
+    )
+    assert set(pipeline.member_speeds(pipeline.PipelineOptions(budget=3600), folders, jobs, said.append)) == {
+        "cnn",
+        "simplecnn",
+    }
+    assert set(
+        pipeline.member_speeds(pipeline.PipelineOptions(budget=3600, models="cnn"), folders, jobs, said.append)
+    ) == {"cnn"}
+    assert said == []
+
+    plan = planner.choose(3600, {"cnn": A_SLOW, "simplecnn": B_FAST}, planner.members())
+    options = pipeline.with_plan(pipeline.PipelineOptions(budget=3600), plan, started=0.0)
+    assert options.models == "simplecnn"
+    pipeline_face.print_plan(plan, options)
+    out = capsys.readouterr().out
+    assert out.startswith("plan for 1h00m: simplecnn, ") and "members weighed" in out
+    assert all(f"    {reason}\n" in out for reason in plan.reasons)

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget",
         metavar="DURATION",
-        help="plan the run to end within this time (10m, 1h, 4h, 1h30m): the cnn, with the epochs, folds and "
-        "augmentation this machine can afford (measured once per machine); explicit options win",
+        help="plan the run to end within this time (10m, 1h, 4h, 1h30m): the member whose measured figures "
+        "promise the most (the cnn today), with the runs, epochs, folds and augmentation this machine can afford "
+        "(its speed measured once per machine); explicit options win",
     )
     parser.add_argument(
         "--models",
@@ -120,7 +121,7 @@ class Printer(pipeline.Events):
 def print_plan(plan: Plan, options: PipelineOptions) -> None:
     """The plan a budget bought, each step with its expected time."""
     print(
-        f"plan for {format_seconds(plan.budget)}: cnn, "
+        f"plan for {format_seconds(plan.budget)}: {plan.model}, "
         + (f"{options.runs} runs (each its own seed and fold split) of " if pipeline.run_count(options) > 1 else "")
         + f"{options.folds} folds ({options.fold_jobs} at once), {options.epochs} epochs"
         + (", augmented" if options.augment else "")
@@ -128,6 +129,10 @@ def print_plan(plan: Plan, options: PipelineOptions) -> None:
     )
     for step in plan.steps:
         print(f"  {step.what:<46} {format_seconds(step.seconds):>7}")
+    if plan.reasons:
+        print("  members weighed (planner.members: what their fold models scored, by length):")
+        for reason in plan.reasons:
+            print(f"    {reason}")
 
 
 def print_summary(result: pipeline.PipelineResult, paths: Paths) -> None:
