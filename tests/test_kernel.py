@@ -25,11 +25,12 @@ PLANTED_KEY = "KD-PLANTED-SECRET-91f2c7e05d"
 
 
 def package_sources() -> set[str]:
-    """The package's own source files (Python, and the serve page's HTML), as bundle-relative paths."""
+    """The package's own source files (Python, the serve page's and the report's HTML, the planner's table),
+    as bundle-relative paths."""
     return {
         f"dataset/kaggle_digits/{p.relative_to(paths.PACKAGE_DIR).as_posix()}"
         for p in paths.PACKAGE_DIR.rglob("*")
-        if p.is_file() and p.suffix in (".py", ".html") and "__pycache__" not in p.parts
+        if p.is_file() and p.suffix in (".py", ".html", ".json") and "__pycache__" not in p.parts
     }
 
 

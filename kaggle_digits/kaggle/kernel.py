@@ -42,7 +42,7 @@ RUNNER_SOURCE = paths.PACKAGE_DIR / "cli" / "kernel_runner.py"  # the kernel's s
 PRESETS = models_registry.PRESET_NAMES
 DEFAULT_PRESET = "standard"
 # Only source files are bundled: no data, runs, caches or anything else that may sit in the package folder.
-BUNDLED_SUFFIXES = {".py", ".html", ".css", ".js"}
+BUNDLED_SUFFIXES = {".py", ".html", ".css", ".js", ".json"}
 OUTPUT_PATTERN = r"^(submission\.csv|kaggle-digits-run\.json|reports/.+)$"
 KERNEL_DONE = {"complete", "error", "cancel_acknowledged"}
 # --accelerator: the machine shape asked for in kernel-metadata.json. `gpu` is Kaggle's default GPU
