@@ -214,39 +214,6 @@ def test_a_speed_is_kept_per_network_so_a_changed_recipe_is_measured_again():
         assert speed.network_tag(recipe | changed) != tag, changed
 
 
-ONEDNN_PROBE = (
-    "import os; from kaggle_digits import speed; from kaggle_digits.models import hardware; "
-    "hardware.configure('float32'); print(os.environ['TF_ENABLE_ONEDNN_OPTS'], speed.machine_key('float32'))"
-)
-
-
-@pytest.mark.parametrize("user", [None, "0"], ids=["unset", "the user's 0"])
-def test_onednn_kernels_are_on_unless_the_user_turned_them_off_and_the_speed_is_kept_apart(user):
-    """TensorFlow turns its oneDNN kernels on by itself only on the newest CPUs; we turn them on everywhere
-    (it says so in its own log line), also where `configure` is the first to load TensorFlow (a fold's
-    process), a user's setting wins, and a speed measured with them is never used to plan without them."""
-    import os
-    import subprocess
-    import sys
-
-    from kaggle_digits import tflog
-    from tests.conftest import REPO
-
-    env = {k: v for k, v in os.environ.items() if k not in (tflog.ONEDNN_ENV, tflog.OUR_LEVEL_ENV)}
-    env.update({tflog.VERBOSE_ENV: "1", tflog.LEVEL_ENV: "0"}, **({tflog.ONEDNN_ENV: user} if user else {}))
-    done = subprocess.run(
-        [sys.executable, "-c", ONEDNN_PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    setting, key = done.stdout.strip().split(" ", 1)
-    if user is None:
-        assert setting == "1" and "| oneDNN |" in key
-        assert "oneDNN custom operations are on" in done.stderr, done.stderr
-    else:
-        assert setting == "0" and "| no oneDNN |" in key
-        assert "oneDNN custom operations are on" not in done.stderr, done.stderr
-
-
 @pytest.mark.parametrize(
     "bad, message",
     [

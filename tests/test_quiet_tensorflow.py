@@ -32,18 +32,39 @@ def test_a_real_command_writes_no_tensorflow_lines(small_data, tmp_path):
     assert "Traceback" not in done.stderr
 
 
-IMPORT = "from kaggle_digits import tflog; tflog.import_tensorflow().config.list_physical_devices('GPU')"
+# Loads TensorFlow as a fold's process does (`configure` first), looks for a GPU, and prints the oneDNN
+# setting and the speed cache's key for this machine.
+PROBE = (
+    "import os; from kaggle_digits import speed, tflog; from kaggle_digits.models import hardware; "
+    "hardware.configure('float32'); tflog.import_tensorflow().config.list_physical_devices('GPU'); "
+    "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], speed.machine_key('float32'))"
+)
 
 
 @pytest.mark.parametrize(
-    "asked", [{tflog.VERBOSE_ENV: "1"}, {tflog.LEVEL_ENV: "0"}], ids=["--verbose", "their own TF_CPP_MIN_LOG_LEVEL"]
+    "asked, onednn",
+    [({tflog.VERBOSE_ENV: "1"}, None), ({tflog.LEVEL_ENV: "0"}, "0")],
+    ids=["--verbose, oneDNN unset", "their own TF_CPP_MIN_LOG_LEVEL, oneDNN turned off"],
 )
-def test_the_lines_come_back_when_the_user_asks(asked):
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT], cwd=REPO, env=clean_env(**asked), capture_output=True, text=True, timeout=300
-    )
+def test_the_lines_come_back_when_the_user_asks_and_onednn_is_on_unless_turned_off(asked, onednn):
+    """The lines come back with --verbose or the user's own log level. TensorFlow turns its oneDNN kernels on
+    by itself only on the newest CPUs; we turn them on everywhere (it says so in its own log line), also
+    where `configure` is the first to load TensorFlow (a fold's process), a user's setting wins, and a
+    speed measured with them is never used to plan without them."""
+    env = clean_env(**asked)
+    env.pop(tflog.ONEDNN_ENV, None)
+    if onednn is not None:
+        env[tflog.ONEDNN_ENV] = onednn
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "oneDNN custom operations" in done.stderr or TENSORFLOW_LINES.search(done.stderr), done.stderr
+    assert TENSORFLOW_LINES.search(done.stderr), done.stderr
+    setting, key = done.stdout.strip().split(" ", 1)
+    if onednn is None:
+        assert setting == "1" and "| oneDNN |" in key
+        assert "oneDNN custom operations are on" in done.stderr, done.stderr
+    else:
+        assert setting == "0" and "| no oneDNN |" in key
+        assert "oneDNN custom operations are on" not in done.stderr, done.stderr
 
 
 def test_other_lines_written_while_tensorflow_loads_are_passed_on():
