@@ -45,7 +45,7 @@ def main() -> None:
     families = [str(v.pop("model", args.model)) for v in variants]
     for family in dict.fromkeys(families):
         try:
-            if models.get(family).model_suffix != ".keras":
+            if not models.uses_tensorflow(models.get(family)):
                 parser.error(f"model {family}: not a Keras family; the speed measurement times Keras fits")
         except UserError as error:
             parser.error(str(error))

@@ -140,16 +140,38 @@ def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeyp
 
 
 def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monkeypatch, tmp_path):
+    """The mechanics with the mlp, whose processes load no TensorFlow; a Keras family's processes are given
+    the precision the parent measures in (and the cnn's measurement itself: the test above)."""
     import multiprocessing
 
+    from kaggle_digits.search import processes
+
+    policies: list[str | None] = []
+    real_run = processes.run
+
+    def run(tasks, jobs, on_report=None, policy=None, **kwargs):
+        policies.append(policy)
+        return real_run(tasks, jobs, on_report, policy, **kwargs)
+
+    monkeypatch.setattr(processes, "run", run)
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(speed, "SYNC_SECONDS", 8.0)
+    monkeypatch.setattr(speed, "SYNC_SECONDS", 5.0)
     monkeypatch.setattr(speed, "CALIBRATION_IMAGES", 256)  # the children measure what the parent asks
-    measured = speed.speed("fast", jobs=2)
-    assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0
-    assert measured.machine.endswith("| 2 processes in step") and not multiprocessing.active_children()
-    assert speed.speed("fast", jobs=2).seconds == 0, "read from the cache"
-    assert speed.speed("fast", jobs=2).jobs == 2
+    measured = speed.speed("fast", jobs=2, model="mlp")
+    assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0 and measured.model == "mlp"
+    assert measured.machine.endswith("| 2 processes in step") and "| mlp " in measured.machine
+    assert not multiprocessing.active_children() and policies == [None]
+    assert speed.speed("fast", jobs=2, model="mlp").seconds == 0, "read from the cache"
+    assert speed.speed("fast", jobs=2, model="mlp").jobs == 2
+
+    def refuse(tasks, jobs, on_report=None, policy=None, **kwargs):
+        policies.append(policy)
+        raise RuntimeError("stop before the processes start")
+
+    monkeypatch.setattr(processes, "run", refuse)
+    with pytest.raises(RuntimeError, match="stop before"):
+        speed.calibrate("mixed_bfloat16", "key", jobs=2, model="cnn")
+    assert policies == [None, "mixed_bfloat16"]
 
 
 @pytest.mark.parametrize("seconds", [600, 3600, 14400])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from kaggle_digits.errors import UserError
-from kaggle_digits.models.base import FitResult, GradientFn, ModelSpec
+from kaggle_digits.models.base import FitResult, GradientFn, ModelSpec, uses_tensorflow
 
 # name -> module defining SPEC (a ModelSpec). Modules are imported on first use: Keras is slow to load.
 FAMILIES = {
@@ -44,4 +44,14 @@ def parse_families(text: str, option: str = "--models") -> list[str]:
     return list(dict.fromkeys(names))
 
 
-__all__ = ["FAMILIES", "PRESET_NAMES", "FitResult", "GradientFn", "ModelSpec", "get", "names", "parse_families"]
+__all__ = [
+    "FAMILIES",
+    "PRESET_NAMES",
+    "FitResult",
+    "GradientFn",
+    "ModelSpec",
+    "get",
+    "names",
+    "parse_families",
+    "uses_tensorflow",
+]

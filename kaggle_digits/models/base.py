@@ -32,11 +32,14 @@ class FitResult:
     epochs: int = 0
 
 
+KERAS_SUFFIX = ".keras"
+
+
 class ModelSpec(Protocol):
     """What every family provides (see kaggle_digits/models/mlp.py, dense.py, cnn.py)."""
 
     name: str
-    model_suffix: str  # file suffix of a saved fold model: ".keras" or ".joblib"
+    model_suffix: str  # file suffix of a saved fold model: KERAS_SUFFIX or ".joblib"
     # preset name (models.PRESET_NAMES) -> tune options it sets: trials, timeout, folds, epochs, subsample,
     # precision; a preset the family does not name sets nothing.
     presets: dict[str, dict[str, Any]]
@@ -82,3 +85,9 @@ class ModelSpec(Protocol):
 
     def load(self, path: Path) -> Any:
         """Read a model written by save."""
+
+
+def uses_tensorflow(spec: ModelSpec) -> bool:
+    """Whether the family's models are Keras models: a precision policy and TensorFlow's threads apply to
+    them, and a process that fits one loads TensorFlow."""
+    return spec.model_suffix == KERAS_SUFFIX

@@ -141,7 +141,7 @@ def _float32_twin(predictor: Predictor) -> Predictor:
         return EnsemblePredictor(predictor.source, members, predictor.weights, predictor.cv_accuracy)  # type: ignore[arg-type]
     if not isinstance(predictor, TrialPredictor):
         return predictor
-    if models.get(predictor.trial.model).model_suffix != ".keras":
+    if not models.uses_tensorflow(models.get(predictor.trial.model)):
         return predictor
     folds = [_float32_copy(m, f"fold_{k + 1}") for k, m in enumerate(predictor.fold_models)]
     return TrialPredictor(predictor.trial, folds)

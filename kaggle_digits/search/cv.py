@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from kaggle_digits import N_CLASSES
 from kaggle_digits.errors import UserError
-from kaggle_digits.models.base import ModelSpec
+from kaggle_digits.models.base import ModelSpec, uses_tensorflow
 from kaggle_digits.progress import Log, silent, time_left, timing
 from kaggle_digits.units import format_seconds
 
@@ -467,7 +467,7 @@ def _fit_in_processes(run: _CrossValidation, fold_jobs: int) -> list[FoldFit]:
             run.end_epoch(fold, *values)
 
         # A Keras family's children take this process's precision; the others never load TensorFlow.
-        policy = hardware.current_policy() if run.spec.model_suffix == ".keras" else None
+        policy = hardware.current_policy() if uses_tensorflow(run.spec) else None
         fitted_folds = processes.run(tasks, fold_jobs, on_report, policy, on_done=run.end_fold, prepare=prepare)
         for k, fitted in enumerate(fitted_folds):
             fitted.model = run.spec.load(Path(paths[k]))
