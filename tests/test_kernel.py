@@ -385,7 +385,7 @@ def test_runner_runs_the_pipeline_in_a_kaggle_layout(run_cli, tmp_path):
     inputs_before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (root / "input").rglob("*")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_DIGITS_")}
     env.update(KAGGLE_DIGITS_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch")
-    tiny = ["--subsample", "600", "--epochs", "5", "--folds", "2", "--trials", "1"]
+    tiny = ["--subsample", "600", "--epochs", "5", "--folds", "2", "--trials", "1", "--fold-jobs", "1"]
     proc = subprocess.run(
         [sys.executable, str(bundle / "kernel" / RUNNER_NAME), *tiny],
         cwd=working,

@@ -198,8 +198,9 @@ def test_the_runs_of_a_plan_have_their_own_studies_and_seeds():
 def test_runs_are_cross_validations_of_their_own_seeds_all_offered_to_the_ensemble(run_cli, small_data_copy, tmp_path):
     runs_dir, subs = tmp_path / "runs", tmp_path / "subs"
     folders = ("--data-dir", small_data_copy, "--runs-dir", runs_dir, "--submissions-dir", subs)
+    in_process = ("--fold-jobs", "1", *folders)  # the subject is the runs' seeds and studies, not the folds' processes
     result = run_cli(
-        "pipeline", "--models", "mlp", "--runs", "2", "--trials", "1", "--folds", "2", "--subsample", "600", *folders
+        "pipeline", "--models", "mlp", "--runs", "2", "--trials", "1", "--folds", "2", "--subsample", "600", *in_process
     )
     assert result.code == 0, result.err
     assert "tune mlp (study 'mlp-quick', preset quick, run 1/2 (seed 0))" in result.out
@@ -252,7 +253,7 @@ def test_the_pipeline_is_one_library_call_that_prints_nothing(small_data_copy, t
             self.closed += 1
 
     folders = paths.resolve(data_dir=small_data_copy, runs_dir=tmp_path / "runs", submissions_dir=tmp_path / "subs")
-    options = pipeline.PipelineOptions(models="mlp", trials=1, folds=2, subsample=600)
+    options = pipeline.PipelineOptions(models="mlp", trials=1, folds=2, subsample=600, fold_jobs=1)
     log = Steps()
     result = pipeline.run(options, folders, log=log)
     assert capsys.readouterr().out == "", "the library reports through its log, never prints"

@@ -130,11 +130,10 @@ def test_folds_behind_the_deadline_train_the_epochs_that_fit(fold_jobs, folds):
     assert late.epochs == [1] * folds
     assert sum("1 of 3 epochs, to end in time" in line for line in lines) == folds, lines
     assert len(late.fold_accuracies) == folds and np.isfinite(late.oof_proba).all()
-    ahead = cv.cross_validate(
-        mlp.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=fold_jobs, deadline=time.time() + 1e6
-    )
-    assert ahead.epochs == [3] * folds, "a fold on schedule runs every epoch planned"
-    assert ahead.epoch_seconds is not None and ahead.epoch_seconds > 0
+    if fold_jobs == 1:  # (the deadline reaches a fold's process as a time: the same check there)
+        ahead = cv.cross_validate(mlp.SPEC, three, X, y, X[:50], folds=folds, fold_jobs=1, deadline=time.time() + 1e6)
+        assert ahead.epochs == [3] * folds, "a fold on schedule runs every epoch planned"
+        assert ahead.epoch_seconds is not None and ahead.epoch_seconds > 0
 
 
 def test_a_folds_training_ends_in_time_for_its_predictions():
