@@ -140,10 +140,12 @@ def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeyp
 
 
 def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monkeypatch, tmp_path):
-    """The mechanics with the mlp, whose processes load no TensorFlow; a Keras family's processes are given
-    the precision the parent measures in (and the cnn's measurement itself: the test above)."""
+    """The mechanics with the unaugmented mlp, whose processes load no TensorFlow; a Keras family's processes
+    are given the precision the parent measures in (the cnn's measurement itself: the test above)."""
     import multiprocessing
 
+    from kaggle_digits.io import write_json
+    from kaggle_digits.models import hardware
     from kaggle_digits.search import processes
 
     policies: list[str | None] = []
@@ -154,15 +156,12 @@ def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monke
         return real_run(tasks, jobs, on_report, policy, **kwargs)
 
     monkeypatch.setattr(processes, "run", run)
-    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(speed, "SYNC_SECONDS", 5.0)
     monkeypatch.setattr(speed, "CALIBRATION_IMAGES", 256)  # the children measure what the parent asks
-    measured = speed.speed("fast", jobs=2, model="mlp")
+    unaugmented = {"rotation": 0.0, "zoom": 0.0, "shift": 0.0}
+    measured = speed.calibrate("float32", "key", jobs=2, changes=unaugmented, model="mlp")
     assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0 and measured.model == "mlp"
-    assert measured.machine.endswith("| 2 processes in step") and "| mlp " in measured.machine
     assert not multiprocessing.active_children() and policies == [None]
-    assert speed.speed("fast", jobs=2, model="mlp").seconds == 0, "read from the cache"
-    assert speed.speed("fast", jobs=2, model="mlp").jobs == 2
 
     def refuse(tasks, jobs, on_report=None, policy=None, **kwargs):
         policies.append(policy)
@@ -172,6 +171,15 @@ def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monke
     with pytest.raises(RuntimeError, match="stop before"):
         speed.calibrate("mixed_bfloat16", "key", jobs=2, model="cnn")
     assert policies == [None, "mixed_bfloat16"]
+
+    # A speed measured in two processes is kept apart from one measured alone, and read back as such.
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))
+    policy = hardware.configure("fast")
+    key = speed.machine_key(policy, jobs=2)
+    assert key.endswith("| 2 processes in step") and key != speed.machine_key(policy)
+    write_json(speed.cache_file(), {key: {"train_per_s": 700.0, "predict_per_s": 3000.0}})
+    kept = speed.speed("fast", jobs=2)
+    assert (kept.jobs, kept.train_per_s, kept.seconds, kept.machine) == (2, 700.0, 0, key), "read from the cache"
 
 
 @pytest.mark.parametrize("seconds", [600, 3600, 14400])
@@ -436,3 +444,17 @@ def test_the_pipeline_measures_only_members_with_figures_and_prints_what_it_weig
     out = capsys.readouterr().out
     assert out.startswith("plan for 1h00m: simplecnn, ") and "members weighed" in out
     assert all(f"    {reason}\n" in out for reason in plan.reasons)
+
+
+@pytest.mark.parametrize("train_per_s", [300.0, 533.0, 1566.0, 2300.0])
+def test_ten_minutes_plan_what_they_planned_before_the_table(train_per_s):
+    """One run either way: the table changes which member and how many runs, not a one-run plan's shape."""
+    speed_here = _speed("cnn", train_per_s)
+    chosen, alone = planner.choose(600, {"cnn": speed_here}), planner.plan(600, speed_here)
+    assert chosen.runs == alone.runs == 1 and chosen.model == "cnn"
+    assert (chosen.folds, chosen.epochs, chosen.augment, chosen.steps) == (
+        alone.folds,
+        alone.epochs,
+        alone.augment,
+        alone.steps,
+    )

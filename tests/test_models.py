@@ -183,9 +183,10 @@ def test_a_short_fit_with_batchnorm_classifies_held_out_digits(name, digits):
     accuracy = (spec.predict_proba(result.model, X_val).argmax(axis=1) == y_val).mean()
     assert accuracy > 0.7, accuracy
     assert reported[-1] == pytest.approx(accuracy, abs=0.01)
-    # Without validation data the statistics are re-estimated once, at the end of the fit.
-    alone = spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False)
-    assert (spec.predict_proba(alone.model, X_val).argmax(axis=1) == y_val).mean() > 0.7
+    if name == "dense":  # (one family: the end of a fit is the same code for every Keras family)
+        # Without validation data the statistics are re-estimated once, at the end of the fit.
+        alone = spec.fit(params, X, y, max_epochs=2, seed=0, verbose=False)
+        assert (spec.predict_proba(alone.model, X_val).argmax(axis=1) == y_val).mean() > 0.7
 
 
 # --- search spaces ----------------------------------------------------------------------------

@@ -106,9 +106,11 @@ def test_bad_options_stop_before_any_work(run_cli, tmp_path, args, message, caps
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
-def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_score(run_cli, small_data_copy, tmp_path):
+def test_a_planted_solution_with_every_label_wrong_or_none_changes_only_the_reported_score(
+    run_cli, small_data_copy, tmp_path
+):
     """solution.csv is read by the local scorer alone: tuning (folds in child processes too), the ensemble
-    and the submission are the same whatever labels it holds."""
+    and the submission are the same whatever labels it holds, and without it."""
     import csv as csv_module
 
     def pipeline(name: str):
@@ -140,6 +142,10 @@ def test_a_planted_solution_with_every_label_wrong_changes_only_the_reported_sco
 
     assert local(true_out) > 0.5
     assert local(wrong_out) < 0.2, "the planted labels reached the scorer, and only it"
+
+    solution.unlink()
+    absent_out, absent_file = pipeline("absent")
+    assert absent_file == true_file and "local leaderboard" not in absent_out
 
 
 @pytest.mark.parametrize("augment", [False, True])
