@@ -145,7 +145,7 @@ def test_a_planted_solution_with_every_label_wrong_or_none_changes_only_the_repo
 
     solution.unlink()
     absent_out, absent_file = pipeline("absent")
-    assert absent_file == true_file and "local leaderboard" not in absent_out
+    assert absent_file == true_file and "local leaderboard: no solution.csv" in absent_out
 
 
 @pytest.mark.parametrize("augment", [False, True])
