@@ -5,14 +5,15 @@ loads no TensorFlow, so a plan can be checked anywhere.
 
 `choose` plans each member whose speed on this machine is known and picks the one whose fold models the
 table expects to score best at the length the budget buys it (see `choose`). A plan trains one member
-(its learning-rate schedule fitted to the epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time (one process per core on a CPU:
-hardware.default_fold_jobs), and spends the budget on epochs: the most that fit, with augmentation from
-AUGMENT_FROM_EPOCHS epochs on (docs/benchmarks.md has the runs behind both choices). A budget whose
+(its learning-rate schedule fitted to the epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time
+(one process per core on a CPU: hardware.default_fold_jobs), and spends the budget on epochs: the most
+that fit, with augmentation from AUGMENT_FROM_EPOCHS epochs on (docs/benchmarks.md has the runs behind
+both choices). A budget whose
 PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs trains fewer folds, one round of processes, for
-more epochs each (SHORT_PLAN_FOLDS). A budget with time left after MAX_EPOCHS buys more runs instead — each a
-cross-validation of its own seed and fold split, the ensemble averaging their fold models — while every
-run still gets the epochs past which the member's table shows no gain (Member.run_epochs; RUN_EPOCHS where
-it has no such figures).
+more epochs each (SHORT_PLAN_FOLDS). A budget with time left after MAX_EPOCHS buys more runs instead —
+each a cross-validation of its own seed and fold split, the ensemble averaging their fold models — while
+every run still gets the epochs past which the member's table shows no gain (Member.run_epochs;
+RUN_EPOCHS where it has no such figures).
 """
 
 from __future__ import annotations
@@ -238,9 +239,10 @@ def plan(
     runs: int | None = None,
     member: Member | None = None,
 ) -> Plan:
-    """The plan of `member` (the speed's family, with no table figures when None) on `folds` folds, or when None on PLAN_FOLDS, unless those cannot afford
-    AUGMENT_FROM_EPOCHS epochs and fewer folds (short_plan_folds) buy more: then on those (see
-    SHORT_PLAN_FOLDS). A budget too small for the smallest plan is a UserError saying how much it needs."""
+    """The plan of `member` (when None: the speed's family, with no figures) on `folds` folds, or when None
+    on PLAN_FOLDS, unless those cannot afford AUGMENT_FROM_EPOCHS epochs and fewer folds (short_plan_folds)
+    buy more: then on those (see SHORT_PLAN_FOLDS). A budget too small for the smallest plan is a UserError
+    saying how much it needs."""
     member = member or Member(speed.model)
 
     def at(folds: int) -> Plan:
@@ -263,8 +265,8 @@ def plan(
 
 def _plan(budget: float, speed: Speed, n_train: int, n_test: int, folds: int, runs: int | None, member: Member) -> Plan:
     """The most epochs whose expected time fits PLANNED_SHARE of the budget, the folds fitted speed.jobs
-    at a time; as many runs as still give each member.run_epochs(folds) epochs (at least one), or `runs`
-    when given.
+    at a time; one run, and another while the runs are at MAX_EPOCHS and each would still get
+    member.run_epochs(folds) epochs, or `runs` when given.
     A budget too small for the runs at MIN_EPOCHS is a UserError saying how much the smallest plan needs."""
     allowed = PLANNED_SHARE * budget
 
@@ -283,9 +285,9 @@ def _plan(budget: float, speed: Speed, n_train: int, n_test: int, folds: int, ru
         need = total(MIN_EPOCHS, least) / PLANNED_SHARE
         of = f"{least} runs of " if least > 1 else ""
         raise UserError(
-            f"--budget {format_seconds(budget)}: too small for the smallest plan ({of}the {speed.model} on {folds} folds, "
-            f"{MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS, least))} on this machine): give at least "
-            f"{format_seconds(need)}"
+            f"--budget {format_seconds(budget)}: too small for the smallest plan ({of}the {speed.model} on "
+            f"{folds} folds, {MIN_EPOCHS} epoch, about {format_seconds(total(MIN_EPOCHS, least))} on this machine): "
+            f"give at least {format_seconds(need)}"
         )
     if runs is None:
         runs = 1
