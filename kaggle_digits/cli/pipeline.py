@@ -130,7 +130,7 @@ def print_plan(plan: Plan, options: PipelineOptions) -> None:
     for step in plan.steps:
         print(f"  {step.what:<46} {format_seconds(step.seconds):>7}")
     if plan.reasons:
-        print("  members weighed (planner.members: what their fold models scored, by length):")
+        print("  members weighed (their fold models' measured accuracy by length: kaggle_digits/members.json):")
         for reason in plan.reasons:
             print(f"    {reason}")
 
