@@ -362,7 +362,7 @@ def member_speeds(options: PipelineOptions, paths: Paths, jobs: int, log: Log) -
     from kaggle_digits import planner, speed
 
     table = planner.members()
-    weighed = [m for m in table if m.family == table[0].family or (m.points and options.models is None)]
+    weighed = [m for m in table if m is table[0] or (m.points and options.models is None)]
     return {
         m.family: speed.speed(options.precision or "fast", log=log, jobs=jobs, fallback=paths.runs_dir, model=m.family)
         for m in weighed

@@ -8,12 +8,11 @@ table expects to score best at the length the budget buys it (see `choose`). A p
 (its learning-rate schedule fitted to the epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time
 (one process per core on a CPU: hardware.default_fold_jobs), and spends the budget on epochs: the most
 that fit, with augmentation from AUGMENT_FROM_EPOCHS epochs on (docs/benchmarks.md has the runs behind
-both choices). A budget whose
-PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs trains fewer folds, one round of processes, for
-more epochs each (SHORT_PLAN_FOLDS). A budget with time left after MAX_EPOCHS buys more runs instead —
-each a cross-validation of its own seed and fold split, the ensemble averaging their fold models — while
-every run still gets the epochs past which the member's table shows no gain (Member.run_epochs;
-RUN_EPOCHS where it has no such figures).
+both choices). A budget whose PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs trains fewer
+folds, one round of processes, for more epochs each (SHORT_PLAN_FOLDS). A budget with time left after
+MAX_EPOCHS buys more runs instead — each a cross-validation of its own seed and fold split, the ensemble
+averaging their fold models — while every run still gets the epochs past which the member's table shows
+no gain (Member.run_epochs; RUN_EPOCHS where it has no such figures).
 """
 
 from __future__ import annotations
@@ -331,7 +330,7 @@ def choose(
     default = table[0]
     measuring = sum(speed.seconds for speed in speeds.values())  # every member's measurement, in each plan
     reasons: list[str] = []
-    candidates: list[Plan] = []
+    candidates: list[tuple[float, Plan]] = []  # (the accuracy its figures expect, the plan)
     fallback: Plan | None = None
     for member in table:
         speed = speeds.get(member.family)
@@ -351,26 +350,26 @@ def choose(
         if member is default:
             fallback = planned
         shape = f"{planned.runs} x {planned.folds} folds x {planned.epochs} epochs"
-        if planned.expected_accuracy is None:
+        expected = planned.expected_accuracy
+        if expected is None:
             reasons.append(
                 f"{member.family}: {shape}; its fold models not measured at that length on {planned.folds} folds"
             )
             continue
-        reasons.append(f"{member.family}: {shape}; its fold models measured at {planned.expected_accuracy:.5f}")
-        candidates.append(planned)
+        reasons.append(f"{member.family}: {shape}; its fold models measured at {expected:.5f}")
+        candidates.append((expected, planned))
     if not candidates:
         if fallback is None:
             raise UserError(f"no speed of {default.family}, the default member, to plan with")
         reasons.append(f"planned the default, {default.family}: no member's figures cover this budget")
         return replace(fallback, reasons=tuple(reasons))
-    best = candidates[0]
-    for other in candidates[1:]:
-        assert other.expected_accuracy is not None and best.expected_accuracy is not None
-        margin = other.expected_accuracy - best.expected_accuracy
-        if margin > tie(best.expected_accuracy) or (
-            abs(margin) <= tie(best.expected_accuracy) and other.runs * other.folds > best.runs * best.folds
+    best_accuracy, best = candidates[0]
+    for accuracy, other in candidates[1:]:
+        margin = accuracy - best_accuracy
+        if margin > tie(best_accuracy) or (
+            abs(margin) <= tie(best_accuracy) and other.runs * other.folds > best.runs * best.folds
         ):
-            best = other
+            best_accuracy, best = accuracy, other
     reasons.append(
         f"planned {best.model}: the best expected fold models"
         + ("" if len(candidates) == 1 else f" of {len(candidates)} members weighed")

@@ -1,7 +1,7 @@
-"""How fast this machine trains and predicts with a member (the cnn, or another family a plan may choose): a
-short calibration (in as many processes as
-the folds run in), kept per machine in a cache file and updated with the speeds planned runs saw. The
-plan itself is kaggle_digits.planner's arithmetic over this speed.
+"""How fast this machine trains and predicts with a member (the cnn, or another family a plan may
+choose): a short calibration (in as many processes as the folds run in), kept per machine in a cache file
+and updated with the speeds planned runs saw. The plan itself is kaggle_digits.planner's arithmetic over
+this speed.
 """
 
 from __future__ import annotations

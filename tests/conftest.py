@@ -187,6 +187,23 @@ class FailingFile:
 
 
 @pytest.fixture
+def policies_given(monkeypatch) -> list:
+    """The precision policy each search.processes.run call of the test is given (None: the children configure
+    none), in order; the processes still run for real."""
+    from kaggle_digits.search import processes
+
+    given: list = []
+    real_run = processes.run
+
+    def run(tasks, jobs, on_report=None, policy=None, **kwargs):
+        given.append(policy)
+        return real_run(tasks, jobs, on_report, policy, **kwargs)
+
+    monkeypatch.setattr(processes, "run", run)
+    return given
+
+
+@pytest.fixture
 def full_disk(monkeypatch):
     """full_disk(folder): from now on, files opened for writing under `folder` fail on their first write
     the way they do on a full disk (OSError ENOSPC without a file name). No root or real mount needed."""

@@ -139,7 +139,7 @@ def test_the_speed_is_measured_quietly_once_and_then_read_from_the_cache(monkeyp
     assert again.seconds == 0 and again.train_per_s == first.train_per_s and len(lines) == 1
 
 
-def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monkeypatch, tmp_path):
+def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monkeypatch, tmp_path, policies_given):
     """The mechanics with the unaugmented mlp, whose processes load no TensorFlow; a Keras family's processes
     are given the precision the parent measures in (the cnn's measurement itself: the test above)."""
     import multiprocessing
@@ -148,29 +148,21 @@ def test_with_two_processes_the_speed_is_measured_in_two_processes_at_once(monke
     from kaggle_digits.models import hardware
     from kaggle_digits.search import processes
 
-    policies: list[str | None] = []
-    real_run = processes.run
-
-    def run(tasks, jobs, on_report=None, policy=None, **kwargs):
-        policies.append(policy)
-        return real_run(tasks, jobs, on_report, policy, **kwargs)
-
-    monkeypatch.setattr(processes, "run", run)
     monkeypatch.setattr(speed, "SYNC_SECONDS", 5.0)
     monkeypatch.setattr(speed, "CALIBRATION_IMAGES", 256)  # the children measure what the parent asks
     unaugmented = {"rotation": 0.0, "zoom": 0.0, "shift": 0.0}
     measured = speed.calibrate("float32", "key", jobs=2, changes=unaugmented, model="mlp")
     assert measured.jobs == 2 and measured.train_per_s > 0 and measured.predict_per_s > 0 and measured.model == "mlp"
-    assert not multiprocessing.active_children() and policies == [None]
+    assert not multiprocessing.active_children() and policies_given == [None]
 
     def refuse(tasks, jobs, on_report=None, policy=None, **kwargs):
-        policies.append(policy)
+        policies_given.append(policy)
         raise RuntimeError("stop before the processes start")
 
     monkeypatch.setattr(processes, "run", refuse)
     with pytest.raises(RuntimeError, match="stop before"):
         speed.calibrate("mixed_bfloat16", "key", jobs=2, model="cnn")
-    assert policies == [None, "mixed_bfloat16"]
+    assert policies_given == [None, "mixed_bfloat16"]
 
     # A speed measured in two processes is kept apart from one measured alone, and read back as such.
     monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "cache"))

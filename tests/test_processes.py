@@ -32,18 +32,10 @@ PARAMS = {**mlp.SPEC.default_params(False), "epochs": 1}
 DENSE = {**dense.SPEC.default_params(False), "epochs": 1}
 
 
-def test_folds_in_processes_cover_every_row_once_and_return_models_that_made_the_predictions(monkeypatch):
+def test_folds_in_processes_cover_every_row_once_and_return_models_that_made_the_predictions(policies_given):
     from kaggle_digits.models import hardware
 
     hardware.ensure_configured()  # a precision chosen in this process (as the pipeline's cnn leaves one) ...
-    policies = []
-    real_run = processes.run
-
-    def run(tasks, jobs, on_report=None, policy=None, **kwargs):
-        policies.append(policy)
-        return real_run(tasks, jobs, on_report, policy, **kwargs)
-
-    monkeypatch.setattr(processes, "run", run)
     X, y = _small_set()
     X_test = X[:100]
     events: list[tuple[int, int]] = []
@@ -54,7 +46,7 @@ def test_folds_in_processes_cover_every_row_once_and_return_models_that_made_the
     assert len(result.models) == 4 and len(result.fold_accuracies) == 4
     assert np.allclose(result.oof_proba.sum(axis=1), 1, atol=1e-4)
     assert result.cv_accuracy > 0.5
-    assert policies == [None], "... is not handed to the children of a family without Keras: no TensorFlow there"
+    assert policies_given == [None], "... is not handed to the children of a family without Keras: no TensorFlow there"
     # The models read back are the ones that predicted: the test set is their mean prediction.
     mean = np.mean([mlp.SPEC.predict_proba(m, X_test) for m in result.models], axis=0)
     assert np.allclose(mean, result.test_proba, atol=1e-4)

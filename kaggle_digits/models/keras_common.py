@@ -25,7 +25,7 @@ import numpy as np
 from kaggle_digits import IMAGE_SHAPE, N_CLASSES, tflog
 from kaggle_digits.io import atomic_path
 from kaggle_digits.models import augment, hardware
-from kaggle_digits.models.base import EpochCallback, FitResult, GradientFn
+from kaggle_digits.models.base import KERAS_SUFFIX, EpochCallback, FitResult, GradientFn
 
 hardware.set_thread_env()
 tflog.import_tensorflow()
@@ -450,7 +450,7 @@ class KerasSpec:
     """Shared ModelSpec methods; a family adds name, build, search_space and default_params."""
 
     name = "keras"
-    model_suffix = ".keras"
+    model_suffix = KERAS_SUFFIX
 
     def build(self, params: dict[str, Any]) -> keras.Model:  # pragma: no cover - defined by each family
         raise NotImplementedError
