@@ -8,7 +8,7 @@ table expects to score best at the length the budget buys it (see `choose`). A p
 (its learning-rate schedule fitted to the epochs that run) on PLAN_FOLDS folds, fitted `jobs` at a time
 (one process per core on a CPU: hardware.default_fold_jobs), and spends the budget on epochs: the most
 that fit, with augmentation from AUGMENT_FROM_EPOCHS epochs on (docs/benchmarks.md has the runs behind
-both choices). A budget whose PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs trains fewer
+both choices). A budget whose PLAN_FOLDS folds cannot afford FULL_FOLDS_FROM_EPOCHS epochs trains fewer
 folds, one round of processes, for more epochs each (SHORT_PLAN_FOLDS). A budget with time left after
 MAX_EPOCHS buys more runs instead — each a cross-validation of its own seed and fold split, the ensemble
 averaging their fold models — while every run still gets the epochs past which the member's table shows
@@ -28,15 +28,19 @@ from kaggle_digits.errors import UserError
 from kaggle_digits.units import format_seconds
 
 PLAN_FOLDS = 4
-# Fewer folds for a short plan: when PLAN_FOLDS folds cannot afford AUGMENT_FROM_EPOCHS epochs (a slow CPU,
-# a short budget), a plan trains as many folds as fit in one round of `jobs` processes (at least
+# Fewer folds for a short plan: when PLAN_FOLDS folds cannot afford FULL_FOLDS_FROM_EPOCHS epochs (a slow
+# CPU, a short budget), a plan trains as many folds as fit in one round of `jobs` processes (at least
 # SHORT_PLAN_FOLDS): on two cores two folds at once train three times the epochs of four in two rounds,
 # each on half the rows, and at a few epochs a model gains more from more epochs than from a quarter more
 # rows or two more models in the average (docs/benchmarks.md).
 SHORT_PLAN_FOLDS = 2
+FULL_FOLDS_FROM_EPOCHS = 10
 MIN_EPOCHS = 1
 MAX_EPOCHS = 45  # the recipe's full length
-AUGMENT_FROM_EPOCHS = 10
+# Augmented from this many epochs on: at 9 epochs on a fold of 2 the default cnn scored more with the recipe's
+# augmentation than without, in the same time, over 6 seeds; at 8 the runs were within their noise
+# (docs/benchmarks.md), so shorter plans train on the rows as they are.
+AUGMENT_FROM_EPOCHS = 9
 # A plan adds a run (another seed and fold split, averaged in the ensemble) only while every run still
 # gets this many epochs, near the recipe's 45, for a member whose table does not say where its fold models
 # stop gaining (Member.run_epochs): a long budget then buys more models of about the recipe's length
@@ -239,7 +243,7 @@ def plan(
     member: Member | None = None,
 ) -> Plan:
     """The plan of `member` (when None: the speed's family, with no figures) on `folds` folds, or when None
-    on PLAN_FOLDS, unless those cannot afford AUGMENT_FROM_EPOCHS epochs and fewer folds (short_plan_folds)
+    on PLAN_FOLDS, unless those cannot afford FULL_FOLDS_FROM_EPOCHS epochs and fewer folds (short_plan_folds)
     buy more: then on those (see SHORT_PLAN_FOLDS). A budget too small for the smallest plan is a UserError
     saying how much it needs."""
     member = member or Member(speed.model)
@@ -256,7 +260,7 @@ def plan(
         full = at(PLAN_FOLDS)
     except UserError:
         return at(short)
-    if full.epochs >= AUGMENT_FROM_EPOCHS:
+    if full.epochs >= FULL_FOLDS_FROM_EPOCHS:
         return full
     fewer = at(short)
     return fewer if fewer.epochs > full.epochs else full

@@ -80,7 +80,7 @@ def test_a_long_budget_buys_several_runs_of_at_least_run_epochs_each():
 
 def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_folds_for_more_epochs():
     four = planner.plan(600, SLOW_TWO_PROCESSES, folds=4)
-    assert four.epochs < planner.AUGMENT_FROM_EPOCHS
+    assert four.epochs < planner.FULL_FOLDS_FROM_EPOCHS
     short = planner.plan(600, SLOW_TWO_PROCESSES)
     assert short.folds == 2 and short.jobs == 2 and short.epochs > 2 * four.epochs
     assert [step.what for step in short.steps][1] == f"cnn folds 1-2/2 at once: {short.epochs} epochs"
@@ -90,12 +90,30 @@ def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_fol
     assert one_process.folds == 2 and one_process.epochs > 2 * planner.plan(600, SLOW, folds=4).epochs
     # A plan whose four folds afford augmentation keeps them; so do folds given, and long budgets.
     assert planner.plan(600, FAST_TWO_PROCESSES).folds == 4
-    assert planner.plan(600, FAST_TWO_PROCESSES).epochs >= planner.AUGMENT_FROM_EPOCHS
+    assert planner.plan(600, FAST_TWO_PROCESSES).epochs >= planner.FULL_FOLDS_FROM_EPOCHS
     assert planner.plan(600, SLOW_TWO_PROCESSES, folds=4).folds == 4
     assert planner.plan(3600, SLOW_TWO_PROCESSES).folds == 4
     # As many processes as the plan's folds: one round already, nothing to gain from fewer.
     four_jobs = Speed(train_per_s=400.0, predict_per_s=2000.0, policy="float32", machine="test", jobs=4)
     assert planner.plan(600, four_jobs).folds == 4
+
+
+def test_augmentation_starts_at_the_length_where_it_was_measured_to_pay_and_folds_at_their_own_threshold():
+    # The AVX2 machine's cached speed: ten minutes buy two folds of 9 epochs, which now augment.
+    avx2 = Speed(train_per_s=441.8, predict_per_s=1576.7, policy="float32", machine="test", jobs=2)
+    quick = planner.plan(600, avx2)
+    assert (quick.folds, quick.epochs, quick.augment) == (2, planner.AUGMENT_FROM_EPOCHS, True)
+    assert planner.plan(600, avx2, folds=2, runs=1) == quick  # the plan chose the two folds itself
+    below = planner.plan(540, avx2)
+    assert below.epochs < planner.AUGMENT_FROM_EPOCHS and not below.augment
+    # Four folds of 9 augmented epochs still give way to two folds of more: the fold count has its own threshold.
+    assert planner.AUGMENT_FROM_EPOCHS < planner.FULL_FOLDS_FROM_EPOCHS
+
+    def at(train_per_s: float) -> Speed:
+        return Speed(train_per_s, 5 * train_per_s, "float32", "test", jobs=2)
+
+    nine_on_four = next(at(t) for t in range(500, 3000, 10) if planner.plan(600, at(t), folds=4).epochs == 9)
+    assert planner.plan(600, nine_on_four).folds == 2
 
 
 def test_two_processes_at_once_buy_more_epochs_than_one_at_their_combined_speed():
