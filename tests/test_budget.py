@@ -99,12 +99,14 @@ def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_fol
 
 
 def test_augmentation_starts_at_the_length_where_it_was_measured_to_pay_and_folds_at_their_own_threshold():
-    # The AVX2 machine's cached speed: ten minutes buy two folds of 9 epochs, which now augment.
+    # The AVX2 machine's cached speed: ten minutes buy two folds of 9 epochs, which now augment, as do 8.
     avx2 = Speed(train_per_s=441.8, predict_per_s=1576.7, policy="float32", machine="test", jobs=2)
     quick = planner.plan(600, avx2)
-    assert (quick.folds, quick.epochs, quick.augment) == (2, planner.AUGMENT_FROM_EPOCHS, True)
+    assert (quick.folds, quick.epochs, quick.augment) == (2, 9, True)
     assert planner.plan(600, avx2, folds=2, runs=1) == quick  # the plan chose the two folds itself
-    below = planner.plan(540, avx2)
+    at_threshold = planner.plan(540, avx2)
+    assert at_threshold.epochs == planner.AUGMENT_FROM_EPOCHS == 8 and at_threshold.augment
+    below = planner.plan(500, avx2)
     assert below.epochs < planner.AUGMENT_FROM_EPOCHS and not below.augment
     # Four folds of 9 augmented epochs still give way to two folds of more: the fold count has its own threshold.
     assert planner.AUGMENT_FROM_EPOCHS < planner.FULL_FOLDS_FROM_EPOCHS
