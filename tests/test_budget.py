@@ -78,7 +78,7 @@ def test_a_long_budget_buys_several_runs_of_at_least_run_epochs_each():
     assert planner.plan(14400 * plan.runs / (plan.runs + 1), SLOW_TWO_PROCESSES).runs <= plan.runs
 
 
-def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_folds_for_more_epochs():
+def test_a_plan_too_short_for_four_folds_trains_one_round_of_folds_for_more_epochs():
     four = planner.plan(600, SLOW_TWO_PROCESSES, folds=4)
     assert four.epochs < planner.FULL_FOLDS_FROM_EPOCHS
     short = planner.plan(600, SLOW_TWO_PROCESSES)
@@ -88,7 +88,7 @@ def test_a_plan_too_short_for_augmentation_on_four_folds_trains_one_round_of_fol
     # One process: two folds in two rounds instead of four in four.
     one_process = planner.plan(600, SLOW)
     assert one_process.folds == 2 and one_process.epochs > 2 * planner.plan(600, SLOW, folds=4).epochs
-    # A plan whose four folds afford augmentation keeps them; so do folds given, and long budgets.
+    # A plan whose four folds afford FULL_FOLDS_FROM_EPOCHS keeps them; so do folds given, and long budgets.
     assert planner.plan(600, FAST_TWO_PROCESSES).folds == 4
     assert planner.plan(600, FAST_TWO_PROCESSES).epochs >= planner.FULL_FOLDS_FROM_EPOCHS
     assert planner.plan(600, SLOW_TWO_PROCESSES, folds=4).folds == 4
@@ -110,11 +110,9 @@ def test_augmentation_starts_at_the_length_where_it_was_measured_to_pay_and_fold
     assert below.epochs < planner.AUGMENT_FROM_EPOCHS and not below.augment
     # Four folds of 9 augmented epochs still give way to two folds of more: the fold count has its own threshold.
     assert planner.AUGMENT_FROM_EPOCHS < planner.FULL_FOLDS_FROM_EPOCHS
-
-    def at(train_per_s: float) -> Speed:
-        return Speed(train_per_s, 5 * train_per_s, "float32", "test", jobs=2)
-
-    nine_on_four = next(at(t) for t in range(500, 3000, 10) if planner.plan(600, at(t), folds=4).epochs == 9)
+    nine_on_four = next(
+        _speed("cnn", t) for t in range(500, 3000, 10) if planner.plan(600, _speed("cnn", t), folds=4).epochs == 9
+    )
     assert planner.plan(600, nine_on_four).folds == 2
 
 
